@@ -1,0 +1,154 @@
+//! The only place that wires modules together: configuration, logging, models, commands.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::cli::{Cli, Command};
+use crate::config::{Config, Overrides};
+use crate::pipeline::models::{ModelStore, Precision};
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::tools;
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logging(i16::from(cli.global.verbose) - i16::from(cli.global.quiet));
+    let config = Config::load(&Overrides {
+        file: cli.global.config.clone(),
+        data_dir: cli.global.data_dir.clone(),
+    })?;
+    tracing::debug!(data_dir = %config.data_dir.display(), "configuration loaded");
+    let store = open_models(&config)?;
+    match cli.command {
+        Command::Detect { image, json } => {
+            tools::detect::run(&load_pipeline(&store, &config, None)?, &image, json)
+        }
+        Command::Embed { image, json } => {
+            tools::detect::run_embed(&load_pipeline(&store, &config, None)?, &image, json)
+        }
+        Command::Eval {
+            dataset,
+            precision,
+            json,
+        } => tools::eval::run(&load_pipeline(&store, &config, precision)?, &dataset, json),
+        Command::Bench {
+            images,
+            iterations,
+            precision,
+            json,
+        } => {
+            let precisions = match precision {
+                Some(p) => vec![p],
+                None => vec![config.models.precision, other(config.models.precision)],
+            };
+            let opts = tools::bench::Options {
+                images,
+                iterations,
+                json,
+            };
+            tools::bench::run(&opts, &precisions, |p| {
+                load_pipeline(&store, &config, Some(p))
+            })
+        }
+    }
+}
+
+fn other(p: Precision) -> Precision {
+    match p {
+        Precision::Fp32 => Precision::Int8,
+        Precision::Int8 => Precision::Fp32,
+    }
+}
+
+/// Where to look for `manifest.toml`: the configured directory, else the install locations,
+/// else the source tree (so `cargo run` works from a fresh clone).
+pub fn model_dirs(config: &Config) -> Vec<PathBuf> {
+    if !config.models.dir.as_os_str().is_empty() {
+        return vec![config.models.dir.clone()];
+    }
+    let mut dirs = Vec::new();
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+    {
+        dirs.push(exe_dir.join("../share/facegate/models"));
+    }
+    dirs.push(PathBuf::from("/usr/share/facegate/models"));
+    dirs.push(PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models"
+    )));
+    dirs
+}
+
+pub fn open_models(config: &Config) -> anyhow::Result<ModelStore> {
+    let started = std::time::Instant::now();
+    let store = ModelStore::open_first(&model_dirs(config))?;
+    tracing::info!(
+        dir = %store.dir().display(),
+        models = store.entries().len(),
+        ms = started.elapsed().as_millis() as u64,
+        "models verified (sha256)"
+    );
+    Ok(store)
+}
+
+pub fn load_pipeline(
+    store: &ModelStore,
+    config: &Config,
+    precision: Option<Precision>,
+) -> anyhow::Result<Pipeline> {
+    let precision = precision.unwrap_or(config.models.precision);
+    let started = std::time::Instant::now();
+    let pipeline = Pipeline::load(
+        store,
+        PipelineConfig {
+            detector: config.detector.clone(),
+            quality: config.quality.clone(),
+            limits: config.limits.clone(),
+            precision,
+        },
+    )
+    .with_context(|| format!("loading the {} pipeline", precision.as_str()))?;
+    tracing::info!(
+        detector = pipeline.detector().name(),
+        embedder = pipeline.embedder().name(),
+        ms = started.elapsed().as_millis() as u64,
+        "pipeline loaded"
+    );
+    Ok(pipeline)
+}
+
+/// Logs go to journald when systemd gave us a journal stream, else to stderr.
+/// `FACEGATE_LOG` (an `EnvFilter` directive) overrides the verbosity flags.
+fn init_logging(verbosity: i16) {
+    let level = match verbosity {
+        ..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("FACEGATE_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{level},tract_core=warn,tract_hir=warn,tract_onnx=warn,tract_linalg=warn"
+        ))
+    });
+    let journald = std::env::var_os("JOURNAL_STREAM")
+        .and_then(|_| tracing_journald::layer().ok())
+        .map(|l| l.with_syslog_identifier("facegate".into()).boxed());
+    let stderr = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .boxed()
+    });
+    // A second init (tests calling run twice) is harmless: keep the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(stderr)
+        .try_init();
+}

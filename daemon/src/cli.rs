@@ -1,0 +1,76 @@
+//! The command line. Names here are a contract: scripts, tests and other issues use them.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::pipeline::models::Precision;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "facegate",
+    version,
+    about = "Face-recognition door terminal",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file layered over the embedded defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// State directory (default from the configuration).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub quiet: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Detect faces (boxes, 5 landmarks, quality) in one image.
+    Detect {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Embed the largest face of one image (192-d, L2-normalised).
+    Embed {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verification and identification accuracy over a folder-per-identity dataset.
+    Eval {
+        #[arg(long, value_name = "DIR")]
+        dataset: PathBuf,
+        /// Model precision (default from the configuration).
+        #[arg(long)]
+        precision: Option<Precision>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-stage latency of the pipeline on one thread, fp32 and int8.
+    Bench {
+        /// Images to run (default: a built-in 640x480 JPEG with one face).
+        #[arg(long, value_name = "DIR")]
+        images: Option<PathBuf>,
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        /// Run only this precision (default: both).
+        #[arg(long)]
+        precision: Option<Precision>,
+        #[arg(long)]
+        json: bool,
+    },
+}

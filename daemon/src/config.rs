@@ -1,0 +1,293 @@
+//! One serde `Config`, layered: embedded `config/default.toml`, then `--config FILE`, then
+//! `FACEGATE_*` environment variables, then command-line flags.
+//!
+//! Invariant: every key is known (`deny_unknown_fields`); a bad key or value is an error that
+//! names it, never a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::pipeline::decode::DecodeLimits;
+use crate::pipeline::detect::DetectorConfig;
+use crate::pipeline::models::Precision;
+use crate::pipeline::quality::QualityConfig;
+
+/// The embedded defaults: the daemon runs with no config file at all.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Environment variables with the `FACEGATE_` prefix that are not configuration keys.
+const RESERVED_ENV: &[&str] = &["FACEGATE_MASTER_KEY", "FACEGATE_LOG"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub models: ModelsConfig,
+    pub detector: DetectorConfig,
+    pub quality: QualityConfig,
+    pub limits: DecodeLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    pub dir: PathBuf,
+    pub precision: Precision,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// What the command line contributes on top of files and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads defaults -> file -> process environment -> CLI overrides.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::load_from(overrides, std::env::vars())
+    }
+
+    /// Same as [`Config::load`] with an explicit environment (tests).
+    pub fn load_from(
+        overrides: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = parse_table(DEFAULT_TOML, Path::new("<embedded default.toml>"))?;
+        if let Some(path) = &overrides.file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            merge(&mut table, parse_table(&text, path)?);
+        }
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        for (var, value) in &env {
+            let Some(rest) = var.strip_prefix("FACEGATE_") else {
+                continue;
+            };
+            if RESERVED_ENV.contains(&var.as_str()) || rest.is_empty() {
+                continue;
+            }
+            let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut table, &keys, env_value(value)).map_err(|message| ConfigError::Env {
+                var: var.clone(),
+                message,
+            })?;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            table.insert(
+                "data_dir".into(),
+                toml::Value::String(dir.display().to_string()),
+            );
+        }
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ConfigError::Invalid(format!("{path}: {}", e.into_inner().message()))
+            })?;
+        config.validate()?;
+        if config.data_dir.as_os_str().is_empty() {
+            config.data_dir = default_data_dir(&env);
+        }
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.detector;
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if !(0.0..=1.0).contains(&d.score_threshold) {
+            return bad("detector.score_threshold", "must be within [0, 1]");
+        }
+        if !(0.0..=1.0).contains(&d.nms_iou) {
+            return bad("detector.nms_iou", "must be within [0, 1]");
+        }
+        if d.max_side < 64 {
+            return bad("detector.max_side", "must be at least 64");
+        }
+        let q = &self.quality;
+        if q.good_face_px <= q.min_face_px {
+            return bad(
+                "quality.good_face_px",
+                "must be larger than quality.min_face_px",
+            );
+        }
+        if q.sharpness_scale <= 0.0 {
+            return bad("quality.sharpness_scale", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+fn parse_table(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+}
+
+/// Deep merge: tables merge key by key, anything else is replaced.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = keys.split_last().ok_or("empty key")?;
+    let mut cur = table;
+    for key in parents {
+        let entry = cur
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is not a section"))?;
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}
+
+/// `FACEGATE_X=0.4` is a float, `=true` a bool, `=[1,2]` an array; anything else a string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn default_data_dir(env: &BTreeMap<String, String>) -> PathBuf {
+    let non_empty = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(state) = non_empty("STATE_DIRECTORY") {
+        // systemd may pass several colon-separated directories; the first is ours.
+        let first = state
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        return PathBuf::from(first);
+    }
+    if let Some(xdg) = non_empty("XDG_DATA_HOME") {
+        return xdg.join("facegate");
+    }
+    match non_empty("HOME") {
+        Some(home) => home.join(".local/share/facegate"),
+        None => PathBuf::from("/var/lib/facegate"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_default_loads() {
+        let c = Config::load_from(&Overrides::default(), env(&[("HOME", "/home/x")])).unwrap();
+        assert_eq!(c.detector.max_side, 320);
+        assert_eq!(c.data_dir, PathBuf::from("/home/x/.local/share/facegate"));
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_parses_types() {
+        let c = Config::load_from(
+            &Overrides::default(),
+            env(&[
+                ("FACEGATE_DETECTOR__SCORE_THRESHOLD", "0.7"),
+                ("FACEGATE_DETECTOR__KIND", "blazeface"),
+                ("FACEGATE_DATA_DIR", "/srv/fg"),
+                ("FACEGATE_MASTER_KEY", "not a config key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.detector.score_threshold, 0.7);
+        assert_eq!(
+            c.detector.kind,
+            crate::pipeline::detect::DetectorKind::Blazeface
+        );
+        assert_eq!(c.data_dir, PathBuf::from("/srv/fg"));
+    }
+
+    #[test]
+    fn cli_data_dir_wins_over_env() {
+        let o = Overrides {
+            data_dir: Some("/cli".into()),
+            ..Default::default()
+        };
+        let c = Config::load_from(&o, env(&[("FACEGATE_DATA_DIR", "/env")])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/cli"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = Config::load_from(
+            &Overrides::default(),
+            env(&[("FACEGATE_DETECTOR__TRESHOLD", "1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("treshold"), "{e}");
+    }
+
+    #[test]
+    fn file_overrides_and_bad_values_are_named() {
+        let dir = std::env::temp_dir().join(format!("fg-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "[detector]\nmax_side = 480\n").unwrap();
+        let o = Overrides {
+            file: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::load_from(&o, env(&[])).unwrap();
+        assert_eq!(c.detector.max_side, 480);
+        assert_eq!(
+            c.detector.score_threshold, 0.5,
+            "untouched keys keep their defaults"
+        );
+
+        std::fs::write(&path, "[detector]\nscore_threshold = 3.0\n").unwrap();
+        let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();
+        assert!(e.contains("detector.score_threshold"), "{e}");
+
+        std::fs::write(&path, "[detector]\nmax_side = \"big\"\n").unwrap();
+        let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();
+        assert!(e.contains("max_side") || e.contains("integer"), "{e}");
+
+        std::fs::write(&path, "[detector\n").unwrap();
+        let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();
+        assert!(e.contains("c.toml"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,7 @@
+//! facegate: a face-recognition door terminal daemon. See ARCHITECTURE.md for the code map.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod pipeline;
+pub mod tools;

@@ -1,0 +1,125 @@
+//! The face pipeline: decode -> detect (5 landmarks) -> align -> quality -> embed.
+//!
+//! Invariant: synchronous `Frame -> Analysis` code. No tokio, axum, sled or serde_json here;
+//! it runs on blocking threads and never spawns tasks. Models are loaded once and shared.
+
+pub mod align;
+pub mod decode;
+pub mod detect;
+pub mod embed;
+pub mod models;
+pub mod quality;
+
+use image::RgbImage;
+
+use decode::{DecodeError, DecodeLimits};
+use detect::{Detector, DetectorConfig, Face};
+use embed::{Embedder, Embedding};
+use models::{ModelError, ModelStore, Precision};
+use quality::{Quality, QualityConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{stage} failed: {message}")]
+    Inference {
+        stage: &'static str,
+        message: String,
+    },
+    #[error("no face found in the image")]
+    NoFace,
+    #[error("the face's landmarks are degenerate and cannot be aligned")]
+    DegenerateLandmarks,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub detector: DetectorConfig,
+    pub quality: QualityConfig,
+    pub limits: DecodeLimits,
+    pub precision: Precision,
+}
+
+/// One face, fully analysed.
+#[derive(Debug, Clone)]
+pub struct FaceAnalysis {
+    pub face: Face,
+    pub quality: Quality,
+    pub embedding: Embedding,
+}
+
+#[derive(Debug)]
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    detector: Detector,
+    embedder: Embedder,
+}
+
+impl Pipeline {
+    pub fn load(store: &ModelStore, cfg: PipelineConfig) -> Result<Pipeline, ModelError> {
+        let detector = Detector::load(store, &cfg.detector, cfg.precision)?;
+        let embedder = Embedder::load(store, cfg.precision)?;
+        Ok(Pipeline {
+            cfg,
+            detector,
+            embedder,
+        })
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<RgbImage, PipelineError> {
+        Ok(decode::decode(bytes, &self.cfg.limits)?)
+    }
+
+    pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>, PipelineError> {
+        self.detector.detect(img)
+    }
+
+    /// Aligns, scores and embeds one detected face.
+    pub fn analyze(&self, img: &RgbImage, face: &Face) -> Result<FaceAnalysis, PipelineError> {
+        let (_, crop) =
+            align::align(img, &face.landmarks).ok_or(PipelineError::DegenerateLandmarks)?;
+        let quality = quality::assess(face, &crop, &self.cfg.quality);
+        let embedding = self.embedder.embed(&crop)?;
+        Ok(FaceAnalysis {
+            face: face.clone(),
+            quality,
+            embedding,
+        })
+    }
+
+    /// Quality of every face without embedding it (cheap; for `detect`).
+    pub fn quality(&self, img: &RgbImage, face: &Face) -> Result<Quality, PipelineError> {
+        let (_, crop) =
+            align::align(img, &face.landmarks).ok_or(PipelineError::DegenerateLandmarks)?;
+        Ok(quality::assess(face, &crop, &self.cfg.quality))
+    }
+
+    /// Decode, detect, and analyse the largest face.
+    pub fn analyze_largest(&self, bytes: &[u8]) -> Result<(RgbImage, FaceAnalysis), PipelineError> {
+        let img = self.decode(bytes)?;
+        let faces = self.detect(&img)?;
+        let face = largest(&faces).ok_or(PipelineError::NoFace)?;
+        let analysis = self.analyze(&img, face)?;
+        Ok((img, analysis))
+    }
+}
+
+/// The face with the largest box (the person closest to the camera).
+pub fn largest(faces: &[Face]) -> Option<&Face> {
+    faces.iter().max_by(|a, b| a.area().total_cmp(&b.area()))
+}

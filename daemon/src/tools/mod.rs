@@ -1,0 +1,25 @@
+//! Command-line tools over the pipeline: detect, embed, eval, bench.
+//!
+//! Invariant: tools print results to stdout (a table, or one JSON document with `--json`) and
+//! logs to stderr; they never print embeddings except where asked to (`embed --json`).
+
+pub mod bench;
+pub mod detect;
+pub mod eval;
+pub mod metrics;
+
+use std::path::Path;
+
+use anyhow::Context;
+
+pub(crate) fn read_image(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))
+}
+
+pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}

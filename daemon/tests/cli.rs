@@ -1,0 +1,246 @@
+#![allow(clippy::unwrap_used)]
+//! Black-box tests of the real `facegate` binary: JSON contracts, exit codes, clear errors.
+
+mod common;
+
+use common::{data, facegate, stdout_json, tempdir};
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn detect_json_has_the_contract_shape() {
+    let out = facegate(
+        &["detect", path(&data("photos/group_t1.jpg")), "--json"],
+        &[],
+    );
+    let v = stdout_json(&out);
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(1280), Some(886))
+    );
+    let faces = v["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 6);
+    for f in faces {
+        assert_eq!(f["bbox"].as_array().unwrap().len(), 4);
+        assert_eq!(f["landmarks"].as_array().unwrap().len(), 5);
+        assert!(f["score"].as_f64().unwrap() > 0.5);
+        let q = &f["quality"];
+        for k in ["score", "size", "sharpness", "exposure", "pose"] {
+            let x = q[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("quality.{k} missing: {q}"));
+            assert!((0.0..=1.0).contains(&x), "quality.{k} = {x}");
+        }
+    }
+    // No face is an empty list, not an error.
+    let v = stdout_json(&facegate(
+        &[
+            "detect",
+            path(&data("photos/noface_mountain.jpg")),
+            "--json",
+        ],
+        &[],
+    ));
+    assert_eq!(v["faces"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn embed_json_is_a_unit_192_vector_and_no_face_is_an_error() {
+    let v = stdout_json(&facegate(
+        &["embed", path(&data("photos/astronaut.png")), "--json"],
+        &[],
+    ));
+    let e: Vec<f64> = v["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(e.len(), 192);
+    let norm = e.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-3, "norm {norm}");
+    assert_eq!(v["bbox"].as_array().unwrap().len(), 4);
+    assert!(v["quality"]["score"].as_f64().is_some());
+
+    let out = facegate(
+        &["embed", path(&data("photos/noface_mountain.jpg")), "--json"],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing on stdout when failing");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no face found"));
+}
+
+#[test]
+fn corrupt_and_empty_images_fail_with_a_clear_message() {
+    let dir = tempdir("badimg");
+    let empty = dir.join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    let truncated = dir.join("truncated.png");
+    let png = std::fs::read(data("photos/astronaut.png")).unwrap();
+    std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
+    let text = dir.join("text.jpg");
+    std::fs::write(&text, b"definitely not a jpeg").unwrap();
+    for (file, needle) in [
+        (&empty, "empty"),
+        (&truncated, "corrupt"),
+        (&text, "unrecognised image format"),
+    ] {
+        let out = facegate(&["detect", path(file), "--json"], &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", file.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{}: {err}", file.display());
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = facegate(&["detect", "/nonexistent/x.jpg"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read image /nonexistent/x.jpg"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Copies the shipped models so a test can damage its copy.
+fn models_copy(tag: &str) -> std::path::PathBuf {
+    let dir = tempdir(tag);
+    for entry in std::fs::read_dir(common::models_dir()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn an_altered_or_missing_model_fails_fast_naming_it() {
+    let dir = models_copy("models-altered");
+    let target = dir.join("expo_MobileFaceNet_dynbatch.onnx");
+    let mut bytes = std::fs::read(&target).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&target, &bytes).unwrap();
+    let astronaut = data("photos/astronaut.png");
+    let out = facegate(
+        &["detect", path(&astronaut)],
+        &[("FACEGATE_MODELS__DIR", path(&dir))],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model `mobilefacenet`") && err.contains("does not match the manifest"),
+        "{err}"
+    );
+
+    std::fs::remove_file(&target).unwrap();
+    let out = facegate(
+        &["detect", path(&astronaut)],
+        &[("FACEGATE_MODELS__DIR", path(&dir))],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model `mobilefacenet` is missing"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+
+    let out = facegate(
+        &["detect", path(&astronaut)],
+        &[("FACEGATE_MODELS__DIR", "/nonexistent")],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model manifest found"));
+}
+
+#[test]
+fn bad_configuration_is_an_error_naming_the_key() {
+    let dir = tempdir("config");
+    let file = dir.join("facegate.toml");
+    std::fs::write(&file, "[detector]\nscore_treshold = 0.4\n").unwrap();
+    let astronaut = data("photos/astronaut.png");
+    let out = facegate(&["--config", path(&file), "detect", path(&astronaut)], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("detector") && err.contains("score_treshold"),
+        "{err}"
+    );
+
+    let out = facegate(
+        &["detect", path(&astronaut)],
+        &[("FACEGATE_DETECTOR__KIND", "yolo")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("detector.kind") && err.contains("yolo"),
+        "{err}"
+    );
+
+    // A valid override is applied: BlazeFace finds the astronaut too.
+    let v = stdout_json(&facegate(
+        &["detect", path(&astronaut), "--json"],
+        &[("FACEGATE_DETECTOR__KIND", "blazeface")],
+    ));
+    assert_eq!(v["faces"].as_array().unwrap().len(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn eval_on_orl_meets_the_accuracy_bar_in_both_precisions() {
+    let orl = data("faces/orl");
+    for precision in ["fp32", "int8"] {
+        let v = stdout_json(&facegate(
+            &[
+                "eval",
+                "--dataset",
+                path(&orl),
+                "--precision",
+                precision,
+                "--json",
+                "-q",
+            ],
+            &[],
+        ));
+        eprintln!("ORL {precision}: {v}");
+        assert_eq!(v["identities"], 20);
+        assert_eq!(v["images"], 200);
+        assert_eq!(v["failed_to_detect"], 0, "{precision}");
+        assert_eq!(v["genuine_pairs"], 900);
+        assert_eq!(v["impostor_pairs"], 19000);
+        assert!(
+            v["eer"].as_f64().unwrap() <= 0.01,
+            "{precision} EER {}",
+            v["eer"]
+        );
+        assert!(
+            v["rank1"].as_f64().unwrap() >= 0.99,
+            "{precision} rank-1 {}",
+            v["rank1"]
+        );
+        assert!(
+            v["tar_at_far"]["1e-3"].as_f64().unwrap() >= 0.95,
+            "{precision}: {}",
+            v["tar_at_far"]
+        );
+        assert!(v["threshold_at_far_1e-3"].as_f64().is_some());
+    }
+}
+
+#[test]
+fn bench_json_reports_every_stage_for_both_precisions() {
+    let v = stdout_json(&facegate(
+        &["bench", "--iterations", "2", "--json", "-q"],
+        &[],
+    ));
+    assert_eq!(v["precision"], "fp32");
+    assert_eq!(v["threads"], 1);
+    for variant in ["fp32", "int8"] {
+        let r = &v["variants"][variant];
+        assert!(
+            r["end_to_end"]["p50_ms"].as_f64().unwrap() > 0.0,
+            "{variant}: {r}"
+        );
+        assert!(r["end_to_end"]["fps"].as_f64().unwrap() > 0.0);
+        for stage in ["decode", "detect", "align", "quality", "embed"] {
+            assert!(
+                r["stages"][stage]["p99_ms"].as_f64().unwrap()
+                    >= r["stages"][stage]["p50_ms"].as_f64().unwrap()
+            );
+        }
+    }
+}
