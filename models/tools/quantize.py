@@ -113,13 +113,11 @@ class Reader(CalibrationDataReader):
 
 
 def main():
-    shared = sys.argv[1] if len(sys.argv) > 1 else "../shared"
+    shared = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "../shared")
     src = f"{shared}/models"
     images = calibration_images(shared)
     tmp = "/tmp/facegate-quant"
     os.makedirs(tmp, exist_ok=True)
-    shared = os.path.abspath(shared)
-    src = f"{shared}/models"
     os.chdir(tmp)  # onnxruntime's quantizer leaves scratch files in the working directory
 
     # Detector
