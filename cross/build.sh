@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Cross-builds facegate for the terminal targets and smoke-tests the binaries under qemu-user.
+# Usage: cross/build.sh [aarch64|armv7]...   (default: both)
+# Needs (Debian): gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
+#                 gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user
+set -euo pipefail
+cd "$(dirname "$0")/.."
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
+for t in "${targets[@]}"; do
+  case "$t" in
+    aarch64) triple=aarch64-unknown-linux-gnu; qemu=qemu-aarch64; cpu=cortex-a72; sysroot=/usr/aarch64-linux-gnu ;;
+    armv7) triple=armv7-unknown-linux-gnueabihf; qemu=qemu-arm; cpu=cortex-a15; sysroot=/usr/arm-linux-gnueabihf ;;
+    *) echo "unknown target $t (aarch64 or armv7)" >&2; exit 2 ;;
+  esac
+  rustup target add "$triple"
+  cargo build --release --locked --target "$triple" -p facegate-daemon -p facegate-sync
+  bin="target/$triple/release/facegate"
+  file "$bin"
+  # The default aarch64 qemu CPU has SVE, which qemu emulates very slowly.
+  QEMU_CPU=$cpu QEMU_LD_PREFIX="$sysroot" "$qemu" "$bin" detect ../shared/data/photos/astronaut.png --json
+done
