@@ -7,10 +7,13 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, EnrollmentsAction};
 use crate::config::{Config, Overrides};
+use crate::pipeline::embed::EMBEDDING_DIM;
 use crate::pipeline::models::{ModelStore, Precision};
 use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::store::Store;
+use crate::store::keys::KeySources;
 use crate::tools;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -20,19 +23,54 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         data_dir: cli.global.data_dir.clone(),
     })?;
     tracing::debug!(data_dir = %config.data_dir.display(), "configuration loaded");
-    let store = open_models(&config)?;
+    let models = || open_models(&config);
     match cli.command {
         Command::Detect { image, json } => {
-            tools::detect::run(&load_pipeline(&store, &config, None)?, &image, json)
+            tools::detect::run(&load_pipeline(&models()?, &config, None)?, &image, json)
         }
         Command::Embed { image, json } => {
-            tools::detect::run_embed(&load_pipeline(&store, &config, None)?, &image, json)
+            tools::detect::run_embed(&load_pipeline(&models()?, &config, None)?, &image, json)
         }
         Command::Eval {
             dataset,
             precision,
             json,
-        } => tools::eval::run(&load_pipeline(&store, &config, precision)?, &dataset, json),
+        } => tools::eval::run(
+            &load_pipeline(&models()?, &config, precision)?,
+            &dataset,
+            json,
+        ),
+        Command::Enroll {
+            user_id,
+            client,
+            images,
+            json,
+        } => {
+            let pipeline = load_pipeline(&models()?, &config, None)?;
+            let db = open_store(&config)?;
+            tools::store::enroll(&pipeline, &db, &client, &user_id, &images, json)
+        }
+        Command::Identify {
+            image,
+            client,
+            json,
+        } => {
+            let pipeline = load_pipeline(&models()?, &config, None)?;
+            let db = open_store(&config)?;
+            tools::store::identify(&pipeline, &db, &config.matching, &client, &image, json)
+        }
+        Command::Enrollments { action } => {
+            let db = open_store(&config)?;
+            match action {
+                EnrollmentsAction::List { client, json } => {
+                    tools::store::list(&db, client.as_deref(), json)
+                }
+                EnrollmentsAction::Delete {
+                    enrollment_id,
+                    client,
+                } => tools::store::delete(&db, &client, &enrollment_id),
+            }
+        }
         Command::Bench {
             images,
             iterations,
@@ -48,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 iterations,
                 json,
             };
+            let store = models()?;
             tools::bench::run(&opts, &precisions, |p| {
                 load_pipeline(&store, &config, Some(p))
             })
@@ -92,6 +131,27 @@ pub fn open_models(config: &Config) -> anyhow::Result<ModelStore> {
         ms = started.elapsed().as_millis() as u64,
         "models verified (sha256)"
     );
+    Ok(store)
+}
+
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let (store, report) = Store::open(
+        &config.data_dir,
+        &KeySources::from_env(),
+        &config.store,
+        EMBEDDING_DIM,
+    )
+    .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    match &report.index {
+        crate::store::IndexOrigin::Snapshot => tracing::info!(
+            dir = %config.data_dir.display(), key = %report.key_source, enrollments = report.enrollments,
+            ms = report.open_ms as u64, "store opened, index loaded from its snapshot"
+        ),
+        crate::store::IndexOrigin::Rebuilt { reason } => tracing::info!(
+            dir = %config.data_dir.display(), key = %report.key_source, enrollments = report.enrollments,
+            ms = report.open_ms as u64, %reason, "store opened, index rebuilt from the records"
+        ),
+    }
     Ok(store)
 }
 

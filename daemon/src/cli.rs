@@ -60,6 +60,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Enroll one person from one or more photos (offline import); the template is the
+    /// quality-weighted mean of the photos' embeddings.
+    Enroll {
+        #[arg(long)]
+        user_id: String,
+        #[arg(long, default_value = "default")]
+        client: String,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 1:N identification of the largest face against the client's enrollments.
+    Identify {
+        image: PathBuf,
+        #[arg(long, default_value = "default")]
+        client: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List or delete enrollments.
+    Enrollments {
+        #[command(subcommand)]
+        action: EnrollmentsAction,
+    },
     /// Per-stage latency of the pipeline on one thread, fp32 and int8.
     Bench {
         /// Images to run (default: a built-in 640x480 JPEG with one face).
@@ -72,5 +97,21 @@ pub enum Command {
         precision: Option<Precision>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrollmentsAction {
+    List {
+        /// Only this client's enrollments (default: all).
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        enrollment_id: String,
+        #[arg(long, default_value = "default")]
+        client: String,
     },
 }

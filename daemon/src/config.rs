@@ -13,6 +13,7 @@ use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::detect::DetectorConfig;
 use crate::pipeline::models::Precision;
 use crate::pipeline::quality::QualityConfig;
+use crate::store::StoreConfig;
 
 /// The embedded defaults: the daemon runs with no config file at all.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -28,6 +29,15 @@ pub struct Config {
     pub detector: DetectorConfig,
     pub quality: QualityConfig,
     pub limits: DecodeLimits,
+    pub store: StoreConfig,
+    pub matching: MatchingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchingConfig {
+    pub threshold: f32,
+    pub top_k: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +131,15 @@ impl Config {
         }
         if d.max_side < 64 {
             return bad("detector.max_side", "must be at least 64");
+        }
+        if !(-1.0..=1.0).contains(&self.matching.threshold) {
+            return bad(
+                "matching.threshold",
+                "must be a cosine similarity within [-1, 1]",
+            );
+        }
+        if self.matching.top_k == 0 {
+            return bad("matching.top_k", "must be at least 1");
         }
         let q = &self.quality;
         if q.good_face_px <= q.min_face_px {

@@ -1,7 +1,318 @@
-//! The terminal's encrypted store. So far: sealing (`crypto`) and key management (`keys`);
-//! records (sled) and the vector index (usearch) build on them.
+//! The terminal's encrypted biometric store: sealed records in sled (`records`), the derived
+//! per-client vector index in usearch (`index`), AES-256-GCM sealing (`crypto`) and key
+//! management (`keys`).
 //!
-//! Invariant: nothing reaches disk unencrypted; store/ depends on no other module of the crate.
+//! Invariant: nothing reaches disk unencrypted; records are the source of truth and are durable
+//! before a write returns; the index is derived from them; store/ depends on no other module
+//! of the crate.
 
 pub mod crypto;
+pub mod index;
 pub mod keys;
+pub mod records;
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use index::{Hit, IndexError, Quantization, VectorIndex};
+use keys::{KeyError, KeySources, MasterKeySource};
+use records::{Enrollment, RecordError, Records};
+
+pub const SNAPSHOT_FILE: &str = "index.sealed";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Scalar type the vector index stores templates as.
+    pub quantization: Quantization,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use the data directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("cannot write the index snapshot {path}: {source}")]
+    Snapshot {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How the index came up at open.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexOrigin {
+    Snapshot,
+    Rebuilt { reason: String },
+}
+
+#[derive(Debug)]
+pub struct OpenReport {
+    pub key_source: MasterKeySource,
+    pub enrollments: usize,
+    pub index: IndexOrigin,
+    /// Records that failed to open at rebuild (altered or corrupt): refused, not indexed.
+    pub refused: Vec<String>,
+    pub open_ms: f64,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    records: Records,
+    /// Writers hold this lock across the record commit and the index update, so a snapshot
+    /// taken under the read lock always pairs an index with the epoch it reflects.
+    index: RwLock<VectorIndex>,
+}
+
+/// A successful 1:N match or 1:1 verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    pub enrollment_id: String,
+    pub user_id: String,
+    pub similarity: f32,
+}
+
+impl Store {
+    /// Opens the store in `dir` (created 0700 if missing), resolving the master key from
+    /// `sources`; the index comes from its snapshot, or is rebuilt from the records.
+    pub fn open(
+        dir: &Path,
+        sources: &KeySources,
+        cfg: &StoreConfig,
+        dim: usize,
+    ) -> Result<(Store, OpenReport), StoreError> {
+        let started = Instant::now();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::Dir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        let (master, key_source) = keys::resolve_master_key(dir, sources)?;
+        let records = Records::open(dir, &master, &key_source)?;
+        drop(master);
+        let epoch = records.epoch()?;
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let mut refused = Vec::new();
+        let restored = match std::fs::read(&snapshot_path) {
+            Ok(bytes) => VectorIndex::from_sealed_snapshot(&bytes, records.data_key(), epoch)
+                .map_err(|e| e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no snapshot".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        let (index, origin) = match restored {
+            Ok(index) if index.quantization() == cfg.quantization => (index, IndexOrigin::Snapshot),
+            other => {
+                let reason = match other {
+                    Ok(_) => "quantization changed".to_owned(),
+                    Err(reason) => reason,
+                };
+                let mut all = Vec::with_capacity(records.len());
+                for r in records.iter() {
+                    match r {
+                        Ok(e) => all.push(e),
+                        Err(e @ (RecordError::Sealed { .. } | RecordError::Malformed { .. })) => {
+                            tracing::error!(error = %e, "enrollment record refused: not indexed, not served");
+                            refused.push(e.to_string());
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                let index = VectorIndex::rebuild(dim, cfg.quantization, all.iter())?;
+                (index, IndexOrigin::Rebuilt { reason })
+            }
+        };
+        let store = Store {
+            dir: dir.to_owned(),
+            records,
+            index: RwLock::new(index),
+        };
+        if matches!(origin, IndexOrigin::Rebuilt { .. }) {
+            store.save_snapshot()?;
+        }
+        let report = OpenReport {
+            key_source,
+            enrollments: store.records.len(),
+            index: origin,
+            refused,
+            open_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        Ok((store, report))
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, VectorIndex> {
+        // A writer that panicked left the index as consistent as its last completed call.
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, VectorIndex> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enrolls (or re-enrolls) `user_id` of `client`; durable when it returns.
+    pub fn enroll(
+        &self,
+        client: &str,
+        user_id: &str,
+        template: &[f32],
+        quality: f32,
+        liveness_verified: bool,
+    ) -> Result<Enrollment, StoreError> {
+        let mut index = self.write_index();
+        let (e, replaced) = self.records.upsert(
+            client,
+            user_id,
+            template.to_vec(),
+            quality,
+            liveness_verified,
+        )?;
+        if let Some(old) = replaced {
+            index.remove(client, old)?;
+        }
+        index.insert(&e)?;
+        Ok(e)
+    }
+
+    /// Deletes from records and index; the change feed records the deletion.
+    pub fn delete(
+        &self,
+        client: &str,
+        enrollment_id: &str,
+    ) -> Result<Option<Enrollment>, StoreError> {
+        let mut index = self.write_index();
+        let deleted = self.records.delete(client, enrollment_id)?;
+        if let Some(e) = &deleted {
+            index.remove(client, e.label)?;
+        }
+        Ok(deleted)
+    }
+
+    /// 1:N: the index proposes the `k` nearest enrollments of `client`; the best is confirmed
+    /// against its record (opened and scored exactly in f32), so a record that fails to open
+    /// is refused with an error, never served from the index alone.
+    pub fn identify(
+        &self,
+        client: &str,
+        query: &[f32],
+        k: usize,
+        threshold: f32,
+    ) -> Result<(Option<Match>, Vec<Hit>), StoreError> {
+        let hits = self.read_index().search(client, query, k)?;
+        let Some(top) = hits.first() else {
+            return Ok((None, hits));
+        };
+        let record = self.records.get(&top.enrollment_id)?;
+        let best = record
+            .filter(|e| e.client == client)
+            .map(|e| Match {
+                similarity: cosine(&e.template, query),
+                enrollment_id: e.id,
+                user_id: e.user_id,
+            })
+            .filter(|m| m.similarity >= threshold);
+        Ok((best, hits))
+    }
+
+    /// 1:1: exact cosine against the user's stored template.
+    pub fn verify(
+        &self,
+        client: &str,
+        user_id: &str,
+        query: &[f32],
+    ) -> Result<Option<Match>, StoreError> {
+        Ok(self.records.get_by_user(client, user_id)?.map(|e| Match {
+            similarity: cosine(&e.template, query),
+            enrollment_id: e.id,
+            user_id: e.user_id,
+        }))
+    }
+
+    pub fn get(&self, enrollment_id: &str) -> Result<Option<Enrollment>, StoreError> {
+        Ok(self.records.get(enrollment_id)?)
+    }
+
+    /// Every enrollment (of one client, if given), oldest first.
+    pub fn list(&self, client: Option<&str>) -> Result<Vec<Enrollment>, StoreError> {
+        let mut all: Vec<Enrollment> = self
+            .records
+            .iter()
+            .filter(|r| !matches!((r, client), (Ok(e), Some(c)) if e.client != c))
+            .collect::<Result<_, _>>()?;
+        all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(all)
+    }
+
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    pub fn index_len(&self) -> usize {
+        self.read_index().len()
+    }
+
+    /// Seals the index with its epoch and replaces the snapshot atomically.
+    pub fn save_snapshot(&self) -> Result<(), StoreError> {
+        let index = self.read_index();
+        let sealed = index.to_sealed_snapshot(self.records.epoch()?, self.records.data_key())?;
+        drop(index);
+        let path = self.dir.join(SNAPSHOT_FILE);
+        write_atomically(&path, &sealed).map_err(|source| StoreError::Snapshot { path, source })
+    }
+
+    /// Checks that the index holds exactly the records' enrollments (tests, `facegate doctor`).
+    pub fn check_consistency(&self) -> Result<Vec<String>, StoreError> {
+        let index = self.read_index();
+        let mut problems = Vec::new();
+        let all = self.list(None)?;
+        for e in &all {
+            let hits = index.search(&e.client, &e.template, 1)?;
+            match hits.first() {
+                Some(h) if h.enrollment_id == e.id => {}
+                Some(h) => problems.push(format!("{} found {} first", e.id, h.enrollment_id)),
+                None => problems.push(format!("{} missing from the index", e.id)),
+            }
+        }
+        if index.len() != all.len() {
+            problems.push(format!(
+                "index holds {}, records {}",
+                index.len(),
+                all.len()
+            ));
+        }
+        Ok(problems)
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

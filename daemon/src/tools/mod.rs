@@ -7,6 +7,7 @@ pub mod bench;
 pub mod detect;
 pub mod eval;
 pub mod metrics;
+pub mod store;
 
 use std::path::Path;
 

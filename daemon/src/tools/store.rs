@@ -1,0 +1,163 @@
+//! `facegate enroll`, `identify` and `enrollments list|delete`: the store from the command line,
+//! on `--data-dir` with the daemon's key resolution.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::config::MatchingConfig;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+use crate::store::records::Enrollment;
+
+fn enrollment_json(e: &Enrollment) -> serde_json::Value {
+    json!({
+        "enrollment_id": e.id,
+        "client": e.client,
+        "user_id": e.user_id,
+        "quality": e.quality,
+        "liveness_verified": e.liveness_verified,
+        "version": e.version,
+        "created_ms": e.created_ms,
+        "updated_ms": e.updated_ms,
+    })
+}
+
+/// Embeds every image, then stores the quality-weighted mean (L2-normalised).
+pub fn enroll(
+    pipeline: &Pipeline,
+    store: &Store,
+    client: &str,
+    user_id: &str,
+    images: &[PathBuf],
+    json: bool,
+) -> anyhow::Result<()> {
+    let progress = std::io::stderr().is_terminal();
+    let mut sum = vec![0f32; crate::pipeline::embed::EMBEDDING_DIM];
+    let (mut weight, mut used, mut quality_sum) = (0f32, 0usize, 0f32);
+    for (i, path) in images.iter().enumerate() {
+        if progress {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r[{}/{}] {}\x1b[K",
+                i + 1,
+                images.len(),
+                path.display()
+            );
+            let _ = err.flush();
+        }
+        let bytes = super::read_image(path)?;
+        match pipeline.analyze_largest(&bytes) {
+            Ok((_, a)) => {
+                let w = a.quality.score.max(0.05);
+                for (s, v) in sum.iter_mut().zip(a.embedding.as_slice()) {
+                    *s += w * v;
+                }
+                weight += w;
+                quality_sum += a.quality.score;
+                used += 1;
+            }
+            Err(e) => tracing::warn!(image = %path.display(), error = %e, "image skipped"),
+        }
+    }
+    if progress {
+        let _ = writeln!(std::io::stderr());
+    }
+    anyhow::ensure!(
+        used > 0,
+        "none of the {} image(s) had a usable face; nothing enrolled",
+        images.len()
+    );
+    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+    anyhow::ensure!(norm > 0.0 && weight > 0.0, "degenerate template");
+    sum.iter_mut().for_each(|x| *x /= norm);
+    let e = store.enroll(client, user_id, &sum, quality_sum / used as f32, false)?;
+    store.save_snapshot()?;
+    if json {
+        let mut v = enrollment_json(&e);
+        v["images_used"] = json!(used);
+        v["images_skipped"] = json!(images.len() - used);
+        return super::print_json(&v);
+    }
+    println!(
+        "enrolled {user_id} (client {client}) as {} from {used} of {} image(s), version {}",
+        e.id,
+        images.len(),
+        e.version
+    );
+    Ok(())
+}
+
+pub fn identify(
+    pipeline: &Pipeline,
+    store: &Store,
+    matching: &MatchingConfig,
+    client: &str,
+    path: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let bytes = super::read_image(path)?;
+    let (_, a) = pipeline
+        .analyze_largest(&bytes)
+        .with_context(|| path.display().to_string())?;
+    let (best, hits) = store.identify(
+        client,
+        a.embedding.as_slice(),
+        matching.top_k,
+        matching.threshold,
+    )?;
+    if json {
+        let m = best.as_ref().map(|m| {
+            json!({"user_id": m.user_id, "enrollment_id": m.enrollment_id, "confidence": m.similarity})
+        });
+        let candidates: Vec<_> = hits
+            .iter()
+            .map(|h| json!({"user_id": h.user_id, "enrollment_id": h.enrollment_id, "confidence": h.similarity}))
+            .collect();
+        return super::print_json(&json!({"match": m, "candidates": candidates}));
+    }
+    match &best {
+        Some(m) => println!(
+            "match: {} ({}), confidence {:.3}",
+            m.user_id, m.enrollment_id, m.similarity
+        ),
+        None => println!("no match at threshold {:.2}", matching.threshold),
+    }
+    for h in &hits {
+        println!("  candidate {:<24} {:.3}", h.user_id, h.similarity);
+    }
+    Ok(())
+}
+
+pub fn list(store: &Store, client: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let all = store.list(client)?;
+    if json {
+        let rows: Vec<_> = all.iter().map(enrollment_json).collect();
+        return super::print_json(&json!({"count": rows.len(), "results": rows}));
+    }
+    println!(
+        "{:<36}  {:<12}  {:<24}  {:>7}  {:>3}",
+        "enrollment_id", "client", "user_id", "quality", "ver"
+    );
+    for e in &all {
+        println!(
+            "{:<36}  {:<12}  {:<24}  {:>7.3}  {:>3}",
+            e.id, e.client, e.user_id, e.quality, e.version
+        );
+    }
+    Ok(())
+}
+
+pub fn delete(store: &Store, client: &str, enrollment_id: &str) -> anyhow::Result<()> {
+    match store.delete(client, enrollment_id)? {
+        Some(e) => {
+            store.save_snapshot()?;
+            println!("deleted {} ({}) from records and index", e.id, e.user_id);
+            Ok(())
+        }
+        None => anyhow::bail!("no enrollment {enrollment_id} for client {client}"),
+    }
+}
