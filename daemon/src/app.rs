@@ -7,7 +7,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::cli::{Cli, Command, EnrollmentsAction};
+use crate::cli::{BenchTarget, Cli, Command, EnrollmentsAction};
 use crate::config::{Config, Overrides};
 use crate::pipeline::embed::EMBEDDING_DIM;
 use crate::pipeline::models::{ModelStore, Precision};
@@ -72,19 +72,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Bench {
-            images,
-            iterations,
-            precision,
+            target:
+                Some(BenchTarget::Index {
+                    n,
+                    dim,
+                    queries,
+                    json,
+                }),
+            ..
+        } => tools::bench_index::run(&tools::bench_index::Options {
+            n,
+            dim,
+            queries,
+            search_expansion: config.store.search_expansion,
             json,
-        } => {
-            let precisions = match precision {
+        }),
+        Command::Bench { target: None, args } => {
+            let precisions = match args.precision {
                 Some(p) => vec![p],
                 None => vec![config.models.precision, other(config.models.precision)],
             };
             let opts = tools::bench::Options {
-                images,
-                iterations,
-                json,
+                images: args.images,
+                iterations: args.iterations,
+                json: args.json,
             };
             let store = models()?;
             tools::bench::run(&opts, &precisions, |p| {

@@ -85,18 +85,13 @@ pub enum Command {
         #[command(subcommand)]
         action: EnrollmentsAction,
     },
-    /// Per-stage latency of the pipeline on one thread, fp32 and int8.
+    /// Per-stage latency of the pipeline on one thread, fp32 and int8; `bench index` for the
+    /// vector index.
     Bench {
-        /// Images to run (default: a built-in 640x480 JPEG with one face).
-        #[arg(long, value_name = "DIR")]
-        images: Option<PathBuf>,
-        #[arg(long, default_value_t = 50)]
-        iterations: usize,
-        /// Run only this precision (default: both).
-        #[arg(long)]
-        precision: Option<Precision>,
-        #[arg(long)]
-        json: bool,
+        #[command(subcommand)]
+        target: Option<BenchTarget>,
+        #[command(flatten)]
+        args: PipelineBenchArgs,
     },
 }
 
@@ -113,5 +108,35 @@ pub enum EnrollmentsAction {
         enrollment_id: String,
         #[arg(long, default_value = "default")]
         client: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PipelineBenchArgs {
+    /// Images to run (default: a built-in 640x480 JPEG with one face).
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    #[arg(long, default_value_t = 50)]
+    pub iterations: usize,
+    /// Run only this precision (default: both).
+    #[arg(long)]
+    pub precision: Option<Precision>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchTarget {
+    /// Vector index at scale: f32 / f16 / i8 search latency, recall@1, memory, snapshots.
+    Index {
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        #[arg(long, default_value_t = 192)]
+        dim: usize,
+        /// Probes searched (recall@1 is against exact brute force).
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        #[arg(long)]
+        json: bool,
     },
 }

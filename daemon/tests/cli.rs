@@ -244,3 +244,31 @@ fn bench_json_reports_every_stage_for_both_precisions() {
         }
     }
 }
+
+#[test]
+fn bench_index_json_reports_every_quantization() {
+    let v = stdout_json(&facegate(
+        &[
+            "bench",
+            "index",
+            "--n",
+            "3000",
+            "--queries",
+            "100",
+            "--json",
+            "-q",
+        ],
+        &[],
+    ));
+    assert_eq!(v["n"], 3000);
+    assert_eq!(v["dim"], 192);
+    for q in ["f32", "f16", "i8"] {
+        let r = &v["variants"][q];
+        let recall = r["recall_at_1"].as_f64().unwrap();
+        assert!(recall >= 0.98, "{q}: recall@1 {recall} at 3000 templates");
+        assert!(r["search_p99_ms"].as_f64().unwrap() >= r["search_p50_ms"].as_f64().unwrap());
+        assert!(r["insert_per_s"].as_f64().unwrap() > 0.0);
+        assert!(r["rss_mb"].as_f64().unwrap() > 0.0);
+    }
+    assert!(v["default"].is_string(), "{v}");
+}

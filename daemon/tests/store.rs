@@ -22,7 +22,10 @@ fn open(dir: &Path, q: Quantization) -> (Store, facegate_daemon::store::OpenRepo
     Store::open(
         dir,
         &KeySources::default(),
-        &StoreConfig { quantization: q },
+        &StoreConfig {
+            quantization: q,
+            search_expansion: 128,
+        },
         EMBEDDING_DIM,
     )
     .unwrap()
@@ -291,6 +294,7 @@ fn tampered_snapshot_is_rebuilt_and_tampered_template_is_refused() {
         &KeySources::default(),
         &StoreConfig {
             quantization: Quantization::I8,
+            search_expansion: 128,
         },
         EMBEDDING_DIM,
     )

@@ -69,6 +69,8 @@ struct ClientIndex {
 pub struct VectorIndex {
     dim: usize,
     quantization: Quantization,
+    /// HNSW search breadth (usearch `expansion_search`): recall against latency.
+    expansion_search: usize,
     clients: HashMap<String, ClientIndex>,
 }
 
@@ -99,10 +101,11 @@ struct ClientSnapshot {
 }
 
 impl VectorIndex {
-    pub fn new(dim: usize, quantization: Quantization) -> VectorIndex {
+    pub fn new(dim: usize, quantization: Quantization, expansion_search: usize) -> VectorIndex {
         VectorIndex {
             dim,
             quantization,
+            expansion_search,
             clients: HashMap::new(),
         }
     }
@@ -115,7 +118,7 @@ impl VectorIndex {
             quantization: self.quantization.scalar(),
             connectivity: 0,
             expansion_add: 0,
-            expansion_search: 0,
+            expansion_search: self.expansion_search,
             multi: false,
         }
     }
@@ -202,9 +205,10 @@ impl VectorIndex {
     pub fn rebuild<'a>(
         dim: usize,
         quantization: Quantization,
+        expansion_search: usize,
         enrollments: impl Iterator<Item = &'a Enrollment>,
     ) -> Result<VectorIndex, IndexError> {
-        let mut index = VectorIndex::new(dim, quantization);
+        let mut index = VectorIndex::new(dim, quantization, expansion_search);
         for e in enrollments {
             index.insert(e)?;
         }
@@ -245,6 +249,7 @@ impl VectorIndex {
         sealed: &[u8],
         key: &SecretKey,
         epoch: u64,
+        expansion_search: usize,
     ) -> Result<VectorIndex, IndexError> {
         let plain = key.open(SNAPSHOT_AAD, sealed)?;
         let snap: Snapshot =
@@ -255,10 +260,12 @@ impl VectorIndex {
                 records: epoch,
             });
         }
-        let mut out = VectorIndex::new(snap.dim as usize, snap.quantization);
+        let mut out = VectorIndex::new(snap.dim as usize, snap.quantization, expansion_search);
         for c in snap.clients {
             let index = Index::new(&out.options()).map_err(usearch)?;
             index.load_from_buffer(&c.index).map_err(usearch)?;
+            // Search breadth is a runtime setting, not part of the serialized graph.
+            index.change_expansion_search(expansion_search);
             let entries = c
                 .entries
                 .into_iter()

@@ -29,6 +29,8 @@ pub const SNAPSHOT_FILE: &str = "index.sealed";
 pub struct StoreConfig {
     /// Scalar type the vector index stores templates as.
     pub quantization: Quantization,
+    /// HNSW search breadth: recall@1 against search latency (see `facegate bench index`).
+    pub search_expansion: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,8 +112,13 @@ impl Store {
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let mut refused = Vec::new();
         let restored = match std::fs::read(&snapshot_path) {
-            Ok(bytes) => VectorIndex::from_sealed_snapshot(&bytes, records.data_key(), epoch)
-                .map_err(|e| e.to_string()),
+            Ok(bytes) => VectorIndex::from_sealed_snapshot(
+                &bytes,
+                records.data_key(),
+                epoch,
+                cfg.search_expansion,
+            )
+            .map_err(|e| e.to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no snapshot".to_owned()),
             Err(e) => Err(e.to_string()),
         };
@@ -133,7 +140,8 @@ impl Store {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                let index = VectorIndex::rebuild(dim, cfg.quantization, all.iter())?;
+                let index =
+                    VectorIndex::rebuild(dim, cfg.quantization, cfg.search_expansion, all.iter())?;
                 (index, IndexOrigin::Rebuilt { reason })
             }
         };

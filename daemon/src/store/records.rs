@@ -207,7 +207,9 @@ impl Records {
     }
 
     /// Inserts or replaces the enrollment of `(client, user_id)`; durable when it returns.
-    /// Returns the stored enrollment and the label it replaced (if any).
+    /// Returns the stored enrollment and the label it replaced (if any). Callers serialize
+    /// writes (`Store` holds its index write lock), so the read of the previous version and
+    /// the transaction cannot interleave with another upsert of the same user.
     pub fn upsert(
         &self,
         client: &str,

@@ -4,6 +4,7 @@
 //! logs to stderr; they never print embeddings except where asked to (`embed --json`).
 
 pub mod bench;
+pub mod bench_index;
 pub mod detect;
 pub mod eval;
 pub mod metrics;
