@@ -250,14 +250,9 @@ impl Records {
             user_id: user_id.to_owned(),
             version: enrollment.version,
         };
-        self.commit(|e, u, f, seq| {
+        self.commit(&change, |e, u| {
             e.insert(enrollment.id.as_bytes(), sealed.clone())?;
             u.insert(&slot, enrollment.id.as_bytes())?;
-            f.insert(
-                &seq.to_be_bytes(),
-                self.seal_change(seq, &change)
-                    .map_err(ConflictableTransactionError::Abort)?,
-            )?;
             Ok(())
         })?;
         Ok((enrollment, previous.map(|p| p.label)))
@@ -281,44 +276,40 @@ impl Records {
             client: client.to_owned(),
             user_id: existing.user_id.clone(),
         };
-        self.commit(|e, u, f, seq| {
+        self.commit(&change, |e, u| {
             e.remove(existing.id.as_bytes())?;
             u.remove(&slot)?;
-            f.insert(
-                &seq.to_be_bytes(),
-                self.seal_change(seq, &change)
-                    .map_err(ConflictableTransactionError::Abort)?,
-            )?;
             Ok(())
         })?;
         Ok(Some(existing))
     }
 
-    /// Runs one enrollment change as a transaction with the next feed sequence number, bumps
-    /// the enrollment epoch, then flushes to disk.
-    fn commit<F>(&self, body: F) -> Result<(), RecordError>
+    /// Runs one enrollment change as a transaction that also appends `change` to the feed with
+    /// the next sequence number and bumps the enrollment epoch, then flushes to disk.
+    fn commit<F>(&self, change: &Change, body: F) -> Result<(), RecordError>
     where
         F: Fn(
             &sled::transaction::TransactionalTree,
             &sled::transaction::TransactionalTree,
-            &sled::transaction::TransactionalTree,
-            u64,
         ) -> Result<(), ConflictableTransactionError<RecordError>>,
     {
         (&self.enrollments, &self.users, &self.feed, &self.meta)
             .transaction(|(e, u, f, m)| {
-                let seq = m
-                    .get(META_FEED_SEQ)?
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                    .map_or(0, u64::from_be_bytes)
-                    + 1;
+                let counter =
+                    |key: &[u8]| -> Result<u64, sled::transaction::UnabortableTransactionError> {
+                        Ok(m.get(key)?
+                            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                            .map_or(0, u64::from_be_bytes))
+                    };
+                let seq = counter(META_FEED_SEQ)? + 1;
+                let epoch = counter(META_EPOCH)? + 1;
                 m.insert(META_FEED_SEQ, &seq.to_be_bytes())?;
-                let epoch = m
-                    .get(META_EPOCH)?
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                    .map_or(0, u64::from_be_bytes);
-                m.insert(META_EPOCH, &(epoch + 1).to_be_bytes())?;
-                body(e, u, f, seq)
+                m.insert(META_EPOCH, &epoch.to_be_bytes())?;
+                let sealed = self
+                    .seal_change(seq, change)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                f.insert(&seq.to_be_bytes(), sealed)?;
+                body(e, u)
             })
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
