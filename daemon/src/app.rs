@@ -7,7 +7,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::cli::{BenchTarget, Cli, Command, EnrollmentsAction};
+use crate::cli::{BenchTarget, Cli, ClientsAction, Command, EnrollmentsAction};
 use crate::config::{Config, Overrides};
 use crate::pipeline::embed::EMBEDDING_DIM;
 use crate::pipeline::models::{ModelStore, Precision};
@@ -59,6 +59,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let db = open_store(&config)?;
             tools::store::identify(&pipeline, &db, &config.matching, &client, &image, json)
         }
+        Command::Clients {
+            action: ClientsAction::Add { name, json },
+        } => tools::store::add_client(&open_store(&config)?, &name, json),
         Command::Enrollments { action } => {
             let db = open_store(&config)?;
             match action {

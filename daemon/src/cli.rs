@@ -85,6 +85,11 @@ pub enum Command {
         #[command(subcommand)]
         action: EnrollmentsAction,
     },
+    /// Manage local API clients (tenants).
+    Clients {
+        #[command(subcommand)]
+        action: ClientsAction,
+    },
     /// Per-stage latency of the pipeline on one thread, fp32 and int8; `bench index` for the
     /// vector index.
     Bench {
@@ -136,6 +141,16 @@ pub enum BenchTarget {
         /// Probes searched (recall@1 is against exact brute force).
         #[arg(long, default_value_t = 1000)]
         queries: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsAction {
+    /// Create a client; its API key and secret are printed once.
+    Add {
+        name: String,
         #[arg(long)]
         json: bool,
     },

@@ -272,3 +272,84 @@ fn bench_index_json_reports_every_quantization() {
     }
     assert!(v["default"].is_string(), "{v}");
 }
+
+#[test]
+fn clients_add_prints_credentials_once_and_enroll_identify_work_on_the_data_dir() {
+    let dir = tempdir("cli-store");
+    let d = path(&dir).to_owned();
+    let v = stdout_json(&facegate(
+        &["--data-dir", &d, "clients", "add", "front-door", "--json"],
+        &[],
+    ));
+    for k in ["client_id", "api_key", "api_secret"] {
+        assert!(v[k].as_str().is_some_and(|s| s.len() > 16), "{k}: {v}");
+    }
+    let out = facegate(
+        &["--data-dir", &d, "clients", "add", "front-door", "--json"],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+
+    let orl = |s: u32, n: u32| data(&format!("faces/orl/s{s:02}/{n:02}.pgm"));
+    let (a1, a2, b1) = (orl(4, 1), orl(4, 2), orl(9, 1));
+    let v = stdout_json(&facegate(
+        &[
+            "--data-dir",
+            &d,
+            "enroll",
+            "--user-id",
+            "alice",
+            path(&a1),
+            path(&a2),
+            "--json",
+        ],
+        &[],
+    ));
+    assert_eq!(v["images_used"], 2);
+    let id = v["enrollment_id"].as_str().unwrap().to_owned();
+    stdout_json(&facegate(
+        &[
+            "--data-dir",
+            &d,
+            "enroll",
+            "--user-id",
+            "bob",
+            path(&b1),
+            "--json",
+        ],
+        &[],
+    ));
+    let v = stdout_json(&facegate(
+        &["--data-dir", &d, "identify", path(&orl(4, 7)), "--json"],
+        &[],
+    ));
+    assert_eq!(v["match"]["user_id"], "alice", "{v}");
+    assert_eq!(v["match"]["enrollment_id"], id.as_str());
+    let v = stdout_json(&facegate(
+        &["--data-dir", &d, "identify", path(&orl(15, 1)), "--json"],
+        &[],
+    ));
+    assert!(v["match"].is_null(), "a stranger matched: {v}");
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 2);
+    let out = facegate(&["--data-dir", &d, "enrollments", "delete", &id], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = stdout_json(&facegate(
+        &["--data-dir", &d, "enrollments", "list", "--json"],
+        &[],
+    ));
+    assert_eq!(v["count"], 1);
+    let v = stdout_json(&facegate(
+        &["--data-dir", &d, "identify", path(&orl(4, 7)), "--json"],
+        &[],
+    ));
+    assert!(
+        v["match"].is_null(),
+        "deleted enrollment still matched: {v}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

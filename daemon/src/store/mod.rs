@@ -6,6 +6,7 @@
 //! before a write returns; the index is derived from them; store/ depends on no other module
 //! of the crate.
 
+pub mod clients;
 pub mod crypto;
 pub mod index;
 pub mod keys;

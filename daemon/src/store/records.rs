@@ -85,16 +85,18 @@ pub enum Change {
 
 #[derive(Debug)]
 pub struct Records {
-    db: sled::Db,
+    pub(super) db: sled::Db,
     meta: sled::Tree,
     enrollments: sled::Tree,
     users: sled::Tree,
     feed: sled::Tree,
-    data_key: SecretKey,
-    user_key: [u8; 32],
+    pub(super) clients: sled::Tree,
+    pub(super) api_keys: sled::Tree,
+    pub(super) data_key: SecretKey,
+    pub(super) user_key: [u8; 32],
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -109,7 +111,7 @@ fn get_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, sled::Error> {
         .unwrap_or(0))
 }
 
-fn aad(tree: &str, key: &[u8]) -> Vec<u8> {
+pub(super) fn aad(tree: &str, key: &[u8]) -> Vec<u8> {
     let mut a = Vec::with_capacity(tree.len() + 1 + key.len());
     a.extend_from_slice(tree.as_bytes());
     a.push(b'/');
@@ -132,6 +134,8 @@ impl Records {
         let enrollments = db.open_tree("enrollments")?;
         let users = db.open_tree("users")?;
         let feed = db.open_tree("feed")?;
+        let clients = db.open_tree("clients")?;
+        let api_keys = db.open_tree("api_keys")?;
         let data_key = match meta.get(META_DATA_KEY)? {
             Some(wrapped) => keys::unwrap_data_key(master, source, &wrapped)?,
             None => {
@@ -155,6 +159,8 @@ impl Records {
             enrollments,
             users,
             feed,
+            clients,
+            api_keys,
             data_key,
             user_key,
         })
@@ -409,7 +415,7 @@ impl Records {
 }
 
 /// A random RFC 4122 version-4 UUID.
-fn new_id() -> String {
+pub(super) fn new_id() -> String {
     let mut b = [0u8; 16];
     // getrandom only fails on a broken OS; a time-derived id keeps the store usable then.
     if getrandom::fill(&mut b).is_err() {

@@ -161,3 +161,22 @@ pub fn delete(store: &Store, client: &str, enrollment_id: &str) -> anyhow::Resul
         None => anyhow::bail!("no enrollment {enrollment_id} for client {client}"),
     }
 }
+
+pub fn add_client(store: &Store, name: &str, json: bool) -> anyhow::Result<()> {
+    let new = store.records().add_client(name)?;
+    if json {
+        return super::print_json(&json!({
+            "client_id": new.client.client_id,
+            "name": new.client.name,
+            "api_key": new.api_key,
+            "api_secret": new.api_secret.as_str(),
+        }));
+    }
+    println!("client {} ({})", new.client.name, new.client.client_id);
+    println!("api_key    {}", new.api_key);
+    println!("api_secret {}", new.api_secret.as_str());
+    println!(
+        "The secret is stored only as an Argon2id hash: keep it now, it cannot be shown again."
+    );
+    Ok(())
+}
