@@ -5,9 +5,7 @@
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use zeroize::Zeroizing;
@@ -67,19 +65,11 @@ fn random_hex(bytes: usize) -> Result<String, ClientError> {
 
 impl Records {
     fn api_key_slot(&self, api_key: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.user_key)
-            .expect("HMAC accepts any key length");
-        mac.update(b"api-key\0");
-        mac.update(api_key.as_bytes());
-        mac.finalize().into_bytes().into()
+        self.slot(&[b"api-key", api_key.as_bytes()])
     }
 
     fn name_slot(&self, name: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.user_key)
-            .expect("HMAC accepts any key length");
-        mac.update(b"client-name\0");
-        mac.update(name.as_bytes());
-        mac.finalize().into_bytes().into()
+        self.slot(&[b"client-name", name.as_bytes()])
     }
 
     /// Creates a client with a fresh API key and secret; durable when it returns.

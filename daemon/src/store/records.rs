@@ -166,13 +166,22 @@ impl Records {
         })
     }
 
-    fn user_slot(&self, client: &str, user_id: &str) -> [u8; 32] {
+    /// The lookup key for an identifier that must not appear in clear on disk:
+    /// HMAC-SHA256 under a key derived from the data key, over NUL-separated parts.
+    pub(super) fn slot(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.user_key)
             .expect("HMAC accepts any key length");
-        mac.update(client.as_bytes());
-        mac.update(&[0]);
-        mac.update(user_id.as_bytes());
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                mac.update(&[0]);
+            }
+            mac.update(part);
+        }
         mac.finalize().into_bytes().into()
+    }
+
+    fn user_slot(&self, client: &str, user_id: &str) -> [u8; 32] {
+        self.slot(&[client.as_bytes(), user_id.as_bytes()])
     }
 
     fn seal_enrollment(&self, e: &Enrollment) -> Result<Vec<u8>, RecordError> {
