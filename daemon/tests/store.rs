@@ -205,6 +205,24 @@ fn enroll_identify_verify_delete_across_restarts() {
         matches!(&feed[4].1, facegate_daemon::store::records::Change::EnrollmentDeleted { user_id, .. } if user_id == "alice")
     );
     assert!(store.check_consistency().unwrap().is_empty());
+    // A consumer (sync) reads from its cursor and acknowledges; the cursor never moves back.
+    let r = store.records();
+    assert_eq!(r.cursor("sync").unwrap(), 0);
+    assert_eq!(r.ack("sync", feed[2].0).unwrap(), feed[2].0);
+    assert_eq!(
+        r.ack("sync", feed[0].0).unwrap(),
+        feed[2].0,
+        "a late ack does not rewind"
+    );
+    assert_eq!(
+        r.feed_after(r.cursor("sync").unwrap(), 100).unwrap().len(),
+        2
+    );
+    assert_eq!(
+        r.cursor("audit-export").unwrap(),
+        0,
+        "cursors are per consumer"
+    );
     drop(store);
     // Not saved after the last changes: the snapshot is stale and is rebuilt.
     let (store, report) = open(&dir, Quantization::F16);
@@ -213,6 +231,11 @@ fn enroll_identify_verify_delete_across_restarts() {
         "{report:?}"
     );
     assert_eq!(store.index_len(), 2);
+    assert_eq!(
+        store.records().cursor("sync").unwrap(),
+        feed[2].0,
+        "the cursor survives a restart"
+    );
     drop(store);
     std::fs::remove_dir_all(dir).unwrap();
 }

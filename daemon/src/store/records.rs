@@ -111,6 +111,10 @@ fn get_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, sled::Error> {
         .unwrap_or(0))
 }
 
+fn cursor_key(consumer: &str) -> Vec<u8> {
+    [b"cursor/".as_slice(), consumer.as_bytes()].concat()
+}
+
 pub(super) fn aad(tree: &str, key: &[u8]) -> Vec<u8> {
     let mut a = Vec::with_capacity(tree.len() + 1 + key.len());
     a.extend_from_slice(tree.as_bytes());
@@ -411,6 +415,25 @@ impl Records {
             out.push((seq, change));
         }
         Ok(out)
+    }
+
+    /// The last feed sequence number `consumer` acknowledged (0 if none).
+    pub fn cursor(&self, consumer: &str) -> Result<u64, RecordError> {
+        Ok(get_u64(&self.meta, &cursor_key(consumer))?)
+    }
+
+    /// Records that `consumer` has durably handled the feed up to `seq`. A cursor never moves
+    /// back, so a late or repeated acknowledgement cannot replay entries; flushed on return.
+    pub fn ack(&self, consumer: &str, seq: u64) -> Result<u64, RecordError> {
+        let v = self.meta.update_and_fetch(cursor_key(consumer), |old| {
+            let old = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some(old.max(seq).to_be_bytes().to_vec())
+        })?;
+        self.db.flush()?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     pub fn data_key(&self) -> &SecretKey {
