@@ -36,7 +36,7 @@ pub fn enroll(
 ) -> anyhow::Result<()> {
     let progress = std::io::stderr().is_terminal();
     let mut sum = vec![0f32; crate::pipeline::embed::EMBEDDING_DIM];
-    let (mut weight, mut used, mut quality_sum) = (0f32, 0usize, 0f32);
+    let (mut used, mut quality_sum) = (0usize, 0f32);
     for (i, path) in images.iter().enumerate() {
         if progress {
             let mut err = std::io::stderr().lock();
@@ -56,7 +56,6 @@ pub fn enroll(
                 for (s, v) in sum.iter_mut().zip(a.embedding.as_slice()) {
                     *s += w * v;
                 }
-                weight += w;
                 quality_sum += a.quality.score;
                 used += 1;
             }
@@ -72,7 +71,7 @@ pub fn enroll(
         images.len()
     );
     let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
-    anyhow::ensure!(norm > 0.0 && weight > 0.0, "degenerate template");
+    anyhow::ensure!(norm > 0.0, "degenerate template");
     sum.iter_mut().for_each(|x| *x /= norm);
     let e = store.enroll(client, user_id, &sum, quality_sum / used as f32, false)?;
     store.save_snapshot()?;
