@@ -7,7 +7,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::cli::{BenchTarget, Cli, ClientsAction, Command, EnrollmentsAction};
+use crate::cli::{BenchTarget, Cli, ClientsAction, Command, EnrollmentsAction, KeysAction};
 use crate::config::{Config, Overrides};
 use crate::pipeline::embed::EMBEDDING_DIM;
 use crate::pipeline::models::{ModelStore, Precision};
@@ -62,6 +62,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clients {
             action: ClientsAction::Add { name, json },
         } => tools::store::add_client(&open_store(&config)?, &name, json),
+        Command::Keys {
+            action:
+                KeysAction::Rotate {
+                    new_master_key_file,
+                    json,
+                },
+        } => tools::store::rotate_keys(&open_store(&config)?, new_master_key_file.as_deref(), json),
         Command::Enrollments { action } => {
             let db = open_store(&config)?;
             match action {
@@ -90,6 +97,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             search_expansion: config.store.search_expansion,
             json,
         }),
+        Command::Bench {
+            target:
+                Some(BenchTarget::Store {
+                    n,
+                    dim,
+                    batch,
+                    queries,
+                    json,
+                    open_only,
+                }),
+            ..
+        } => {
+            let opts = tools::bench_store::Options {
+                n,
+                dim,
+                batch: batch.max(1),
+                queries,
+                store: config.store.clone(),
+                json,
+            };
+            match open_only {
+                Some(dir) => tools::bench_store::open_only(&opts, &dir),
+                None => tools::bench_store::run(&opts),
+            }
+        }
         Command::Bench { target: None, args } => {
             let precisions = match args.precision {
                 Some(p) => vec![p],

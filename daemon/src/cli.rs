@@ -90,6 +90,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ClientsAction,
     },
+    /// Master and data keys of the store.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Per-stage latency of the pipeline on one thread, fp32 and int8; `bench index` for the
     /// vector index.
     Bench {
@@ -132,6 +137,24 @@ pub struct PipelineBenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
+    /// The encrypted store at scale: bulk import, disk size, start from snapshot and by
+    /// rebuild (fresh processes), identify through the store, audit append latency.
+    Store {
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        #[arg(long, default_value_t = 192)]
+        dim: usize,
+        /// Enrollments per transaction in the import.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        #[arg(long)]
+        json: bool,
+        /// Internal: measure one start of the store in DIR (run by the bench itself).
+        #[arg(long, hide = true, value_name = "DIR")]
+        open_only: Option<PathBuf>,
+    },
     /// Vector index at scale: f32 / f16 / i8 search latency, recall@1, memory, snapshots.
     Index {
         #[arg(long, default_value_t = 100_000)]
@@ -151,6 +174,20 @@ pub enum ClientsAction {
     /// Create a client; its API key and secret are printed once.
     Add {
         name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// New data key: every sealed record and the index snapshot are re-sealed with it, and it
+    /// is wrapped under the master key. The master key is replaced too when it lives in the
+    /// data directory's key file; a systemd credential or FACEGATE_MASTER_KEY is kept unless
+    /// --new-master-key-file gives the one to use (install it as the credential afterwards).
+    Rotate {
+        #[arg(long, value_name = "FILE")]
+        new_master_key_file: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },

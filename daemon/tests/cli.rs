@@ -332,6 +332,21 @@ fn clients_add_prints_credentials_once_and_enroll_identify_work_on_the_data_dir(
     ));
     assert!(v["match"].is_null(), "a stranger matched: {v}");
     assert_eq!(v["candidates"].as_array().unwrap().len(), 2);
+    // Key rotation from the command line: everything re-sealed, alice still matches.
+    let key_before = std::fs::read(dir.join("master.key")).unwrap();
+    let v = stdout_json(&facegate(
+        &["--data-dir", &d, "keys", "rotate", "--json"],
+        &[],
+    ));
+    assert_eq!(v["resealed"]["enrollments"], 2, "{v}");
+    assert_eq!(v["resealed"]["clients"], 1, "{v}");
+    assert!(v["resealed"]["audit"].as_u64().unwrap() >= 4, "{v}");
+    assert_ne!(std::fs::read(dir.join("master.key")).unwrap(), key_before);
+    let v = stdout_json(&facegate(
+        &["--data-dir", &d, "identify", path(&orl(4, 7)), "--json"],
+        &[],
+    ));
+    assert_eq!(v["match"]["user_id"], "alice", "{v}");
     let out = facegate(&["--data-dir", &d, "enrollments", "delete", &id], &[]);
     assert!(
         out.status.success(),

@@ -14,21 +14,21 @@ use facegate_daemon::pipeline::embed::EMBEDDING_DIM;
 use facegate_daemon::pipeline::models::{ModelStore, Precision};
 use facegate_daemon::pipeline::quality::QualityConfig;
 use facegate_daemon::pipeline::{Pipeline, PipelineConfig};
+use facegate_daemon::store::crypto::SecretKey;
 use facegate_daemon::store::index::Quantization;
-use facegate_daemon::store::keys::KeySources;
+use facegate_daemon::store::keys::{self, KEY_FILE, KeySources};
+use facegate_daemon::store::records::{AuditAction, AuditRow, Change};
 use facegate_daemon::store::{IndexOrigin, SNAPSHOT_FILE, Store, StoreConfig};
 
+fn store_config(q: Quantization) -> StoreConfig {
+    StoreConfig {
+        quantization: q,
+        search_expansion: 128,
+    }
+}
+
 fn open(dir: &Path, q: Quantization) -> (Store, facegate_daemon::store::OpenReport) {
-    Store::open(
-        dir,
-        &KeySources::default(),
-        &StoreConfig {
-            quantization: q,
-            search_expansion: 128,
-        },
-        EMBEDDING_DIM,
-    )
-    .unwrap()
+    Store::open(dir, &KeySources::default(), &store_config(q), EMBEDDING_DIM).unwrap()
 }
 
 /// Real templates: the first ORL photo of people s01..s0n.
@@ -146,6 +146,10 @@ fn no_template_bytes_reach_disk_in_any_encoding() {
             store
                 .enroll("door", &format!("person-{i}"), t, 0.9, true)
                 .unwrap();
+            store
+                .records()
+                .audit(&audit_row(&format!("person-{i}"), i as u64))
+                .unwrap();
         }
         store.save_snapshot().unwrap();
         drop(store);
@@ -159,6 +163,260 @@ fn no_template_bytes_reach_disk_in_any_encoding() {
         assert_nowhere_on_disk(&dir, &needles);
         std::fs::remove_dir_all(dir).unwrap();
     }
+}
+
+fn audit_row(user: &str, at_ms: u64) -> AuditRow {
+    AuditRow {
+        at_ms,
+        action: AuditAction::Authenticate,
+        client: "door".into(),
+        user_id: Some(user.into()),
+        session_id: Some("session-xyz".into()),
+        success: at_ms.is_multiple_of(2),
+        reason: if at_ms.is_multiple_of(2) {
+            "match_found"
+        } else {
+            "no_match_found"
+        }
+        .into(),
+        confidence: Some(0.7),
+        processing_ms: 41.0,
+    }
+}
+
+#[test]
+fn audit_rows_are_sealed_in_the_feed_and_queryable_by_time() {
+    let dir = common::tempdir("audit");
+    let (store, _) = open(&dir, Quantization::I8);
+    let t = template_for("alice");
+    store.enroll("door", "alice", &t, 0.9, true).unwrap();
+    for at in [1_000u64, 2_000, 2_000, 3_000, 5_000] {
+        store.records().audit(&audit_row("alice", at)).unwrap();
+    }
+    let seq = store
+        .records()
+        .append_metrics(6_000, "{\"frames\":12}".into())
+        .unwrap();
+    drop(store);
+    let (store, _) = open(&dir, Quantization::I8);
+    let r = store.records();
+    assert_eq!(r.audit_len(), 5);
+    let rows = r.audit_between(2_000, 5_000, 100).unwrap();
+    assert_eq!(
+        rows.iter().map(|a| a.at_ms).collect::<Vec<_>>(),
+        [2_000, 2_000, 3_000]
+    );
+    assert_eq!(rows[0], audit_row("alice", 2_000));
+    assert_eq!(r.audit_between(0, u64::MAX, 2).unwrap().len(), 2, "limit");
+    // The feed carries the enrollment, the five rows and the metrics snapshot, in order; the
+    // epoch moved only for the enrollment.
+    let feed = r.feed_after(0, 100).unwrap();
+    assert_eq!(feed.len(), 7);
+    assert!(matches!(&feed[1].1, Change::Audit(a) if a.at_ms == 1_000));
+    assert!(matches!(&feed[6].1, Change::Metrics { at_ms: 6_000, .. }));
+    assert_eq!(feed[6].0, seq);
+    assert_eq!(r.epoch().unwrap(), 1);
+    drop(store);
+    assert_nowhere_on_disk(
+        &dir,
+        &[
+            ("a session id".to_owned(), b"session-xyz".to_vec()),
+            ("a failure reason".to_owned(), b"no_match_found".to_vec()),
+        ],
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Everything a store holds, read back, to compare before and after a rotation.
+fn contents(store: &Store) -> (Vec<String>, usize, usize) {
+    let users = store
+        .list(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.user_id)
+        .collect();
+    let feed = store.records().feed_after(0, usize::MAX).unwrap().len();
+    let audit = store
+        .records()
+        .audit_between(0, u64::MAX, usize::MAX)
+        .unwrap()
+        .len();
+    (users, feed, audit)
+}
+
+#[test]
+fn key_rotation_reseals_everything_and_readers_never_stop() {
+    let dir = common::tempdir("rotate");
+    let (store, _) = open(&dir, Quantization::I8);
+    let people: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+    for p in &people {
+        store
+            .enroll("door", p, &template_for(p), 0.9, true)
+            .unwrap();
+        store.records().audit(&audit_row(p, 10)).unwrap();
+    }
+    let client = store.records().add_client("front-door").unwrap();
+    store.save_snapshot().unwrap();
+    let before = contents(&store);
+    let old_key = std::fs::read(dir.join(KEY_FILE)).unwrap();
+    let data_bytes_before = std::fs::read(dir.join(SNAPSHOT_FILE)).unwrap();
+
+    // Readers identify in a loop while the keys rotate: every read succeeds.
+    let store = std::sync::Arc::new(store);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, stop, people) = (store.clone(), stop.clone(), people.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || reads < 50 {
+                let p = &people[reads % people.len()];
+                let (best, _) = store.identify("door", &template_for(p), 3, 0.5).unwrap();
+                assert_eq!(&best.unwrap().user_id, p);
+                assert!(store.verify("door", p, &template_for(p)).unwrap().is_some());
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let report = store.rotate_keys(&KeySources::default(), None).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().unwrap();
+    assert!(reads >= 50);
+    let resealed: std::collections::HashMap<_, _> =
+        report.resealed.resealed.iter().cloned().collect();
+    assert_eq!(resealed["enrollments"], 40);
+    assert_eq!(resealed["audit"], 40);
+    assert_eq!(resealed["clients"], 1);
+    assert_eq!(resealed["feed"], 80);
+    assert_eq!(report.master.as_deref(), Some(dir.join(KEY_FILE).as_path()));
+    assert!(!store.records().rotating());
+    drop(store);
+
+    // The key file holds a new master key (still 0600); the old one opens nothing any more.
+    let new_key = std::fs::read(dir.join(KEY_FILE)).unwrap();
+    assert_ne!(old_key, new_key);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(dir.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_ne!(
+        std::fs::read(dir.join(SNAPSHOT_FILE)).unwrap(),
+        data_bytes_before
+    );
+    let (store, report) = open(&dir, Quantization::I8);
+    assert_eq!(
+        report.index,
+        IndexOrigin::Snapshot,
+        "the snapshot was re-sealed too"
+    );
+    assert_eq!(contents(&store), before);
+    assert!(
+        store
+            .records()
+            .authenticate_client(&client.api_key, Some(&client.api_secret))
+            .unwrap()
+            .is_some()
+    );
+    assert!(store.check_consistency().unwrap().is_empty());
+    drop(store);
+    std::fs::write(dir.join(KEY_FILE), &old_key).unwrap();
+    let err = Store::open(
+        &dir,
+        &KeySources::default(),
+        &store_config(Quantization::I8),
+        EMBEDDING_DIM,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("wrong key"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_rotation_stopped_midway_is_finished_at_the_next_start() {
+    let dir = common::tempdir("rotate-crash");
+    let (store, _) = open(&dir, Quantization::I8);
+    for i in 0..10 {
+        let p = format!("user-{i}");
+        store
+            .enroll("door", &p, &template_for(&p), 0.9, true)
+            .unwrap();
+    }
+    store.save_snapshot().unwrap();
+    let before = contents(&store);
+    // What `rotate_keys` does up to a crash: the new master key is in the pending file and the
+    // data keys are wrapped under it, but the key file is the old one and nothing is re-sealed.
+    let next = SecretKey::generate().unwrap();
+    let pending = keys::pending_key_file(&dir.join(KEY_FILE));
+    keys::write_new_key_file(&pending, &next).unwrap();
+    store.records().begin_rotation(&next).unwrap();
+    store
+        .enroll("door", "late", &template_for("late"), 0.9, true)
+        .unwrap();
+    drop(store);
+
+    let (store, _) = open(&dir, Quantization::I8);
+    assert!(!pending.exists(), "the pending key replaced the key file");
+    assert!(!store.records().rotating(), "the re-sealing was finished");
+    let mut expected = before.clone();
+    expected.0.push("late".into());
+    expected.1 += 1;
+    assert_eq!(contents(&store), expected);
+    drop(store);
+    let on_disk = std::fs::read_to_string(dir.join(KEY_FILE)).unwrap();
+    assert_eq!(on_disk.trim(), hex::encode(next.as_bytes()));
+
+    // A crash before anything was wrapped under the pending key: that key is discarded.
+    keys::write_new_key_file(&pending, &SecretKey::generate().unwrap()).unwrap();
+    let (store, _) = open(&dir, Quantization::I8);
+    assert!(!pending.exists());
+    assert_eq!(contents(&store), expected);
+    drop(store);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn rotation_with_an_environment_master_key_keeps_it() {
+    let dir = common::tempdir("rotate-env");
+    let env_key = hex::encode([7u8; 32]);
+    let sources = KeySources {
+        credentials_directory: None,
+        master_key_env: Some(env_key.clone()),
+    };
+    let (store, _) = Store::open(
+        &dir,
+        &sources,
+        &store_config(Quantization::I8),
+        EMBEDDING_DIM,
+    )
+    .unwrap();
+    store
+        .enroll("door", "alice", &template_for("alice"), 0.9, true)
+        .unwrap();
+    let report = store.rotate_keys(&sources, None).unwrap();
+    assert!(report.master.is_none());
+    drop(store);
+    assert!(!dir.join(KEY_FILE).exists(), "no key file appears");
+    let (store, _) = Store::open(
+        &dir,
+        &sources,
+        &store_config(Quantization::I8),
+        EMBEDDING_DIM,
+    )
+    .unwrap();
+    assert!(
+        store
+            .verify("door", "alice", &template_for("alice"))
+            .unwrap()
+            .is_some()
+    );
+    drop(store);
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -97,7 +97,7 @@ impl Records {
             postcard::to_stdvec(&client).map_err(|e| ClientError::Hash(e.to_string()))?,
         );
         let sealed = self
-            .data_key
+            .keyring
             .seal(&aad("clients", client.client_id.as_bytes()), &plain)
             .map_err(RecordError::from)?;
         let (name_slot, key_slot) = (self.name_slot(name), self.api_key_slot(&api_key));
@@ -128,7 +128,7 @@ impl Records {
             return Ok(None);
         };
         let plain = self
-            .data_key
+            .keyring
             .open(&aad("clients", client_id.as_bytes()), &sealed)
             .map_err(|source| RecordError::Sealed {
                 key: format!("client {client_id}"),

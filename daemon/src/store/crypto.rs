@@ -96,6 +96,80 @@ impl SecretKey {
     }
 }
 
+/// The data keys a store can open with: the current one seals, every one opens. Holds one key,
+/// except while `facegate keys rotate` re-seals records, when the previous key stays until
+/// the last record is re-sealed, so readers never see a record they cannot open.
+#[derive(Debug)]
+pub struct Keyring {
+    keys: std::sync::RwLock<Vec<SecretKey>>,
+}
+
+impl Keyring {
+    pub fn new(current: SecretKey, previous: Option<SecretKey>) -> Keyring {
+        Keyring {
+            keys: std::sync::RwLock::new(std::iter::once(current).chain(previous).collect()),
+        }
+    }
+
+    fn keys(&self) -> std::sync::RwLockReadGuard<'_, Vec<SecretKey>> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn current(&self) -> SecretKey {
+        self.keys()[0].clone()
+    }
+
+    pub fn previous(&self) -> Option<SecretKey> {
+        self.keys().get(1).cloned()
+    }
+
+    /// Seals with the current key.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.keys()[0].seal(aad, plaintext)
+    }
+
+    /// Opens with whichever key sealed it.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.open_which(aad, sealed).map(|(plain, _)| plain)
+    }
+
+    /// Opens and says whether the current key (0) or the previous one (1) sealed it.
+    pub fn open_which(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, usize), CryptoError> {
+        let keys = self.keys();
+        let mut last = CryptoError::Authentication;
+        for (i, k) in keys.iter().enumerate() {
+            match k.open(aad, sealed) {
+                Ok(plain) => return Ok((plain, i)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Makes `next` the sealing key, keeping the current one for opening.
+    pub fn begin_rotation(&self, next: SecretKey) {
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        keys.truncate(1);
+        keys.insert(0, next);
+    }
+
+    /// Forgets every key but the current one.
+    pub fn finish_rotation(&self) {
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .truncate(1);
+    }
+
+    pub fn rotating(&self) -> bool {
+        self.keys().len() > 1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +221,27 @@ mod tests {
             let s = key.seal(b"k", b"same plaintext").unwrap();
             assert!(nonces.insert(s[1..13].to_vec()), "nonce reused");
         }
+    }
+
+    #[test]
+    fn a_keyring_opens_with_either_key_during_rotation_and_seals_with_the_new_one() {
+        let (old, new) = (
+            SecretKey::generate().unwrap(),
+            SecretKey::generate().unwrap(),
+        );
+        let ring = Keyring::new(old.clone(), None);
+        let before = ring.seal(b"k", b"x").unwrap();
+        ring.begin_rotation(new.clone());
+        assert!(ring.rotating());
+        assert_eq!(ring.open_which(b"k", &before).unwrap().1, 1);
+        let after = ring.seal(b"k", b"y").unwrap();
+        assert_eq!(new.open(b"k", &after).unwrap().as_slice(), b"y");
+        ring.finish_rotation();
+        assert_eq!(ring.open(b"k", &before), Err(CryptoError::Authentication));
+        assert_eq!(ring.open_which(b"k", &after).unwrap().1, 0);
+        let mut bad = after.clone();
+        bad[20] ^= 1;
+        assert_eq!(ring.open(b"k", &bad), Err(CryptoError::Authentication));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use super::crypto::{CryptoError, SecretKey};
+use super::crypto::{CryptoError, Keyring};
 use super::records::Enrollment;
 
 const SNAPSHOT_AAD: &[u8] = b"facegate/index-snapshot/v1";
@@ -201,7 +201,10 @@ impl VectorIndex {
             .collect())
     }
 
-    /// Builds the index from the records.
+    /// Builds the index from the records, one thread per call. Concurrent `add` into one
+    /// usearch 2.26 index (reserved for 2 threads) left enrollments unreachable — the crash
+    /// test and `a_rebuilt_index_finds_every_enrollment_first` caught it — so each client's
+    /// index is reserved once and filled sequentially.
     pub fn rebuild<'a>(
         dim: usize,
         quantization: Quantization,
@@ -209,14 +212,35 @@ impl VectorIndex {
         enrollments: impl Iterator<Item = &'a Enrollment>,
     ) -> Result<VectorIndex, IndexError> {
         let mut index = VectorIndex::new(dim, quantization, expansion_search);
+        let mut by_client: HashMap<&str, Vec<&Enrollment>> = HashMap::new();
         for e in enrollments {
-            index.insert(e)?;
+            if e.template.len() != dim {
+                return Err(IndexError::Dimensions {
+                    got: e.template.len(),
+                    want: dim,
+                });
+            }
+            by_client.entry(e.client.as_str()).or_default().push(e);
+        }
+        for (client, all) in by_client {
+            let c = Index::new(&index.options()).map_err(usearch)?;
+            c.reserve(all.len().max(64)).map_err(usearch)?;
+            for e in &all {
+                c.add(e.label, &e.template).map_err(usearch)?;
+            }
+            let entries = all
+                .iter()
+                .map(|e| (e.label, (e.id.clone(), e.user_id.clone())))
+                .collect();
+            index
+                .clients
+                .insert(client.to_owned(), ClientIndex { index: c, entries });
         }
         Ok(index)
     }
 
     /// The sealed snapshot of every client's index, tagged with the records' epoch.
-    pub fn to_sealed_snapshot(&self, epoch: u64, key: &SecretKey) -> Result<Vec<u8>, IndexError> {
+    pub fn to_sealed_snapshot(&self, epoch: u64, key: &Keyring) -> Result<Vec<u8>, IndexError> {
         let mut clients = Vec::with_capacity(self.clients.len());
         for (name, c) in &self.clients {
             let mut buf = vec![0u8; c.index.serialized_length()];
@@ -247,7 +271,7 @@ impl VectorIndex {
     /// Restores a snapshot if it opens and reflects `epoch`.
     pub fn from_sealed_snapshot(
         sealed: &[u8],
-        key: &SecretKey,
+        key: &Keyring,
         epoch: u64,
         expansion_search: usize,
     ) -> Result<VectorIndex, IndexError> {
@@ -274,5 +298,60 @@ impl VectorIndex {
             out.clients.insert(c.client, ClientIndex { index, entries });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrollment(i: u64) -> Enrollment {
+        let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut t: Vec<f32> = (0..192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        let n = t.iter().map(|a| a * a).sum::<f32>().sqrt();
+        t.iter_mut().for_each(|a| *a /= n);
+        Enrollment {
+            id: format!("e{i}"),
+            label: i,
+            client: "door".into(),
+            user_id: format!("u{i}"),
+            template: t,
+            quality: 1.0,
+            liveness_verified: true,
+            created_ms: 0,
+            updated_ms: 0,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_index_finds_every_enrollment_first() {
+        for n in [1u64, 7, 60, 500] {
+            for q in [Quantization::F32, Quantization::F16, Quantization::I8] {
+                let all: Vec<Enrollment> = (1..=n).map(enrollment).collect();
+                let index = VectorIndex::rebuild(192, q, 128, all.iter()).unwrap();
+                assert_eq!(index.len(), n as usize);
+                let missed: Vec<u64> = all
+                    .iter()
+                    .filter(|e| {
+                        index
+                            .search("door", &e.template, 1)
+                            .unwrap()
+                            .first()
+                            .map(|h| h.label)
+                            != Some(e.label)
+                    })
+                    .map(|e| e.label)
+                    .collect();
+                assert!(missed.is_empty(), "n {n} {q:?}: missed {missed:?}");
+            }
+        }
     }
 }

@@ -159,9 +159,12 @@ fn create_key_file(path: &Path, key: &SecretKey) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// Associated data of the wrapped lookup (HMAC) key.
+pub const LOOKUP_WRAP_AAD: &[u8] = b"facegate/lookup-key/v1";
+
 /// Seals the data key under the master key.
 pub fn wrap_data_key(master: &SecretKey, data_key: &SecretKey) -> Result<Vec<u8>, KeyError> {
-    Ok(master.seal(WRAP_AAD, data_key.as_bytes())?)
+    wrap_key(master, WRAP_AAD, data_key)
 }
 
 /// Opens a wrapped data key; a wrong master key is a clear error, never a new empty store.
@@ -170,7 +173,21 @@ pub fn unwrap_data_key(
     source: &MasterKeySource,
     wrapped: &[u8],
 ) -> Result<SecretKey, KeyError> {
-    let plain = master.open(WRAP_AAD, wrapped).map_err(|e| match e {
+    unwrap_key(master, source, WRAP_AAD, wrapped)
+}
+
+/// Seals a store key under the master key, `purpose` bound as associated data.
+pub fn wrap_key(master: &SecretKey, purpose: &[u8], key: &SecretKey) -> Result<Vec<u8>, KeyError> {
+    Ok(master.seal(purpose, key.as_bytes())?)
+}
+
+pub fn unwrap_key(
+    master: &SecretKey,
+    source: &MasterKeySource,
+    purpose: &[u8],
+    wrapped: &[u8],
+) -> Result<SecretKey, KeyError> {
+    let plain = master.open(purpose, wrapped).map_err(|e| match e {
         CryptoError::Authentication => KeyError::WrongMasterKey {
             source_name: source.to_string(),
         },
@@ -181,6 +198,45 @@ pub fn unwrap_data_key(
         .try_into()
         .map_err(|_| CryptoError::Format)?;
     Ok(SecretKey::from_bytes(bytes))
+}
+
+/// The key file a rotation writes before the records are re-wrapped; renamed over the key
+/// file once they are, so a crash in between leaves one of the two able to open the store.
+pub fn pending_key_file(key_file: &Path) -> PathBuf {
+    key_file.with_extension("key.new")
+}
+
+/// Reads a master key file (0600 or stricter), e.g. the new key a rotation is given.
+pub fn read_master_key_file(path: &Path) -> Result<SecretKey, KeyError> {
+    read_key_file(path, true)
+}
+
+/// Writes a new 0600 key file (replacing a stale one at the same path).
+pub fn write_new_key_file(path: &Path, key: &SecretKey) -> Result<(), KeyError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(KeyError::Create {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    }
+    create_key_file(path, key)
+}
+
+/// Moves the pending key file over the key file, durably.
+pub fn commit_key_file(pending: &Path, key_file: &Path) -> Result<(), KeyError> {
+    let create = |source| KeyError::Create {
+        path: key_file.to_owned(),
+        source,
+    };
+    std::fs::rename(pending, key_file).map_err(create)?;
+    let dir = key_file.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(create)
 }
 
 #[cfg(test)]

@@ -19,9 +19,10 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
+use crypto::SecretKey;
 use index::{Hit, IndexError, Quantization, VectorIndex};
 use keys::{KeyError, KeySources, MasterKeySource};
-use records::{Enrollment, RecordError, Records};
+use records::{Enrollment, RecordError, Records, ResealReport};
 
 pub const SNAPSHOT_FILE: &str = "index.sealed";
 
@@ -71,9 +72,19 @@ pub struct OpenReport {
     pub open_ms: f64,
 }
 
+/// What `facegate keys rotate` did.
+#[derive(Debug)]
+pub struct RotationReport {
+    /// The master key was replaced (and where the new one is), or kept.
+    pub master: Option<PathBuf>,
+    pub resealed: ResealReport,
+    pub rotate_ms: f64,
+}
+
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    key_source: MasterKeySource,
     records: Records,
     /// Writers hold this lock across the record commit and the index update, so a snapshot
     /// taken under the read lock always pairs an index with the epoch it reflects.
@@ -106,16 +117,14 @@ impl Store {
                 path: dir.to_owned(),
                 source,
             })?;
-        let (master, key_source) = keys::resolve_master_key(dir, sources)?;
-        let records = Records::open(dir, &master, &key_source)?;
-        drop(master);
+        let (records, key_source) = open_records(dir, sources)?;
         let epoch = records.epoch()?;
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let mut refused = Vec::new();
         let restored = match std::fs::read(&snapshot_path) {
             Ok(bytes) => VectorIndex::from_sealed_snapshot(
                 &bytes,
-                records.data_key(),
+                records.keyring(),
                 epoch,
                 cfg.search_expansion,
             )
@@ -141,18 +150,31 @@ impl Store {
                         Err(e) => return Err(e.into()),
                     }
                 }
+                let read_ms = started.elapsed().as_secs_f64() * 1000.0;
                 let index =
                     VectorIndex::rebuild(dim, cfg.quantization, cfg.search_expansion, all.iter())?;
+                tracing::info!(
+                    %reason,
+                    enrollments = all.len(),
+                    read_ms,
+                    build_ms = started.elapsed().as_secs_f64() * 1000.0 - read_ms,
+                    "vector index rebuilt from the records"
+                );
                 (index, IndexOrigin::Rebuilt { reason })
             }
         };
         let store = Store {
             dir: dir.to_owned(),
+            key_source: key_source.clone(),
             records,
             index: RwLock::new(index),
         };
         if matches!(origin, IndexOrigin::Rebuilt { .. }) {
             store.save_snapshot()?;
+        }
+        if store.records.rotating() {
+            tracing::warn!("a key rotation was interrupted: finishing its re-sealing now");
+            store.finish_rotation()?;
         }
         let report = OpenReport {
             key_source,
@@ -195,6 +217,25 @@ impl Store {
         }
         index.insert(&e)?;
         Ok(e)
+    }
+
+    /// Enrolls many users of one client in one durable transaction (bulk import, sync).
+    pub fn enroll_many(
+        &self,
+        client: &str,
+        items: Vec<records::NewTemplate>,
+    ) -> Result<Vec<Enrollment>, StoreError> {
+        let mut index = self.write_index();
+        let done = self.records.upsert_many(client, items)?;
+        let mut out = Vec::with_capacity(done.len());
+        for (e, replaced) in done {
+            if let Some(old) = replaced {
+                index.remove(client, old)?;
+            }
+            index.insert(&e)?;
+            out.push(e);
+        }
+        Ok(out)
     }
 
     /// Deletes from records and index; the change feed records the deletion.
@@ -277,10 +318,63 @@ impl Store {
     /// Seals the index with its epoch and replaces the snapshot atomically.
     pub fn save_snapshot(&self) -> Result<(), StoreError> {
         let index = self.read_index();
-        let sealed = index.to_sealed_snapshot(self.records.epoch()?, self.records.data_key())?;
+        let sealed = index.to_sealed_snapshot(self.records.epoch()?, self.records.keyring())?;
         drop(index);
         let path = self.dir.join(SNAPSHOT_FILE);
         write_atomically(&path, &sealed).map_err(|source| StoreError::Snapshot { path, source })
+    }
+
+    /// Replaces the data key (every sealed value and the index snapshot are re-sealed with a
+    /// new one) and re-wraps it under a master key: `new_master` if given; else a new one
+    /// written to the data directory's key file when that is where the master key lives;
+    /// else (systemd credential, environment) the same master key. Readers keep working
+    /// throughout: until the last value is re-sealed both data keys open.
+    pub fn rotate_keys(
+        &self,
+        sources: &KeySources,
+        new_master: Option<SecretKey>,
+    ) -> Result<RotationReport, StoreError> {
+        let started = Instant::now();
+        let key_file = match &self.key_source {
+            MasterKeySource::KeyFile(p) | MasterKeySource::Created(p) => Some(p.clone()),
+            MasterKeySource::Credential(_) | MasterKeySource::Environment => None,
+        };
+        let (master, replaced) = match (new_master, &key_file) {
+            (Some(k), _) => (k, true),
+            (None, Some(_)) => (SecretKey::generate().map_err(KeyError::from)?, true),
+            (None, None) => (keys::resolve_master_key(&self.dir, sources)?.0, false),
+        };
+        // The new master key reaches disk before anything is wrapped under it, and replaces
+        // the old key file only once everything is: `open_records` resolves a crash between.
+        let pending = match (&key_file, replaced) {
+            (Some(path), true) => {
+                let pending = keys::pending_key_file(path);
+                keys::write_new_key_file(&pending, &master)?;
+                Some((pending, path.clone()))
+            }
+            _ => None,
+        };
+        self.records.begin_rotation(&master)?;
+        if let Some((pending, path)) = &pending {
+            keys::commit_key_file(pending, path)?;
+        }
+        let resealed = self.finish_rotation()?;
+        Ok(RotationReport {
+            master: replaced.then(|| key_file.unwrap_or_default()),
+            resealed,
+            rotate_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    fn finish_rotation(&self) -> Result<ResealReport, StoreError> {
+        let report = self.records.reseal_all()?;
+        self.save_snapshot()?;
+        self.records.finish_rotation()?;
+        Ok(report)
+    }
+
+    pub fn key_source(&self) -> &MasterKeySource {
+        &self.key_source
     }
 
     /// Checks that the index holds exactly the records' enrollments (tests, `facegate doctor`).
@@ -304,6 +398,40 @@ impl Store {
             ));
         }
         Ok(problems)
+    }
+}
+
+/// Resolves the master key and opens the records. A pending key file (a rotation stopped
+/// between writing its new master key and replacing the old key file) is settled here:
+/// whichever of the two opens the data key wins, and the other is removed.
+fn open_records(
+    dir: &Path,
+    sources: &KeySources,
+) -> Result<(Records, MasterKeySource), StoreError> {
+    let (master, source) = keys::resolve_master_key(dir, sources)?;
+    let pending = match &source {
+        MasterKeySource::KeyFile(p) => Some((keys::pending_key_file(p), p.clone())),
+        _ => None,
+    }
+    .filter(|(pending, _)| pending.exists());
+    match (Records::open(dir, &master, &source), pending) {
+        (Ok(records), Some((pending, _))) => {
+            tracing::warn!(path = %pending.display(), "a key rotation stopped before using its new master key: removed it");
+            std::fs::remove_file(&pending).map_err(|source| StoreError::Dir {
+                path: pending.clone(),
+                source,
+            })?;
+            Ok((records, source))
+        }
+        (Ok(records), None) => Ok((records, source)),
+        (Err(RecordError::Key(KeyError::WrongMasterKey { .. })), Some((pending, path))) => {
+            let next = keys::read_master_key_file(&pending)?;
+            let records = Records::open(dir, &next, &MasterKeySource::KeyFile(pending.clone()))?;
+            tracing::warn!(path = %path.display(), "a key rotation stopped after re-wrapping: its new master key now replaces the key file");
+            keys::commit_key_file(&pending, &path)?;
+            Ok((records, MasterKeySource::KeyFile(path)))
+        }
+        (Err(e), _) => Err(e.into()),
     }
 }
 

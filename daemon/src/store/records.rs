@@ -12,13 +12,18 @@ use sha2::Sha256;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::crypto::{CryptoError, SecretKey};
+use super::crypto::{CryptoError, Keyring, SecretKey};
 use super::keys::{self, KeyError, MasterKeySource};
 
 const META_DATA_KEY: &[u8] = b"data_key";
 const META_FEED_SEQ: &[u8] = b"feed_seq";
 const META_EPOCH: &[u8] = b"enrollment_epoch";
 const META_LABEL: &[u8] = b"next_label";
+/// The data key being rotated away from: present only while a rotation re-seals records.
+const META_DATA_KEY_PREV: &[u8] = b"data_key_prev";
+const META_LOOKUP_KEY: &[u8] = b"lookup_key";
+/// Trees whose values are sealed with the data key (and so re-sealed by a rotation).
+const SEALED_TREES: [&str; 4] = ["enrollments", "feed", "clients", "audit"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -81,6 +86,73 @@ pub enum Change {
         client: String,
         user_id: String,
     },
+    Audit(AuditRow),
+    /// A periodic metrics snapshot (JSON) for the hub.
+    Metrics {
+        at_ms: u64,
+        json: String,
+    },
+}
+
+/// What an audited attempt was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditAction {
+    Enroll,
+    Authenticate,
+    Delete,
+    ClientLogin,
+    OperatorLogin,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Enroll => "enroll",
+            AuditAction::Authenticate => "authenticate",
+            AuditAction::Delete => "delete",
+            AuditAction::ClientLogin => "client_login",
+            AuditAction::OperatorLogin => "operator_login",
+        }
+    }
+}
+
+/// One audited attempt: every enrollment and authentication, successful or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub at_ms: u64,
+    pub action: AuditAction,
+    /// The client (id or name) on whose behalf, or the one that failed to log in.
+    pub client: String,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub success: bool,
+    /// Why it failed (`no_match_found`, `liveness_failed`, ...), or how it succeeded.
+    pub reason: String,
+    pub confidence: Option<f32>,
+    pub processing_ms: f64,
+}
+
+/// One template to store with `upsert_many`.
+pub struct NewTemplate {
+    pub user_id: String,
+    pub template: Vec<f32>,
+    pub quality: f32,
+    pub liveness_verified: bool,
+}
+
+impl std::fmt::Debug for NewTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewTemplate")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a key rotation did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResealReport {
+    /// Values re-sealed per tree.
+    pub resealed: Vec<(&'static str, usize)>,
 }
 
 #[derive(Debug)]
@@ -92,11 +164,12 @@ pub struct Records {
     feed: sled::Tree,
     pub(super) clients: sled::Tree,
     pub(super) api_keys: sled::Tree,
-    pub(super) data_key: SecretKey,
+    audit: sled::Tree,
+    pub(super) keyring: Keyring,
     pub(super) user_key: [u8; 32],
 }
 
-pub(super) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -140,6 +213,7 @@ impl Records {
         let feed = db.open_tree("feed")?;
         let clients = db.open_tree("clients")?;
         let api_keys = db.open_tree("api_keys")?;
+        let audit = db.open_tree("audit")?;
         let data_key = match meta.get(META_DATA_KEY)? {
             Some(wrapped) => keys::unwrap_data_key(master, source, &wrapped)?,
             None => {
@@ -152,11 +226,29 @@ impl Records {
                 dk
             }
         };
-        // The user-id lookup key is derived from the data key: user ids never appear in clear.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(data_key.as_bytes())
-            .expect("HMAC accepts any key length");
-        mac.update(b"facegate/user-index/v1");
-        let user_key: [u8; 32] = mac.finalize().into_bytes().into();
+        let previous = match meta.get(META_DATA_KEY_PREV)? {
+            Some(wrapped) => Some(keys::unwrap_data_key(master, source, &wrapped)?),
+            None => None,
+        };
+        // The key of the HMAC slots that stand in for user ids, client names and API keys on
+        // disk. It outlives data-key rotations (re-keying every slot would be a full rewrite);
+        // stores created before it was kept separately derive it from their first data key.
+        let lookup_key = match meta.get(META_LOOKUP_KEY)? {
+            Some(wrapped) => keys::unwrap_key(master, source, keys::LOOKUP_WRAP_AAD, &wrapped)?,
+            None => {
+                let first = previous.as_ref().unwrap_or(&data_key);
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(first.as_bytes())
+                    .expect("HMAC accepts any key length");
+                mac.update(b"facegate/user-index/v1");
+                let lk = SecretKey::from_bytes(mac.finalize().into_bytes().into());
+                meta.insert(
+                    META_LOOKUP_KEY,
+                    keys::wrap_key(master, keys::LOOKUP_WRAP_AAD, &lk)?,
+                )?;
+                db.flush()?;
+                lk
+            }
+        };
         Ok(Records {
             db,
             meta,
@@ -165,8 +257,9 @@ impl Records {
             feed,
             clients,
             api_keys,
-            data_key,
-            user_key,
+            audit,
+            keyring: Keyring::new(data_key, previous),
+            user_key: *lookup_key.as_bytes(),
         })
     }
 
@@ -196,14 +289,14 @@ impl Records {
             }
         })?);
         Ok(self
-            .data_key
+            .keyring
             .seal(&aad("enrollments", e.id.as_bytes()), &plain)?)
     }
 
     fn open_enrollment(&self, key: &[u8], sealed: &[u8]) -> Result<Enrollment, RecordError> {
         let name = || String::from_utf8_lossy(key).into_owned();
         let plain = self
-            .data_key
+            .keyring
             .open(&aad("enrollments", key), sealed)
             .map_err(|source| RecordError::Sealed {
                 key: format!("enrollment {}", name()),
@@ -221,7 +314,7 @@ impl Records {
             message: e.to_string(),
         })?;
         Ok(self
-            .data_key
+            .keyring
             .seal(&aad("feed", &seq.to_be_bytes()), &plain)?)
     }
 
@@ -237,44 +330,85 @@ impl Records {
         quality: f32,
         liveness_verified: bool,
     ) -> Result<(Enrollment, Option<u64>), RecordError> {
-        let slot = self.user_slot(client, user_id);
-        let previous = match self.users.get(slot)? {
-            Some(id) => match self.enrollments.get(&id)? {
-                Some(sealed) => Some(self.open_enrollment(&id, &sealed)?),
-                None => None,
-            },
-            None => None,
-        };
+        let mut done = self.upsert_many(
+            client,
+            vec![NewTemplate {
+                user_id: user_id.to_owned(),
+                template,
+                quality,
+                liveness_verified,
+            }],
+        )?;
+        Ok(done.remove(0))
+    }
+
+    /// `upsert` for many users of one client in one transaction and one flush (bulk import,
+    /// sync): all of them are durable when it returns, or none. A user id given twice keeps
+    /// the last template.
+    pub fn upsert_many(
+        &self,
+        client: &str,
+        items: Vec<NewTemplate>,
+    ) -> Result<Vec<(Enrollment, Option<u64>)>, RecordError> {
         let now = now_ms();
-        let label = self.next(META_LABEL)?;
-        let enrollment = Enrollment {
-            id: previous
-                .as_ref()
-                .map(|p| p.id.clone())
-                .unwrap_or_else(new_id),
-            label,
-            client: client.to_owned(),
-            user_id: user_id.to_owned(),
-            template,
-            quality,
-            liveness_verified,
-            created_ms: previous.as_ref().map_or(now, |p| p.created_ms),
-            updated_ms: now,
-            version: previous.as_ref().map_or(1, |p| p.version + 1),
-        };
-        let sealed = self.seal_enrollment(&enrollment)?;
-        let change = Change::EnrollmentUpserted {
-            enrollment_id: enrollment.id.clone(),
-            client: client.to_owned(),
-            user_id: user_id.to_owned(),
-            version: enrollment.version,
-        };
-        self.commit(&change, |e, u| {
-            e.insert(enrollment.id.as_bytes(), sealed.clone())?;
-            u.insert(&slot, enrollment.id.as_bytes())?;
+        let mut latest: std::collections::HashMap<[u8; 32], Enrollment> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let slot = self.user_slot(client, &item.user_id);
+            let previous = match latest.get(&slot) {
+                Some(p) => Some(p.clone()),
+                None => match self.users.get(slot)? {
+                    Some(id) => match self.enrollments.get(&id)? {
+                        Some(sealed) => Some(self.open_enrollment(&id, &sealed)?),
+                        None => None,
+                    },
+                    None => None,
+                },
+            };
+            let label = self.next(META_LABEL)?;
+            let enrollment = Enrollment {
+                id: previous
+                    .as_ref()
+                    .map(|p| p.id.clone())
+                    .unwrap_or_else(new_id),
+                label,
+                client: client.to_owned(),
+                user_id: item.user_id,
+                template: item.template,
+                quality: item.quality,
+                liveness_verified: item.liveness_verified,
+                created_ms: previous.as_ref().map_or(now, |p| p.created_ms),
+                updated_ms: now,
+                version: previous.as_ref().map_or(1, |p| p.version + 1),
+            };
+            latest.insert(slot, enrollment.clone());
+            out.push((slot, enrollment, previous.map(|p| p.label)));
+        }
+        let sealed = out
+            .iter()
+            .map(|(_, e, _)| self.seal_enrollment(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let changes: Vec<Change> = out
+            .iter()
+            .map(|(_, e, _)| Change::EnrollmentUpserted {
+                enrollment_id: e.id.clone(),
+                client: client.to_owned(),
+                user_id: e.user_id.clone(),
+                version: e.version,
+            })
+            .collect();
+        self.commit(&changes, true, |e, u, _| {
+            for ((slot, enrollment, _), sealed) in out.iter().zip(&sealed) {
+                e.insert(enrollment.id.as_bytes(), sealed.clone())?;
+                u.insert(slot.as_slice(), enrollment.id.as_bytes())?;
+            }
             Ok(())
         })?;
-        Ok((enrollment, previous.map(|p| p.label)))
+        Ok(out
+            .into_iter()
+            .map(|(_, e, replaced)| (e, replaced))
+            .collect())
     }
 
     /// Deletes an enrollment of `client`; durable when it returns. `None` if there is none.
@@ -295,7 +429,7 @@ impl Records {
             client: client.to_owned(),
             user_id: existing.user_id.clone(),
         };
-        self.commit(&change, |e, u| {
+        self.commit(std::slice::from_ref(&change), true, |e, u, _| {
             e.remove(existing.id.as_bytes())?;
             u.remove(&slot)?;
             Ok(())
@@ -303,39 +437,206 @@ impl Records {
         Ok(Some(existing))
     }
 
-    /// Runs one enrollment change as a transaction that also appends `change` to the feed with
-    /// the next sequence number and bumps the enrollment epoch, then flushes to disk.
-    fn commit<F>(&self, change: &Change, body: F) -> Result<(), RecordError>
+    /// Runs one transaction that appends `changes` to the feed with the next sequence numbers
+    /// (and, for enrollment changes, bumps the enrollment epoch) along with `body`, then
+    /// flushes to disk. `body` gets the enrollments, users and audit trees and the first
+    /// sequence number; returns the last.
+    fn commit<F>(&self, changes: &[Change], bump_epoch: bool, body: F) -> Result<u64, RecordError>
     where
         F: Fn(
             &sled::transaction::TransactionalTree,
             &sled::transaction::TransactionalTree,
+            (&sled::transaction::TransactionalTree, u64),
         ) -> Result<(), ConflictableTransactionError<RecordError>>,
     {
-        (&self.enrollments, &self.users, &self.feed, &self.meta)
-            .transaction(|(e, u, f, m)| {
+        let seq = (
+            &self.enrollments,
+            &self.users,
+            &self.feed,
+            &self.meta,
+            &self.audit,
+        )
+            .transaction(|(e, u, f, m, a)| {
                 let counter =
                     |key: &[u8]| -> Result<u64, sled::transaction::UnabortableTransactionError> {
                         Ok(m.get(key)?
                             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
                             .map_or(0, u64::from_be_bytes))
                     };
-                let seq = counter(META_FEED_SEQ)? + 1;
-                let epoch = counter(META_EPOCH)? + 1;
-                m.insert(META_FEED_SEQ, &seq.to_be_bytes())?;
-                m.insert(META_EPOCH, &epoch.to_be_bytes())?;
-                let sealed = self
-                    .seal_change(seq, change)
-                    .map_err(ConflictableTransactionError::Abort)?;
-                f.insert(&seq.to_be_bytes(), sealed)?;
-                body(e, u)
+                let first = counter(META_FEED_SEQ)? + 1;
+                let mut seq = first;
+                for change in changes {
+                    let sealed = self
+                        .seal_change(seq, change)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    f.insert(&seq.to_be_bytes(), sealed)?;
+                    seq += 1;
+                }
+                let last = seq - 1;
+                m.insert(META_FEED_SEQ, &last.to_be_bytes())?;
+                if bump_epoch {
+                    let epoch = counter(META_EPOCH)? + 1;
+                    m.insert(META_EPOCH, &epoch.to_be_bytes())?;
+                }
+                body(e, u, (a, first))?;
+                Ok(last)
             })
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => RecordError::Db(e),
             })?;
         self.db.flush()?;
+        Ok(seq)
+    }
+
+    /// Appends an audit row (and its feed entry); durable when it returns. Returns the feed
+    /// sequence number.
+    pub fn audit(&self, row: &AuditRow) -> Result<u64, RecordError> {
+        let plain = zeroize::Zeroizing::new(postcard::to_stdvec(row).map_err(|e| {
+            RecordError::Malformed {
+                key: "audit".into(),
+                message: e.to_string(),
+            }
+        })?);
+        let change = Change::Audit(row.clone());
+        self.commit(std::slice::from_ref(&change), false, |_, _, (a, seq)| {
+            let key = audit_key(row.at_ms, seq);
+            let sealed = self
+                .keyring
+                .seal(&aad("audit", &key), &plain)
+                .map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
+            a.insert(key.as_slice(), sealed)?;
+            Ok(())
+        })
+    }
+
+    /// Appends a metrics snapshot to the feed for the hub.
+    pub fn append_metrics(&self, at_ms: u64, json: String) -> Result<u64, RecordError> {
+        self.commit(&[Change::Metrics { at_ms, json }], false, |_, _, _| Ok(()))
+    }
+
+    /// Audit rows with `from_ms <= at_ms < to_ms`, oldest first, at most `limit`.
+    pub fn audit_between(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRow>, RecordError> {
+        let mut out = Vec::new();
+        for kv in self
+            .audit
+            .range(audit_key(from_ms, 0)..audit_key(to_ms, 0))
+            .take(limit)
+        {
+            let (k, v) = kv?;
+            let plain =
+                self.keyring
+                    .open(&aad("audit", &k), &v)
+                    .map_err(|source| RecordError::Sealed {
+                        key: "audit row".into(),
+                        source,
+                    })?;
+            out.push(
+                postcard::from_bytes(&plain).map_err(|e| RecordError::Malformed {
+                    key: "audit row".into(),
+                    message: e.to_string(),
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn audit_len(&self) -> usize {
+        self.audit.len()
+    }
+
+    /// Starts (or, after an interrupted one, resumes) a data-key rotation: a new data key
+    /// seals from now on, the old one stays for opening until `finish_rotation`; both, and the
+    /// lookup key, are wrapped under `master` (which may itself be new). Durable on return.
+    pub fn begin_rotation(&self, master: &SecretKey) -> Result<(), RecordError> {
+        if !self.keyring.rotating() {
+            let next = SecretKey::generate()?;
+            let current = self.keyring.current();
+            let mut batch = sled::Batch::default();
+            batch.insert(META_DATA_KEY, keys::wrap_data_key(master, &next)?);
+            batch.insert(META_DATA_KEY_PREV, keys::wrap_data_key(master, &current)?);
+            self.rewrap_lookup(master, &mut batch)?;
+            self.meta.apply_batch(batch)?;
+            self.db.flush()?;
+            self.keyring.begin_rotation(next);
+        } else {
+            // Resuming: the keys stay, only their wrapping follows the (maybe new) master.
+            let mut batch = sled::Batch::default();
+            batch.insert(
+                META_DATA_KEY,
+                keys::wrap_data_key(master, &self.keyring.current())?,
+            );
+            if let Some(prev) = self.keyring.previous() {
+                batch.insert(META_DATA_KEY_PREV, keys::wrap_data_key(master, &prev)?);
+            }
+            self.rewrap_lookup(master, &mut batch)?;
+            self.meta.apply_batch(batch)?;
+            self.db.flush()?;
+        }
         Ok(())
+    }
+
+    fn rewrap_lookup(
+        &self,
+        master: &SecretKey,
+        batch: &mut sled::Batch,
+    ) -> Result<(), RecordError> {
+        let lookup = SecretKey::from_bytes(self.user_key);
+        batch.insert(
+            META_LOOKUP_KEY,
+            keys::wrap_key(master, keys::LOOKUP_WRAP_AAD, &lookup)?,
+        );
+        Ok(())
+    }
+
+    /// Re-seals every value not yet sealed with the current data key. Concurrent writers are
+    /// safe: each value is swapped only if unchanged since it was read (a changed one was
+    /// written with the current key already). A value that opens with neither key is left
+    /// as it is and reported by the readers that meet it.
+    pub fn reseal_all(&self) -> Result<ResealReport, RecordError> {
+        let mut report = ResealReport::default();
+        for name in SEALED_TREES {
+            let tree = self.db.open_tree(name)?;
+            let mut n = 0;
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                let associated = aad(name, &k);
+                let Ok((plain, which)) = self.keyring.open_which(&associated, &v) else {
+                    tracing::error!(
+                        tree = name,
+                        "a sealed value opens with no key: left as it is"
+                    );
+                    continue;
+                };
+                if which == 0 {
+                    continue;
+                }
+                let fresh = self.keyring.seal(&associated, &plain)?;
+                if tree.compare_and_swap(&k, Some(&v), Some(fresh))?.is_ok() {
+                    n += 1;
+                }
+            }
+            report.resealed.push((name, n));
+        }
+        self.db.flush()?;
+        Ok(report)
+    }
+
+    /// Ends a rotation: the previous data key is forgotten, on disk and in memory.
+    pub fn finish_rotation(&self) -> Result<(), RecordError> {
+        self.meta.remove(META_DATA_KEY_PREV)?;
+        self.db.flush()?;
+        self.keyring.finish_rotation();
+        Ok(())
+    }
+
+    pub fn rotating(&self) -> bool {
+        self.keyring.rotating()
     }
 
     fn next(&self, key: &[u8]) -> Result<u64, RecordError> {
@@ -402,7 +703,7 @@ impl Records {
                     message: "bad sequence key".into(),
                 })?;
             let plain =
-                self.data_key
+                self.keyring
                     .open(&aad("feed", &k), &v)
                     .map_err(|source| RecordError::Sealed {
                         key: format!("feed {seq}"),
@@ -436,14 +737,22 @@ impl Records {
             .map_or(0, u64::from_be_bytes))
     }
 
-    pub fn data_key(&self) -> &SecretKey {
-        &self.data_key
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
     }
 
     pub fn flush(&self) -> Result<(), RecordError> {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// Audit rows are keyed by time, then feed sequence, for date-range queries.
+fn audit_key(at_ms: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&at_ms.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
 }
 
 /// A random RFC 4122 version-4 UUID.

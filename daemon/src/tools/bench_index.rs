@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::bench::percentile;
-use crate::store::crypto::SecretKey;
+use crate::store::crypto::{Keyring, SecretKey};
 use crate::store::index::{Quantization, VectorIndex};
 use crate::store::records::Enrollment;
 
@@ -23,7 +23,7 @@ pub struct Options {
     pub json: bool,
 }
 
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -40,7 +40,7 @@ impl Rng {
         let (u, v) = (self.uniform(), self.uniform());
         (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
     }
-    fn unit(&mut self, dim: usize) -> Vec<f32> {
+    pub(crate) fn unit(&mut self, dim: usize) -> Vec<f32> {
         normalize((0..dim).map(|_| self.normal()).collect())
     }
 }
@@ -51,7 +51,7 @@ fn normalize(mut v: Vec<f32>) -> Vec<f32> {
     v
 }
 
-fn rss_mb() -> f64 {
+pub(crate) fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -64,7 +64,7 @@ fn rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn ms(t: Instant) -> f64 {
+pub(crate) fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
@@ -118,7 +118,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 .map_or(0, |(l, _)| l)
         })
         .collect();
-    let key = SecretKey::generate()?;
+    let key = Keyring::new(SecretKey::generate()?, None);
     let mut variants = serde_json::Map::new();
     let mut rows = Vec::new();
     for q in [Quantization::F32, Quantization::F16, Quantization::I8] {

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bench_index;
+pub mod bench_store;
 pub mod detect;
 pub mod eval;
 pub mod metrics;

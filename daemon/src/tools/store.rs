@@ -10,7 +10,8 @@ use serde_json::json;
 use crate::config::MatchingConfig;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
-use crate::store::records::Enrollment;
+use crate::store::keys::{KeySources, MasterKeySource};
+use crate::store::records::{AuditAction, AuditRow, Enrollment};
 
 fn enrollment_json(e: &Enrollment) -> serde_json::Value {
     json!({
@@ -34,6 +35,7 @@ pub fn enroll(
     images: &[PathBuf],
     json: bool,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let progress = std::io::stderr().is_terminal();
     let mut sum = vec![0f32; crate::pipeline::embed::EMBEDDING_DIM];
     let (mut used, mut quality_sum) = (0usize, 0f32);
@@ -65,15 +67,33 @@ pub fn enroll(
     if progress {
         let _ = writeln!(std::io::stderr());
     }
-    anyhow::ensure!(
-        used > 0,
-        "none of the {} image(s) had a usable face; nothing enrolled",
-        images.len()
-    );
     let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
-    anyhow::ensure!(norm > 0.0, "degenerate template");
+    if used == 0 || norm <= 0.0 {
+        audit(
+            store,
+            AuditAction::Enroll,
+            client,
+            Some(user_id),
+            Err("no_face_detected"),
+            None,
+            started,
+        )?;
+        anyhow::bail!(
+            "none of the {} image(s) had a usable face; nothing enrolled",
+            images.len()
+        );
+    }
     sum.iter_mut().for_each(|x| *x /= norm);
     let e = store.enroll(client, user_id, &sum, quality_sum / used as f32, false)?;
+    audit(
+        store,
+        AuditAction::Enroll,
+        client,
+        Some(user_id),
+        Ok("offline_import"),
+        None,
+        started,
+    )?;
     store.save_snapshot()?;
     if json {
         let mut v = enrollment_json(&e);
@@ -98,16 +118,50 @@ pub fn identify(
     path: &std::path::Path,
     json: bool,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let bytes = super::read_image(path)?;
-    let (_, a) = pipeline
-        .analyze_largest(&bytes)
-        .with_context(|| path.display().to_string())?;
+    let analysis = pipeline.analyze_largest(&bytes);
+    let (_, a) = match analysis {
+        Ok(found) => found,
+        Err(e) => {
+            audit(
+                store,
+                AuditAction::Authenticate,
+                client,
+                None,
+                Err("no_face_detected"),
+                None,
+                started,
+            )?;
+            return Err(e).with_context(|| path.display().to_string());
+        }
+    };
     let (best, hits) = store.identify(
         client,
         a.embedding.as_slice(),
         matching.top_k,
         matching.threshold,
     )?;
+    match &best {
+        Some(m) => audit(
+            store,
+            AuditAction::Authenticate,
+            client,
+            Some(&m.user_id),
+            Ok("match_found"),
+            Some(m.similarity),
+            started,
+        )?,
+        None => audit(
+            store,
+            AuditAction::Authenticate,
+            client,
+            None,
+            Err("no_match_found"),
+            hits.first().map(|h| h.similarity),
+            started,
+        )?,
+    }
     if json {
         let m = best.as_ref().map(|m| {
             json!({"user_id": m.user_id, "enrollment_id": m.enrollment_id, "confidence": m.similarity})
@@ -177,5 +231,79 @@ pub fn add_client(store: &Store, name: &str, json: bool) -> anyhow::Result<()> {
     println!(
         "The secret is stored only as an Argon2id hash: keep it now, it cannot be shown again."
     );
+    Ok(())
+}
+
+pub fn rotate_keys(
+    store: &Store,
+    new_master_key_file: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let new_master = new_master_key_file
+        .map(crate::store::keys::read_master_key_file)
+        .transpose()?;
+    let given = new_master.is_some();
+    let report = store.rotate_keys(&KeySources::from_env(), new_master)?;
+    let resealed: serde_json::Map<String, serde_json::Value> = report
+        .resealed
+        .resealed
+        .iter()
+        .map(|(tree, n)| ((*tree).to_owned(), json!(n)))
+        .collect();
+    let master = match (&report.master, given) {
+        (Some(_), true) => "replaced by the given key".to_owned(),
+        (Some(path), false) => format!("replaced: new key in {}", path.display()),
+        (None, _) => format!("kept ({})", store.key_source()),
+    };
+    if json {
+        return super::print_json(&json!({
+            "master_key": master,
+            "data_key": "replaced",
+            "resealed": resealed,
+            "rotate_ms": report.rotate_ms,
+        }));
+    }
+    println!("data key replaced; master key {master}");
+    for (tree, n) in &report.resealed.resealed {
+        println!("  re-sealed {n:>8} {tree}");
+    }
+    let external = matches!(
+        store.key_source(),
+        MasterKeySource::Credential(_) | MasterKeySource::Environment
+    );
+    if given && external {
+        println!(
+            "Install the new master key where the daemon reads it (systemd credential or {}) before the next start.",
+            crate::store::keys::MASTER_KEY_ENV
+        );
+    }
+    Ok(())
+}
+
+/// Writes the audit row of one attempt: `Ok(how)` or `Err(reason)`.
+fn audit(
+    store: &Store,
+    action: AuditAction,
+    client: &str,
+    user_id: Option<&str>,
+    result: Result<&str, &str>,
+    confidence: Option<f32>,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    let (success, reason) = match result {
+        Ok(r) => (true, r),
+        Err(r) => (false, r),
+    };
+    store.records().audit(&AuditRow {
+        at_ms: crate::store::records::now_ms(),
+        action,
+        client: client.to_owned(),
+        user_id: user_id.map(str::to_owned),
+        session_id: None,
+        success,
+        reason: reason.to_owned(),
+        confidence,
+        processing_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })?;
     Ok(())
 }
