@@ -11,6 +11,7 @@ use crate::cli::{BenchTarget, Cli, ClientsAction, Command, EnrollmentsAction, Ke
 use crate::config::{Config, Overrides};
 use crate::pipeline::embed::EMBEDDING_DIM;
 use crate::pipeline::models::{ModelStore, Precision};
+use crate::pipeline::stream::LiveModels;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::store::Store;
 use crate::store::keys::KeySources;
@@ -62,6 +63,59 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clients {
             action: ClientsAction::Add { name, json },
         } => tools::store::add_client(&open_store(&config)?, &name, json),
+        Command::Liveness { frames, fps, json } => {
+            let store = models()?;
+            let pipeline = load_pipeline(&store, &config, None)?;
+            let live = LiveModels::load(&store).context("loading the liveness models")?;
+            tools::liveness::run(
+                &pipeline,
+                &live,
+                &config.liveness,
+                &config.obstacles,
+                &frames,
+                fps,
+                json,
+            )
+        }
+        Command::Attack {
+            photo,
+            kind,
+            out,
+            frames,
+            fps,
+            seed,
+        } => {
+            let pipeline = load_pipeline(&models()?, &config, None)?;
+            tools::pad_eval::write_attack(&pipeline, &photo, kind, &out, frames, fps, seed)
+        }
+        Command::PadEval {
+            photos,
+            clips,
+            frames,
+            fps,
+            seeds,
+            window_stride,
+            json,
+        } => {
+            let store = models()?;
+            let pipeline = load_pipeline(&store, &config, None)?;
+            let live = LiveModels::load(&store).context("loading the liveness models")?;
+            tools::pad_eval::run(
+                &pipeline,
+                &live,
+                &config.liveness,
+                &config.obstacles,
+                &tools::pad_eval::Options {
+                    photos,
+                    clips,
+                    frames,
+                    fps,
+                    seeds,
+                    window_stride,
+                    json,
+                },
+            )
+        }
         Command::Keys {
             action:
                 KeysAction::Rotate {
@@ -121,6 +175,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(dir) => tools::bench_store::open_only(&opts, &dir),
                 None => tools::bench_store::run(&opts),
             }
+        }
+        Command::Bench {
+            target: Some(BenchTarget::Liveness { frames, json }),
+            ..
+        } => {
+            let store = models()?;
+            let pipeline = load_pipeline(&store, &config, None)?;
+            let live = LiveModels::load(&store).context("loading the liveness models")?;
+            tools::liveness::bench(
+                &pipeline,
+                &live,
+                &config.liveness,
+                &config.obstacles,
+                &frames,
+                json,
+            )
         }
         Command::Bench { target: None, args } => {
             let precisions = match args.precision {

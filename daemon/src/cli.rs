@@ -90,6 +90,54 @@ pub enum Command {
         #[command(subcommand)]
         action: ClientsAction,
     },
+    /// Liveness over a folder of frames (sorted by name): blinks, head movements, the
+    /// presentation-attack score and verdict, obstacles.
+    Liveness {
+        #[arg(long, value_name = "DIR")]
+        frames: PathBuf,
+        #[arg(long, default_value_t = 10.0)]
+        fps: f64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Render a SYNTHETIC presentation attack (a photo held up as a print, bent print or
+    /// screen) as a folder of PNG frames.
+    Attack {
+        #[arg(long, value_name = "IMAGE")]
+        photo: PathBuf,
+        #[arg(long, value_enum, default_value = "print")]
+        kind: crate::tools::attack::AttackKind,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        frames: usize,
+        #[arg(long, default_value_t = 10.0)]
+        fps: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// APCER per synthetic attack type over photos, BPCER over windows of real clips.
+    PadEval {
+        /// Photos (or folders of photos) to make attacks from.
+        #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
+        photos: Vec<PathBuf>,
+        /// Folders of real frames (bona fide).
+        #[arg(long, value_name = "DIR", num_args = 1..)]
+        clips: Vec<PathBuf>,
+        /// Frames per sequence (attack length and bona fide window).
+        #[arg(long, default_value_t = 30)]
+        frames: usize,
+        #[arg(long, default_value_t = 10.0)]
+        fps: f64,
+        /// Attack sequences per photo and type (different motion, size, glare).
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// Step between bona fide windows, frames.
+        #[arg(long, default_value_t = 10)]
+        window_stride: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Master and data keys of the store.
     Keys {
         #[command(subcommand)]
@@ -137,6 +185,14 @@ pub struct PipelineBenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
+    /// Per-frame cost of the liveness stack (detect, eyes, mask, palm, cues) over a folder of
+    /// frames, as scheduled in a stream (mask and palm on a track's first frames, then every N).
+    Liveness {
+        #[arg(long, value_name = "DIR")]
+        frames: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// The encrypted store at scale: bulk import, disk size, start from snapshot and by
     /// rebuild (fresh processes), identify through the store, audit append latency.
     Store {

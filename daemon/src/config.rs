@@ -4,6 +4,8 @@
 //! Invariant: every key is known (`deny_unknown_fields`); a bad key or value is an error that
 //! names it, never a silently ignored setting.
 
+use crate::pipeline::liveness::LivenessConfig;
+use crate::pipeline::obstacles::ObstacleThresholds;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,8 @@ pub struct Config {
     pub limits: DecodeLimits,
     pub store: StoreConfig,
     pub matching: MatchingConfig,
+    pub liveness: LivenessConfig,
+    pub obstacles: ObstacleThresholds,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -92,6 +92,24 @@ impl Similarity {
 /// outside the image is black.
 pub fn warp(img: &RgbImage, t: &Similarity, dst_side: u32) -> RgbImage {
     let inv = t.inverse();
+    sample(img, dst_side, dst_side, |u, v| inv.apply([u, v]))
+}
+
+/// An affine map from output pixels to source pixels: `x = m[0] u + m[1] v + m[2]`,
+/// `y = m[3] u + m[4] v + m[5]` (reflections allowed: eye crops are mirrored).
+pub fn warp_affine(img: &RgbImage, m: [f32; 6], w: u32, h: u32) -> RgbImage {
+    sample(img, w, h, |u, v| {
+        [m[0] * u + m[1] * v + m[2], m[3] * u + m[4] * v + m[5]]
+    })
+}
+
+/// The `w x h` image whose pixel (u, v) samples `img` bilinearly at `map(u, v)`; black outside.
+pub fn sample(
+    img: &RgbImage,
+    w_out: u32,
+    h_out: u32,
+    map: impl Fn(f32, f32) -> [f32; 2],
+) -> RgbImage {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let raw = img.as_raw();
     let px = |x: i64, y: i64| -> [f32; 3] {
@@ -105,8 +123,11 @@ pub fn warp(img: &RgbImage, t: &Similarity, dst_side: u32) -> RgbImage {
             f32::from(raw[i + 2]),
         ]
     };
-    RgbImage::from_fn(dst_side, dst_side, |u, v| {
-        let [x, y] = inv.apply([u as f32, v as f32]);
+    RgbImage::from_fn(w_out, h_out, |u, v| {
+        let [x, y] = map(u as f32, v as f32);
+        if !x.is_finite() || !y.is_finite() {
+            return Rgb([0, 0, 0]);
+        }
         let (x0, y0) = (x.floor(), y.floor());
         let (fx, fy) = (x - x0, y - y0);
         let (x0, y0) = (x0 as i64, y0 as i64);
@@ -124,6 +145,50 @@ pub fn warp(img: &RgbImage, t: &Similarity, dst_side: u32) -> RgbImage {
         }
         Rgb(out)
     })
+}
+
+/// A box crop resized to `w x h` (stretched), e.g. a face for a classifier.
+pub fn crop_resize(img: &RgbImage, bbox: [f32; 4], w: u32, h: u32) -> RgbImage {
+    let (sx, sy) = (
+        (bbox[2] - bbox[0]) / w as f32,
+        (bbox[3] - bbox[1]) / h as f32,
+    );
+    warp_affine(
+        img,
+        [
+            sx,
+            0.0,
+            bbox[0] + 0.5 * sx - 0.5,
+            0.0,
+            sy,
+            bbox[1] + 0.5 * sy - 0.5,
+        ],
+        w,
+        h,
+    )
+}
+
+/// The whole image letterboxed (centred, black bars) into a `side x side` square; returns the
+/// square and the map back: source = (u * scale - pad_x, v * scale - pad_y).
+pub fn letterbox(img: &RgbImage, side: u32) -> (RgbImage, [f32; 3]) {
+    let big = img.width().max(img.height()) as f32;
+    let scale = big / side as f32;
+    let pad_x = (big - img.width() as f32) / 2.0;
+    let pad_y = (big - img.height() as f32) / 2.0;
+    let out = warp_affine(
+        img,
+        [
+            scale,
+            0.0,
+            0.5 * scale - 0.5 - pad_x,
+            0.0,
+            scale,
+            0.5 * scale - 0.5 - pad_y,
+        ],
+        side,
+        side,
+    );
+    (out, [scale, pad_x, pad_y])
 }
 
 /// Aligns a face given its 5 landmarks. `None` for degenerate landmarks.

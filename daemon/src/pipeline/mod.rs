@@ -7,8 +7,13 @@ pub mod align;
 pub mod decode;
 pub mod detect;
 pub mod embed;
+pub mod eyes;
+pub mod liveness;
 pub mod models;
+pub mod obstacles;
 pub mod quality;
+pub mod stream;
+pub mod track;
 
 use image::RgbImage;
 

@@ -49,6 +49,12 @@ pub enum Role {
     Centerface,
     Blazeface,
     Embedder,
+    /// Eye contour + iris landmarks (blink, eyes hidden).
+    Eyes,
+    /// Mask / no-mask face classifier.
+    Mask,
+    /// Palm detector (hand over the face).
+    Palm,
 }
 
 #[derive(Debug, Clone, Deserialize)]

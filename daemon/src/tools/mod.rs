@@ -3,12 +3,15 @@
 //! Invariant: tools print results to stdout (a table, or one JSON document with `--json`) and
 //! logs to stderr; they never print embeddings except where asked to (`embed --json`).
 
+pub mod attack;
 pub mod bench;
 pub mod bench_index;
 pub mod bench_store;
 pub mod detect;
 pub mod eval;
+pub mod liveness;
 pub mod metrics;
+pub mod pad_eval;
 pub mod store;
 
 use std::path::Path;

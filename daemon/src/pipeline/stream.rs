@@ -1,0 +1,213 @@
+//! A stream of frames from one camera or session: detect, track, and per track run the
+//! liveness and obstacle checks, spending the frame budget only where it can change a decision.
+//!
+//! Schedule per frame: detection always; the eye model (two 64x64 crops) on every tracked face
+//! (blinks last 1-3 frames at 10 fps, so a skipped frame is a missed blink); the mask classifier
+//! and the palm detector on a track's first 3 frames and then every `obstacle_every_frames`
+//! (obstacles change slowly; their last scores are carried between runs); hat and sunglasses
+//! cues every frame (cheap arithmetic on pixels already cropped). Embedding is the caller's,
+//! once a face is stable and clear.
+//!
+//! Invariant: per-track state lives exactly as long as the tracker keeps the track; a dropped
+//! track's state is dropped in the same frame.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use image::RgbImage;
+
+use super::detect::Face;
+use super::eyes::{EyeModel, EyeObservation};
+use super::liveness::{FrameLiveness, LivenessConfig, LivenessTrack, Verdict};
+use super::models::{ModelError, ModelStore};
+use super::obstacles::{self, ObstacleModels, ObstacleScores};
+use super::track::Tracker;
+use super::{Pipeline, PipelineError};
+
+/// Faces per frame that get liveness checks (largest first): a door serves one person at a time.
+const MAX_LIVE_FACES: usize = 3;
+/// Frames a track may go unseen before it is dropped (0.5 s at 10 fps).
+const MAX_MISSED: u32 = 5;
+
+/// The models liveness needs on top of the recognition pipeline.
+#[derive(Debug)]
+pub struct LiveModels {
+    pub eyes: EyeModel,
+    pub obstacles: ObstacleModels,
+}
+
+impl LiveModels {
+    pub fn load(store: &ModelStore) -> Result<LiveModels, ModelError> {
+        Ok(LiveModels {
+            eyes: EyeModel::load(store)?,
+            obstacles: ObstacleModels::load(store)?,
+        })
+    }
+}
+
+/// Milliseconds spent per stage in one frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageCosts {
+    pub decode_ms: f64,
+    pub detect_ms: f64,
+    pub eyes_ms: f64,
+    pub mask_ms: f64,
+    pub palm_ms: f64,
+    pub cues_ms: f64,
+}
+
+/// One face in one frame.
+#[derive(Debug, Clone)]
+pub struct FaceReport {
+    pub track: u64,
+    pub face: Face,
+    pub eyes: Option<EyeObservation>,
+    pub liveness: FrameLiveness,
+    /// The latest obstacle scores (carried over on frames the models did not run).
+    pub obstacles: ObstacleScores,
+    pub frames: u64,
+    pub blinks: usize,
+    pub motion_events: usize,
+    pub spoof_score: f32,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone)]
+pub struct FrameReport {
+    pub frame: u64,
+    /// Every detected face, largest first; only the first `MAX_LIVE_FACES` have liveness.
+    pub faces: Vec<FaceReport>,
+    /// Tracks that ended in this frame (unseen too long), with their final state.
+    pub ended: Vec<(u64, LivenessTrack)>,
+    pub costs: StageCosts,
+}
+
+#[derive(Debug)]
+struct TrackState {
+    live: LivenessTrack,
+    seen: u32,
+    obstacles: ObstacleScores,
+}
+
+#[derive(Debug)]
+pub struct Stream {
+    cfg: LivenessConfig,
+    tracker: Tracker,
+    tracks: HashMap<u64, TrackState>,
+    frame: u64,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+impl Stream {
+    pub fn new(cfg: LivenessConfig) -> Stream {
+        Stream {
+            cfg,
+            tracker: Tracker::new(MAX_MISSED),
+            tracks: HashMap::new(),
+            frame: 0,
+        }
+    }
+
+    /// The liveness state of a live track.
+    pub fn track(&self, id: u64) -> Option<&LivenessTrack> {
+        self.tracks.get(&id).map(|t| &t.live)
+    }
+
+    /// Processes one decoded frame taken at `t_ms`.
+    pub fn process(
+        &mut self,
+        pipeline: &Pipeline,
+        models: &LiveModels,
+        img: &RgbImage,
+        t_ms: f64,
+    ) -> Result<FrameReport, PipelineError> {
+        let mut costs = StageCosts::default();
+        let started = Instant::now();
+        let mut faces = pipeline.detect(img)?;
+        faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        costs.detect_ms = ms(started);
+        let (assignments, dropped) = self.tracker.update(&faces);
+        let ended = dropped
+            .into_iter()
+            .filter_map(|id| self.tracks.remove(&id).map(|t| (id, t.live)))
+            .collect();
+        let frame = self.frame;
+        self.frame += 1;
+        let every = self.cfg.obstacle_every_frames.max(1);
+        let needs_obstacles = |seen: u32| seen < 3 || seen.is_multiple_of(every);
+        // The palm detector sees the whole frame once, for every face that needs it.
+        let palm_due = assignments.iter().take(MAX_LIVE_FACES).any(|a| {
+            self.tracks
+                .get(&a.track)
+                .is_none_or(|t| needs_obstacles(t.seen))
+        });
+        let palms = if palm_due {
+            let t = Instant::now();
+            let p = models.obstacles.palms(img)?;
+            costs.palm_ms = ms(t);
+            Some(p)
+        } else {
+            None
+        };
+        let mut reports = Vec::with_capacity(faces.len());
+        for (rank, a) in assignments.iter().enumerate() {
+            let face = &faces[a.face];
+            let state = self.tracks.entry(a.track).or_insert_with(|| TrackState {
+                live: LivenessTrack::new(self.cfg.clone()),
+                seen: 0,
+                obstacles: ObstacleScores::default(),
+            });
+            let mut eyes = None;
+            let mut liveness = FrameLiveness::default();
+            if rank < MAX_LIVE_FACES {
+                let t = Instant::now();
+                eyes = models.eyes.observe(img, face).ok();
+                costs.eyes_ms += ms(t);
+                if needs_obstacles(state.seen) {
+                    let t = Instant::now();
+                    state.obstacles.mask = models.obstacles.mask(img, face)?;
+                    costs.mask_ms += ms(t);
+                    if let Some(p) = &palms {
+                        state.obstacles.hand = obstacles::hand_over_face(face, p);
+                    }
+                }
+                let t = Instant::now();
+                state.obstacles.sunglasses = eyes.as_ref().map_or(0.0, obstacles::sunglasses);
+                state.obstacles.hat = obstacles::hat(img, face);
+                costs.cues_ms += ms(t);
+                // Eyes behind dark lenses are not measured: no blink evidence. (A hand is
+                // not excluded: it is usually at the mouth or chin, and the eyes above it
+                // blink as usual; the hand blocks the decision as an obstacle anyway.)
+                let eyes_visible = state.obstacles.sunglasses <= 0.5;
+                liveness = state.live.update(
+                    t_ms,
+                    frame,
+                    &face.landmarks,
+                    eyes.as_ref().filter(|_| eyes_visible),
+                );
+                state.seen += 1;
+            }
+            reports.push(FaceReport {
+                track: a.track,
+                face: face.clone(),
+                eyes,
+                liveness,
+                obstacles: state.obstacles,
+                frames: state.live.frames(),
+                blinks: state.live.blinks().len(),
+                motion_events: state.live.motion_events().len(),
+                spoof_score: state.live.spoof_score(),
+                verdict: state.live.verdict(),
+            });
+        }
+        Ok(FrameReport {
+            frame,
+            faces: reports,
+            ended,
+            costs,
+        })
+    }
+}
