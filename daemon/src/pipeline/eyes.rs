@@ -29,6 +29,9 @@ pub struct EyeObservation {
     pub texture: f32,
     /// Eye region mean luminance over the cheek's.
     pub darkness: f32,
+    /// Variance of the Laplacian over both eye crops (64x64 each), luminance 0-255: how much
+    /// detail the eyes have. A blurry or upscaled eye cannot show a blink reliably.
+    pub sharpness: f32,
 }
 
 impl EyeObservation {
@@ -60,6 +63,25 @@ fn region_stats(
     }
     let mean = sum / n.max(1.0);
     (mean, (sq / n.max(1.0) - mean * mean).max(0.0).sqrt())
+}
+
+/// Variance of the 4-neighbour Laplacian over a region of a 64x64 luminance crop.
+fn laplacian_variance(
+    gray: &[f32],
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> f32 {
+    let mut values = Vec::with_capacity(rows.len() * cols.len());
+    for y in rows.start.max(1)..rows.end.min(SIDE - 1) {
+        for x in cols.start.max(1)..cols.end.min(SIDE - 1) {
+            let i = y * SIDE + x;
+            values
+                .push(gray[i - 1] + gray[i + 1] + gray[i - SIDE] + gray[i + SIDE] - 4.0 * gray[i]);
+        }
+    }
+    let n = values.len().max(1) as f32;
+    let mean = values.iter().sum::<f32>() / n;
+    values.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n
 }
 
 /// Lid distance over eye width from the 71-point contour: points 0 and 8 are the corners,
@@ -114,7 +136,7 @@ impl EyeModel {
         }
         let angle = (r[1] - l[1]).atan2(r[0] - l[0]);
         let mut openings = [0f32; 2];
-        let (mut texture, mut darkness) = (0f32, 0f32);
+        let (mut texture, mut darkness, mut sharpness) = (0f32, 0f32, 0f32);
         for (i, (center, mirror)) in [(l, false), (r, true)].into_iter().enumerate() {
             let crop = Self::crop(img, center, angle, CROP_IOD * iod, mirror);
             let input: Vec<f32> = crop
@@ -143,12 +165,14 @@ impl EyeModel {
             let (cheek_mean, _) = region_stats(&gray, 54..62, 16..48);
             let cheek = cheek_mean.max(8.0);
             texture += eye_std / cheek / 2.0;
+            sharpness += laplacian_variance(&gray, 16..48, 8..56) / 2.0;
             darkness += eye_mean / cheek / 2.0;
         }
         Ok(EyeObservation {
             opening: openings,
             texture,
             darkness,
+            sharpness,
         })
     }
 }

@@ -34,6 +34,9 @@ pub struct LivenessConfig {
     pub blink_baseline_frames: usize,
     /// Below this baseline opening the eyes are not measurable (squint, occlusion): no blinks.
     pub blink_min_baseline: f32,
+    /// Median eye sharpness (Laplacian variance of the eye crops) below which a face is too
+    /// blurry or too coarse for its eyelids to count: no blinks are taken from it.
+    pub min_eye_sharpness: f32,
     /// Change of the yaw or pitch cue (see the module doc) that is one head movement.
     pub motion_threshold: f32,
     /// Nose parallax (eye distances) that is evidence of a real head on its own.
@@ -52,6 +55,7 @@ impl Default for LivenessConfig {
             blink_max_ms: 800.0,
             blink_baseline_frames: 15,
             blink_min_baseline: 0.15,
+            min_eye_sharpness: 100.0,
             motion_threshold: 0.06,
             parallax_live: 0.2,
             spoof_threshold: 0.5,
@@ -205,6 +209,7 @@ pub struct LivenessTrack {
     last_ms: f64,
     frames: u64,
     baseline: VecDeque<f32>,
+    sharpness: VecDeque<f32>,
     eyelids: Eyelids,
     blinks: Vec<Event>,
     recent_cues: VecDeque<[f32; 4]>,
@@ -229,6 +234,7 @@ impl LivenessTrack {
             last_ms: 0.0,
             frames: 0,
             baseline: VecDeque::new(),
+            sharpness: VecDeque::new(),
             eyelids: Eyelids::Open,
             blinks: Vec::new(),
             recent_cues: VecDeque::new(),
@@ -262,6 +268,12 @@ impl LivenessTrack {
         self.last_ms = t_ms;
         let mut out = FrameLiveness::default();
         if let Some(e) = eyes {
+            self.sharpness.push_back(e.sharpness);
+            if self.sharpness.len() > self.cfg.blink_baseline_frames {
+                self.sharpness.pop_front();
+            }
+        }
+        if let Some(e) = eyes.filter(|_| self.detailed()) {
             let o = e.mean_opening();
             out.eyelid = Some(o);
             out.blink = self.eyelid(o, t_ms, frame, first);
@@ -392,6 +404,12 @@ impl LivenessTrack {
         false
     }
 
+    /// Whether the face shows enough detail (median eye sharpness) for eyelids and landmark
+    /// parallax to be evidence.
+    pub fn detailed(&self) -> bool {
+        median(self.sharpness.iter().copied()).is_some_and(|m| m >= self.cfg.min_eye_sharpness)
+    }
+
     /// The largest nose parallax against the track's first frame (eye distances, median of
     /// 3 frames).
     pub fn max_parallax(&self) -> f32 {
@@ -429,9 +447,13 @@ impl LivenessTrack {
     /// count as motion events for the enrollment rule; they do not lower this score.
     pub fn spoof_score(&self) -> f32 {
         let blinked = if self.blinks.is_empty() { 0.0 } else { 1.0 };
-        let strong_parallax = ((self.max_parallax - self.cfg.parallax_live / 2.0)
-            / (self.cfg.parallax_live / 2.0))
-            .clamp(0.0, 1.0);
+        // Landmarks of a blurry face drift too: parallax counts only on a detailed one.
+        let strong_parallax = if self.detailed() {
+            ((self.max_parallax - self.cfg.parallax_live / 2.0) / (self.cfg.parallax_live / 2.0))
+                .clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let live = f32::max(blinked, strong_parallax);
         // Foreshortening of 4 % or a roll of 0.15 rad is clearly visible plane motion.
         let planar = ((self.range(2) / 0.04) + (self.range(3) / 0.15)).min(1.0) * (1.0 - live);
@@ -462,6 +484,154 @@ pub enum Verdict {
     Unknown,
 }
 
+/// What a session requires before it decides (the contract's rules).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requirements {
+    pub blinks: usize,
+    pub motion_events: usize,
+    /// Authentication: a blink OR a head movement suffices; enrollment needs both.
+    pub either: bool,
+    pub frames: u64,
+    pub min_quality: f32,
+}
+
+impl Requirements {
+    /// Enrollment: blinks >= required AND motion >= 1 AND frames >= target.
+    pub fn enrollment(blinks: usize, frames: u64, min_quality: f32) -> Requirements {
+        Requirements {
+            blinks,
+            motion_events: 1,
+            either: false,
+            frames,
+            min_quality,
+        }
+    }
+
+    /// Authentication: (blink OR motion) AND frames >= minimum.
+    pub fn authentication(frames: u64, min_quality: f32) -> Requirements {
+        Requirements {
+            blinks: 1,
+            motion_events: 1,
+            either: true,
+            frames,
+            min_quality,
+        }
+    }
+}
+
+/// The evidence of one track so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence<'a> {
+    pub blinks: usize,
+    pub motion_events: usize,
+    pub frames: u64,
+    pub quality: f32,
+    pub obstacles: &'a [&'static str],
+    pub spoof_score: f32,
+    pub spoof_threshold: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    Obstacle,
+    Quality,
+    Blink,
+    Motion,
+    Frames,
+    /// The attack score is over the threshold: never coached.
+    Liveness,
+}
+
+/// A prompt for the person at the door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Instruction {
+    pub instruction: &'static str,
+    pub message: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub passed: bool,
+    pub missing: Vec<Missing>,
+    pub instruction: Option<Instruction>,
+}
+
+fn obstacle_instruction(name: &str) -> Instruction {
+    match name {
+        "mask" => Instruction {
+            instruction: "remove_mask",
+            message: "Please remove your mask",
+        },
+        "hand" => Instruction {
+            instruction: "move_hand",
+            message: "Please move your hand away from your face",
+        },
+        "glasses" => Instruction {
+            instruction: "remove_sunglasses",
+            message: "Please take off your sunglasses",
+        },
+        _ => Instruction {
+            instruction: "remove_hat",
+            message: "Please take off your hat",
+        },
+    }
+}
+
+/// Applies the rules: every requirement met, no obstacle, quality, and an attack score under
+/// the threshold. The instruction asks for the first missing thing a person can fix, in the
+/// order obstacle, quality, blink, head movement; an attack score is never explained.
+pub fn decide(req: &Requirements, ev: &Evidence<'_>) -> Decision {
+    let mut missing = Vec::new();
+    if !ev.obstacles.is_empty() {
+        missing.push(Missing::Obstacle);
+    }
+    if ev.quality < req.min_quality {
+        missing.push(Missing::Quality);
+    }
+    let blink_ok = ev.blinks >= req.blinks;
+    let motion_ok = ev.motion_events >= req.motion_events;
+    if req.either {
+        if !blink_ok && !motion_ok {
+            missing.push(Missing::Blink);
+        }
+    } else {
+        if !blink_ok {
+            missing.push(Missing::Blink);
+        }
+        if !motion_ok {
+            missing.push(Missing::Motion);
+        }
+    }
+    if ev.frames < req.frames {
+        missing.push(Missing::Frames);
+    }
+    if ev.spoof_score >= ev.spoof_threshold {
+        missing.push(Missing::Liveness);
+    }
+    let instruction = missing.iter().find_map(|m| match m {
+        Missing::Obstacle => ev.obstacles.first().map(|o| obstacle_instruction(o)),
+        Missing::Quality => Some(Instruction {
+            instruction: "face_camera",
+            message: "Please face the camera, closer and in good light",
+        }),
+        Missing::Blink => Some(Instruction {
+            instruction: "blink",
+            message: "Please blink",
+        }),
+        Missing::Motion => Some(Instruction {
+            instruction: "turn_head",
+            message: "Please turn your head slightly",
+        }),
+        Missing::Frames | Missing::Liveness => None,
+    });
+    Decision {
+        passed: missing.is_empty(),
+        missing,
+        instruction,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,6 +641,7 @@ mod tests {
             opening: [o, o],
             texture: 0.3,
             darkness: 0.8,
+            sharpness: 500.0,
         }
     }
 
@@ -548,10 +719,10 @@ mod tests {
             // The nose moves sideways relative to the eyes: the head turns.
             let mut lm = FACE;
             lm[2][0] += i as f32 * 0.8;
-            t.update(i as f64 * 100.0, i, &lm, None);
+            t.update(i as f64 * 100.0, i, &lm, Some(&eyes(0.32)));
         }
         assert!(!t.motion_events().is_empty());
-        assert!(t.spoof_score() < 0.1);
+        assert!(t.spoof_score() < 0.1, "{}", t.spoof_score());
         assert_eq!(t.verdict(), Verdict::Live);
         let still = {
             let mut t = LivenessTrack::new(LivenessConfig::default());
@@ -562,5 +733,64 @@ mod tests {
         };
         assert_eq!(still.verdict(), Verdict::Unknown);
         assert!((still.spoof_score() - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_blurry_face_gives_no_blink_or_parallax_evidence() {
+        let mut blurry = eyes(0.32);
+        blurry.sharpness = 20.0;
+        let mut t = LivenessTrack::new(LivenessConfig::default());
+        for i in 0..20u64 {
+            let mut lm = FACE;
+            lm[2][0] += i as f32 * 0.8;
+            let mut e = blurry;
+            if i == 10 {
+                e.opening = [0.1, 0.1];
+            }
+            t.update(i as f64 * 100.0, i, &lm, Some(&e));
+        }
+        assert!(t.blinks().is_empty());
+        assert!(!t.detailed());
+        assert_ne!(t.verdict(), Verdict::Live);
+    }
+
+    #[test]
+    fn decisions_follow_the_contract_and_instruct_what_is_missing() {
+        let ev =
+            |blinks, motion_events, obstacles: &'static [&'static str], spoof_score| Evidence {
+                blinks,
+                motion_events,
+                frames: 10,
+                quality: 0.8,
+                obstacles,
+                spoof_score,
+                spoof_threshold: 0.5,
+            };
+        let enroll = Requirements::enrollment(2, 10, 0.5);
+        let auth = Requirements::authentication(3, 0.5);
+        // Enrollment needs both blinks and motion.
+        let d = decide(&enroll, &ev(2, 0, &[], 0.0));
+        assert!(!d.passed);
+        assert_eq!(d.instruction.unwrap().instruction, "turn_head");
+        let d = decide(&enroll, &ev(1, 1, &[], 0.0));
+        assert_eq!(d.instruction.unwrap().instruction, "blink");
+        assert!(decide(&enroll, &ev(2, 1, &[], 0.0)).passed);
+        // Authentication: either suffices.
+        assert!(decide(&auth, &ev(0, 1, &[], 0.2)).passed);
+        assert!(decide(&auth, &ev(1, 0, &[], 0.2)).passed);
+        assert_eq!(
+            decide(&auth, &ev(0, 0, &[], 0.5))
+                .instruction
+                .unwrap()
+                .instruction,
+            "blink"
+        );
+        // An obstacle blocks and comes first; an attack score blocks without a hint.
+        let d = decide(&auth, &ev(1, 1, &["hand"], 0.0));
+        assert_eq!(d.missing, vec![Missing::Obstacle]);
+        assert_eq!(d.instruction.unwrap().instruction, "move_hand");
+        let d = decide(&auth, &ev(1, 1, &[], 0.9));
+        assert_eq!((d.passed, d.instruction), (false, None));
+        assert_eq!(d.missing, vec![Missing::Liveness]);
     }
 }

@@ -36,6 +36,8 @@ pub struct SequenceResult {
     pub motion_events: Vec<crate::pipeline::liveness::Event>,
     /// Per frame: the main track's eyelid opening (None where it was not seen or measured).
     pub eyelid: Vec<Option<f32>>,
+    /// Per frame: the main track's eye sharpness (Laplacian variance).
+    pub eye_sharpness: Vec<Option<f32>>,
     pub spoof_score: f32,
     pub max_parallax: f32,
     pub verdict: Verdict,
@@ -80,9 +82,11 @@ pub fn run_sequence(
     let mut obstacles = ObstacleScores::default();
     let mut obstacle_frames = [0usize; 4];
     let mut eyelid = Vec::with_capacity(reports.len());
+    let mut eye_sharpness = Vec::with_capacity(reports.len());
     for r in &reports {
         let f = r.faces.iter().find(|f| Some(f.track) == main);
         eyelid.push(f.and_then(|f| f.liveness.eyelid));
+        eye_sharpness.push(f.and_then(|f| f.eyes.map(|e| e.sharpness)));
         if let Some(f) = f {
             let o = f.obstacles;
             obstacles.mask = obstacles.mask.max(o.mask);
@@ -107,6 +111,7 @@ pub fn run_sequence(
             .map(|t| t.motion_events().to_vec())
             .unwrap_or_default(),
         eyelid,
+        eye_sharpness,
         spoof_score: track.map_or(0.5, |t| t.spoof_score()),
         max_parallax: track.map_or(0.0, |t| t.max_parallax()),
         verdict: track.map_or(Verdict::Unknown, |t| t.verdict()),
@@ -177,10 +182,11 @@ pub fn run(
     for (i, o) in r.eyelid.iter().enumerate() {
         let mark = |ev: &[crate::pipeline::liveness::Event]| ev.iter().any(|e| e.frame == i as u64);
         println!(
-            "{:>5} {:<14} eyelid {:>6} {}{}",
+            "{:>5} {:<14} eyelid {:>6} eye sharpness {:>7}{}{}",
             i,
             name(i as u64).unwrap_or_default(),
             o.map_or("-".to_owned(), |v| format!("{v:.3}")),
+            r.eye_sharpness[i].map_or("-".to_owned(), |v| format!("{v:.0}")),
             if mark(&r.blinks) { " BLINK" } else { "" },
             if mark(&r.motion_events) {
                 " MOTION"
