@@ -25,7 +25,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     })?;
     tracing::debug!(data_dir = %config.data_dir.display(), "configuration loaded");
     let models = || open_models(&config);
-    match cli.command {
+    let command = cli.command.unwrap_or(Command::Run { listen: None });
+    match command {
+        Command::Run { listen } => serve(config.clone(), listen, models),
         Command::Detect { image, json } => {
             tools::detect::run(&load_pipeline(&models()?, &config, None)?, &image, json)
         }
@@ -208,6 +210,50 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// `facegate run`: verify and load the models, open the store, serve until SIGTERM.
+fn serve(
+    mut config: Config,
+    listen: Option<std::net::SocketAddr>,
+    models: impl Fn() -> anyhow::Result<ModelStore>,
+) -> anyhow::Result<()> {
+    if let Some(addr) = listen {
+        config.api.listen = addr;
+    }
+    let started = std::time::Instant::now();
+    let model_store = models()?;
+    // Loaded now so a broken model stops the start, not the first frame.
+    let _pipeline = load_pipeline(&model_store, &config, None)?;
+    let _live = LiveModels::load(&model_store).context("loading the liveness models")?;
+    let store = open_store(&config)?;
+    let secret = store.records().derive_secret("api-jwt-hs256");
+    let state = std::sync::Arc::new(crate::api::ApiState {
+        jwt: crate::api::auth::JwtKeys::new(secret.as_slice()),
+        config,
+        store,
+        started,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("facegate-api")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let addr = state.config.api.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!(address = %local, ms = started.elapsed().as_millis() as u64, "serving the API");
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on http://{local}")?;
+            out.flush()?;
+        }
+        crate::api::serve(listener, state).await
+    })
 }
 
 fn other(p: Precision) -> Precision {

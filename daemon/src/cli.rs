@@ -10,14 +10,13 @@ use crate::pipeline::models::Precision;
 #[command(
     name = "facegate",
     version,
-    about = "Face-recognition door terminal",
-    arg_required_else_help = true
+    about = "Face-recognition door terminal (with no command: `run`, the API server)"
 )]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Args)]
@@ -38,6 +37,12 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the local REST + WebSocket API (the default command).
+    Run {
+        /// Address to listen on (default from the configuration: 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Detect faces (boxes, 5 landmarks, quality) in one image.
     Detect {
         image: PathBuf,

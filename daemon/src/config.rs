@@ -4,6 +4,7 @@
 //! Invariant: every key is known (`deny_unknown_fields`); a bad key or value is an error that
 //! names it, never a silently ignored setting.
 
+use crate::api::ApiConfig;
 use crate::pipeline::liveness::LivenessConfig;
 use crate::pipeline::obstacles::ObstacleThresholds;
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ pub struct Config {
     pub matching: MatchingConfig,
     pub liveness: LivenessConfig,
     pub obstacles: ObstacleThresholds,
+    pub api: ApiConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

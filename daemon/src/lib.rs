@@ -1,5 +1,6 @@
 //! facegate: a face-recognition door terminal daemon. See ARCHITECTURE.md for the code map.
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -277,6 +277,12 @@ impl Records {
         mac.finalize().into_bytes().into()
     }
 
+    /// A 256-bit secret for another purpose (e.g. signing API tokens), derived from the store's
+    /// lookup key: it lives no longer on disk than the store does, and never in the config.
+    pub fn derive_secret(&self, purpose: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.slot(&[b"facegate/derived-secret/v1", purpose.as_bytes()]))
+    }
+
     fn user_slot(&self, client: &str, user_id: &str) -> [u8; 32] {
         self.slot(&[client.as_bytes(), user_id.as_bytes()])
     }
@@ -753,6 +759,11 @@ fn audit_key(at_ms: u64, seq: u64) -> [u8; 16] {
     k[..8].copy_from_slice(&at_ms.to_be_bytes());
     k[8..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// A random token id (for JWT `jti`, session tokens).
+pub fn new_token_id() -> String {
+    new_id()
 }
 
 /// A random RFC 4122 version-4 UUID.

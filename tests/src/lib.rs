@@ -1,0 +1,266 @@
+//! Black-box harness: runs the real `facegate` binary (built by `cargo test --workspace` for the
+//! daemon's own tests) on a random port with a temporary data directory, and talks to it over
+//! real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `target/<profile>/facegate`, next to this test's own executable.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("facegate");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the workspace tests (`cargo test --release --workspace`) or build it",
+        bin.display()
+    );
+    bin
+}
+
+pub fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("facegate-bb-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `../shared/data/<rel>` beside the checkout.
+pub fn data(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(rel)
+}
+
+fn command(data_dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("JOURNAL_STREAM");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FACEGATE_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs a one-shot `facegate` command on `data_dir` (the daemon must not be running on it).
+pub fn cli(data_dir: &Path, args: &[&str]) -> Output {
+    command(data_dir, &[]).args(args).output().unwrap()
+}
+
+pub fn cli_json(data_dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = cli(data_dir, args);
+    assert!(
+        out.status.success(),
+        "facegate {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A running `facegate run`; killed (SIGKILL) on drop unless `stop` ended it.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut child = command(data_dir, env)
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        let d = Daemon {
+            child: Some(child),
+            base,
+            data_dir: data_dir.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if d.get("/health/", None).0 == 200 {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("/health/ did not answer within 30 s");
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
+    fn read(resp: ureq::http::Response<ureq::Body>) -> (u16, serde_json::Value) {
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let text = body.read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// GET with optional `(header, value)`.
+    pub fn get(&self, path: &str, auth: Option<(&str, &str)>) -> (u16, serde_json::Value) {
+        let mut req = Self::agent().get(format!("{}{path}", self.base));
+        if let Some((h, v)) = auth {
+            req = req.header(h, v);
+        }
+        Self::read(req.call().unwrap())
+    }
+
+    pub fn delete(&self, path: &str, auth: Option<(&str, &str)>) -> (u16, serde_json::Value) {
+        let mut req = Self::agent().delete(format!("{}{path}", self.base));
+        if let Some((h, v)) = auth {
+            req = req.header(h, v);
+        }
+        Self::read(req.call().unwrap())
+    }
+
+    /// POST a raw body as JSON.
+    pub fn post_raw(
+        &self,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let mut req = Self::agent()
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json");
+        if let Some((h, v)) = auth {
+            req = req.header(h, v);
+        }
+        Self::read(req.send(body).unwrap())
+    }
+
+    pub fn post(
+        &self,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.post_raw(path, auth, body.to_string().as_bytes())
+    }
+
+    /// POST over a raw socket, as a client that keeps sending after an early answer would:
+    /// the body is written in 64 KiB pieces until the server stops reading, then the response
+    /// is read. Returns the status and the JSON body.
+    pub fn post_streaming(&self, path: &str, body_len: usize) -> (u16, serde_json::Value) {
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let piece = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < body_len {
+            let n = piece.len().min(body_len - sent);
+            if s.write_all(&piece[..n]).is_err() {
+                break;
+            }
+            sent += n;
+        }
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_owned())),
+        )
+    }
+
+    /// SIGTERM, then the exit status (graceful shutdown).
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// base64url without padding (for hand-made tokens in tests).
+pub fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+pub fn b64url_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        _ => 63,
+    };
+    let mut out = Vec::new();
+    for chunk in s.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= u32::from(val(*c)) << (18 - 6 * i);
+        }
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
