@@ -224,15 +224,29 @@ fn serve(
     let started = std::time::Instant::now();
     let model_store = models()?;
     // Loaded now so a broken model stops the start, not the first frame.
-    let _pipeline = load_pipeline(&model_store, &config, None)?;
-    let _live = LiveModels::load(&model_store).context("loading the liveness models")?;
+    let pipeline = load_pipeline(&model_store, &config, None)?;
+    let live = LiveModels::load(&model_store).context("loading the liveness models")?;
+    let engine = crate::sessions::Engine {
+        pipeline,
+        live,
+        liveness: config.liveness.clone(),
+        obstacles: config.obstacles.clone(),
+        min_quality: config.matching.min_quality,
+        match_threshold: config.matching.threshold,
+        top_k: config.matching.top_k,
+    };
     let store = open_store(&config)?;
     let secret = store.records().derive_secret("api-jwt-hs256");
     let state = std::sync::Arc::new(crate::api::ApiState {
         jwt: crate::api::auth::JwtKeys::new(secret.as_slice()),
+        frame_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+            config.api.frame_workers.max(1),
+        )),
         config,
         store,
         started,
+        engine,
+        sessions: crate::sessions::Sessions::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

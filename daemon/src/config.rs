@@ -44,6 +44,8 @@ pub struct Config {
 pub struct MatchingConfig {
     pub threshold: f32,
     pub top_k: usize,
+    /// Face quality a frame needs to be enrolled or matched.
+    pub min_quality: f32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,5 +5,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod pipeline;
+pub mod sessions;
 pub mod store;
 pub mod tools;

@@ -175,6 +175,11 @@ fn tokens_schemes_tenancy_and_bad_requests() {
     assert_envelope(&v, "payload_too_large");
     assert_eq!(d.get("/health/", None).0, 200);
 
+    // The store is single-process: the CLI on a served data directory is a clear error.
+    let out = cli(&dir, &["enrollments", "list", "--json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another process"));
+
     // SIGTERM: a clean exit, and the store opens again with both enrollments.
     assert!(d.stop().success());
     let v = cli_json(&dir, &["enrollments", "list", "--json"]);

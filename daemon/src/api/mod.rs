@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod enrollments;
 pub mod error;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub struct ApiConfig {
     pub request_timeout_s: u64,
     /// Requests in flight at once; more wait for a slot.
     pub max_concurrent_requests: usize,
+    /// Frames processed at once (blocking workers); a frame beyond them gets 429 at once.
+    pub frame_workers: usize,
+    /// Default session lifetime, seconds.
+    pub session_ttl_s: u64,
 }
 
 /// What every handler shares.
@@ -47,6 +52,9 @@ pub struct ApiState {
     pub store: Store,
     pub jwt: JwtKeys,
     pub started: Instant,
+    pub engine: crate::sessions::Engine,
+    pub sessions: crate::sessions::Sessions,
+    pub frame_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Runs store work on the blocking pool and maps its errors to a logged 500.
@@ -69,6 +77,7 @@ async fn health(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "status": "healthy",
         "timestamp": error::now_rfc3339(),
         "uptime_s": state.started.elapsed().as_secs(),
+        "active_sessions": state.sessions.active(),
         "services": {
             "store": {"status": "ok", "enrollments": enrollments},
             "index": {"status": if index == enrollments { "ok" } else { "degraded" }, "size": index},
@@ -88,6 +97,24 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/auth/client/", post(auth::client_login))
         .route("/api/core/auth/client/", post(auth::client_login))
         .route("/api/auth/enrollments/", get(enrollments::list))
+        .route("/api/auth/enrollment/", post(sessions::create_enrollment))
+        .route(
+            "/api/auth/enrollment/process-frame/",
+            post(sessions::process_frame),
+        )
+        .route(
+            "/api/auth/authentication/",
+            post(sessions::create_authentication),
+        )
+        .route(
+            "/api/auth/authentication/process-frame/",
+            post(sessions::process_frame),
+        )
+        .route("/api/auth/session/{token}/status/", get(sessions::status))
+        .route(
+            "/api/auth/session/{token}/",
+            axum::routing::delete(sessions::cancel),
+        )
         .route(
             "/api/auth/enrollments/{id}/",
             get(enrollments::get).delete(enrollments::delete),

@@ -35,6 +35,10 @@ pub enum RecordError {
     Sealed { key: String, source: CryptoError },
     #[error("record {key} is malformed: {message}")]
     Malformed { key: String, message: String },
+    #[error(
+        "the record database {0} is in use by another process (is a facegate daemon running on this data directory?)"
+    )]
+    InUse(String),
     #[error("the data directory has records but no data key: refusing to start with a new key")]
     MissingDataKey,
     #[error(transparent)]
@@ -203,10 +207,7 @@ impl Records {
         master: &SecretKey,
         source: &MasterKeySource,
     ) -> Result<Records, RecordError> {
-        let db = sled::Config::new()
-            .path(dir.join("records"))
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = open_db(&dir.join("records"))?;
         let meta = db.open_tree("meta")?;
         let enrollments = db.open_tree("enrollments")?;
         let users = db.open_tree("users")?;
@@ -750,6 +751,31 @@ impl Records {
     pub fn flush(&self) -> Result<(), RecordError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// Opens the sled database. Its file lock is released only once sled's background flusher of
+/// a previous open (in this process, or a process still exiting) has let go of it, so a busy
+/// lock is retried for up to 3 s before it is reported as another process using the directory.
+fn open_db(path: &Path) -> Result<sled::Db, RecordError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+            {
+                if std::time::Instant::now() >= deadline {
+                    return Err(RecordError::InUse(path.display().to_string()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

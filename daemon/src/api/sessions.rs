@@ -1,0 +1,307 @@
+//! Enrollment and authentication sessions over REST: create, process a frame, status, cancel.
+//! Frames run on the blocking pool, at most `frame_workers` at once; when every worker is busy
+//! a frame is refused at once (429, Retry-After) rather than queued without bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson};
+use crate::pipeline::PipelineError;
+use crate::pipeline::decode::DecodeError;
+use crate::sessions::{FrameError, Kind, Status, rfc3339_ms};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EnrollmentMeta {
+    target_samples: Option<usize>,
+    enable_quality_check: Option<bool>,
+    min_quality_score: Option<f32>,
+    required_blinks: Option<usize>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    device_info: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateEnrollment {
+    user_id: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    session_type: Option<String>,
+    #[serde(default)]
+    metadata: Option<EnrollmentMeta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthMeta {
+    min_confidence: Option<f32>,
+    max_frames: Option<u64>,
+    timeout_seconds: Option<u64>,
+    min_frames_required: Option<u64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    required_blinks: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateAuthentication {
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    require_liveness: Option<bool>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    session_type: Option<String>,
+    #[serde(default)]
+    metadata: Option<AuthMeta>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProcessFrame {
+    session_token: String,
+    frame_data: String,
+}
+
+fn websocket_url(headers: &HeaderMap, state: &ApiState, token: &str) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(|| state.config.api.listen.to_string(), str::to_owned);
+    format!("ws://{host}/ws/auth/process-image/{token}/")
+}
+
+fn validate_user_id(user_id: &str) -> Result<(), ApiError> {
+    if user_id.trim().is_empty() || user_id.len() > 256 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "user_id must be 1-256 characters",
+        ));
+    }
+    Ok(())
+}
+
+pub async fn create_enrollment(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateEnrollment>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    validate_user_id(&body.user_id)?;
+    let meta = body.metadata.unwrap_or_default();
+    let target = meta.target_samples.unwrap_or(5).clamp(1, 50);
+    let min_quality = if meta.enable_quality_check == Some(false) {
+        0.0
+    } else {
+        meta.min_quality_score
+            .unwrap_or(state.engine.min_quality)
+            .clamp(0.0, 1.0)
+    };
+    let blinks = meta.required_blinks.unwrap_or(1).min(10);
+    let ttl = Duration::from_secs(state.config.api.session_ttl_s);
+    let s = state.sessions.create(
+        &caller.client,
+        Kind::Enrollment {
+            user_id: body.user_id.clone(),
+            target_samples: target,
+            required_blinks: blinks,
+            min_quality,
+        },
+        &state.engine.liveness,
+        ttl,
+    );
+    let s = s.lock().unwrap_or_else(|p| p.into_inner());
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "session_token": s.token,
+            "enrollment_id": null,
+            "status": "active",
+            "session_type": "enrollment",
+            "expires_at": rfc3339_ms(s.expires_ms),
+            "websocket_url": websocket_url(&headers, &state, &s.token),
+            "target_samples": target,
+            "config": {
+                "target_samples": target,
+                "current_samples": 0,
+                "require_liveness": true,
+                "required_blinks": blinks,
+                "min_quality_score": min_quality,
+                "min_liveness_score": 1.0 - state.engine.liveness.spoof_threshold,
+            },
+            "message": "Enrollment session created: send frames; blink and turn your head slightly",
+        })),
+    ))
+}
+
+pub async fn create_authentication(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateAuthentication>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if let Some(u) = &body.user_id {
+        validate_user_id(u)?;
+    }
+    let meta = body.metadata.unwrap_or_default();
+    let min_confidence = meta
+        .min_confidence
+        .unwrap_or(state.engine.match_threshold)
+        .clamp(0.0, 1.0);
+    let max_frames = meta.max_frames.unwrap_or(50).clamp(1, 1000);
+    let min_frames = meta.min_frames_required.unwrap_or(3).clamp(1, max_frames);
+    let ttl = Duration::from_secs(
+        meta.timeout_seconds
+            .unwrap_or(state.config.api.session_ttl_s)
+            .clamp(5, 3600),
+    );
+    let require_liveness = body.require_liveness.unwrap_or(true);
+    let kind = Kind::Authentication {
+        user_id: body.user_id.clone(),
+        min_frames,
+        max_frames,
+        min_confidence,
+        require_liveness,
+    };
+    let session_type = kind.type_name();
+    let s = state
+        .sessions
+        .create(&caller.client, kind, &state.engine.liveness, ttl);
+    let s = s.lock().unwrap_or_else(|p| p.into_inner());
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "session_token": s.token,
+            "status": "active",
+            "session_type": session_type,
+            "expires_at": rfc3339_ms(s.expires_ms),
+            "websocket_url": websocket_url(&headers, &state, &s.token),
+            "config": {
+                "require_liveness": require_liveness,
+                "min_confidence": min_confidence,
+                "max_attempts": max_frames,
+                "max_frames": max_frames,
+                "min_frames_required": min_frames,
+            },
+            "message": "Authentication session created: send frames",
+        })),
+    ))
+}
+
+/// The image bytes of `frame_data`: a data URL or bare base64.
+pub fn frame_bytes(frame_data: &str, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
+    let b64 = match frame_data.strip_prefix("data:") {
+        Some(rest) => rest
+            .split_once(',')
+            .map(|(_, data)| data)
+            .ok_or_else(|| ApiError::bad_request("frame_data is a data URL without data"))?,
+        None => frame_data,
+    };
+    let b64 = b64.trim();
+    if b64.len() / 4 * 3 > max_bytes + 3 {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the frame is larger than {max_bytes} bytes"),
+        ));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| ApiError::bad_request("frame_data is not valid base64 (or a data URL)"))
+}
+
+/// Runs one frame through a session on the bounded worker pool.
+pub async fn run_frame(
+    state: &Arc<ApiState>,
+    caller: &Caller,
+    token: &str,
+    bytes: Vec<u8>,
+) -> Result<Value, ApiError> {
+    let session = state
+        .sessions
+        .get(&caller.client, token)
+        .ok_or_else(|| ApiError::not_found("no such session"))?;
+    let permit = state.frame_slots.clone().try_acquire_owned().map_err(|_| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "every frame worker is busy: frame dropped, send the next one",
+        );
+        e.retry_after_s = Some(1);
+        e
+    })?;
+    let st = state.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut s = session.lock().unwrap_or_else(|p| p.into_inner());
+        s.process(&st.engine, &st.store, &bytes)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    result.map_err(|e| match e {
+        FrameError::NotActive(Status::Expired) => {
+            ApiError::new(StatusCode::GONE, "the session has expired")
+                .with_details(json!({"reason": "session_expired"}))
+        }
+        FrameError::NotActive(status) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "the session is {}",
+                serde_json::to_value(status)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("closed")
+            ),
+        ),
+        FrameError::Image(PipelineError::Decode(
+            d @ (DecodeError::TooManyBytes { .. } | DecodeError::TooLarge { .. }),
+        )) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, d.to_string()),
+        FrameError::Image(e) => ApiError::bad_request(e.to_string()),
+        FrameError::Internal(e) => ApiError::internal(e),
+    })
+}
+
+pub async fn process_frame(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ProcessFrame>,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = frame_bytes(&body.frame_data, state.config.limits.max_image_bytes)?;
+    Ok(Json(
+        run_frame(&state, &caller, &body.session_token, bytes).await?,
+    ))
+}
+
+pub async fn status(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(token): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let s = state
+        .sessions
+        .get(&caller.client, &token)
+        .ok_or_else(|| ApiError::not_found("no such session"))?;
+    let s = s.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(s.status_json()))
+}
+
+pub async fn cancel(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(token): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let s = state
+        .sessions
+        .get(&caller.client, &token)
+        .ok_or_else(|| ApiError::not_found("no such session"))?;
+    let cancelled = s.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+    Ok(Json(json!({
+        "success": cancelled,
+        "message": if cancelled { "session cancelled" } else { "the session had already ended" },
+    })))
+}

@@ -1,0 +1,654 @@
+//! Enrollment and authentication sessions: state machines over frames, with expiry, frame
+//! budgets, the liveness rules (`pipeline::liveness::decide`) and their instructions.
+//!
+//! Invariant: a session belongs to one client and is only visible to it; its frames are
+//! processed one at a time (the session's lock) on the caller's blocking thread; a session
+//! that is not active takes no frames; every completed or failed attempt writes an audit row.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::pipeline::liveness::{Decision, Evidence, LivenessConfig, Requirements, decide};
+use crate::pipeline::obstacles::ObstacleThresholds;
+use crate::pipeline::stream::{LiveModels, Stream};
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::store::Store;
+use crate::store::records::{AuditAction, AuditRow, new_token_id, now_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    Completed,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Enrollment {
+        user_id: String,
+        target_samples: usize,
+        required_blinks: usize,
+        min_quality: f32,
+    },
+    Authentication {
+        /// `Some`: 1:1 verification; `None`: 1:N identification.
+        user_id: Option<String>,
+        min_frames: u64,
+        max_frames: u64,
+        min_confidence: f32,
+        require_liveness: bool,
+    },
+}
+
+impl Kind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Kind::Enrollment { .. } => "enrollment",
+            Kind::Authentication {
+                user_id: Some(_), ..
+            } => "verification",
+            Kind::Authentication { user_id: None, .. } => "identification",
+        }
+    }
+}
+
+/// One session.
+#[derive(Debug)]
+pub struct Session {
+    pub token: String,
+    pub client: String,
+    pub kind: Kind,
+    pub status: Status,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub last_activity_ms: u64,
+    started: Instant,
+    stream: Stream,
+    frames: u64,
+    /// Accepted samples: (embedding, quality).
+    samples: Vec<(Vec<f32>, f32)>,
+    liveness_passed: bool,
+    /// The completion payload once the session has ended.
+    pub outcome: Option<Value>,
+}
+
+/// Shared by all sessions.
+#[derive(Debug)]
+pub struct Engine {
+    pub pipeline: Pipeline,
+    pub live: LiveModels,
+    pub liveness: LivenessConfig,
+    pub obstacles: ObstacleThresholds,
+    pub min_quality: f32,
+    pub match_threshold: f32,
+    pub top_k: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+impl Sessions {
+    /// Creates a session for `client`, expiring after `ttl`.
+    pub fn create(
+        &self,
+        client: &str,
+        kind: Kind,
+        liveness: &LivenessConfig,
+        ttl: Duration,
+    ) -> Arc<Mutex<Session>> {
+        self.sweep();
+        let now = now_ms();
+        let s = Arc::new(Mutex::new(Session {
+            token: new_token_id(),
+            client: client.to_owned(),
+            kind,
+            status: Status::Active,
+            created_ms: now,
+            expires_ms: now + ttl.as_millis() as u64,
+            last_activity_ms: now,
+            started: Instant::now(),
+            stream: Stream::new(liveness.clone()),
+            frames: 0,
+            samples: Vec::new(),
+            liveness_passed: false,
+            outcome: None,
+        }));
+        let token = lock(&s).token.clone();
+        lock(&self.map).insert(token, s.clone());
+        s
+    }
+
+    /// The session `token` of `client` (another client's is as absent as a missing one).
+    pub fn get(&self, client: &str, token: &str) -> Option<Arc<Mutex<Session>>> {
+        let s = lock(&self.map).get(token).cloned()?;
+        let ok = lock(&s).client == client;
+        ok.then_some(s)
+    }
+
+    /// Drops sessions that ended or expired more than a minute ago.
+    pub fn sweep(&self) {
+        let now = now_ms();
+        lock(&self.map).retain(|_, s| {
+            let s = lock(s);
+            s.status == Status::Active || now < s.expires_ms.max(s.last_activity_ms) + 60_000
+        });
+    }
+
+    pub fn active(&self) -> usize {
+        lock(&self.map)
+            .values()
+            .filter(|s| lock(s).status == Status::Active)
+            .count()
+    }
+}
+
+/// Why a frame could not be used at all (the caller maps these to HTTP errors).
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("the session is {0:?}")]
+    NotActive(Status),
+    #[error(transparent)]
+    Image(PipelineError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Session {
+    pub fn status_json(&self) -> Value {
+        let (completed, target) = match &self.kind {
+            Kind::Enrollment { target_samples, .. } => {
+                (self.samples.len() as u64, *target_samples as u64)
+            }
+            Kind::Authentication { min_frames, .. } => (self.frames, *min_frames),
+        };
+        json!({
+            "session_token": self.token,
+            "status": self.status,
+            "session_type": self.kind.type_name(),
+            "created_at": rfc3339_ms(self.created_ms),
+            "expires_at": rfc3339_ms(self.expires_ms),
+            "last_activity": rfc3339_ms(self.last_activity_ms),
+            "progress": {
+                "completed_samples": completed,
+                "target_samples": target,
+                "frames_processed": self.frames,
+                "liveness_checks_passed": self.liveness_passed,
+            },
+        })
+    }
+
+    pub fn cancel(&mut self) -> bool {
+        if self.status == Status::Active {
+            self.status = Status::Cancelled;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expire_if_due(&mut self) {
+        if self.status == Status::Active && now_ms() > self.expires_ms {
+            self.status = Status::Expired;
+        }
+    }
+
+    /// Processes one encoded frame. Returns the contract's response for this frame.
+    pub fn process(
+        &mut self,
+        engine: &Engine,
+        store: &Store,
+        bytes: &[u8],
+    ) -> Result<Value, FrameError> {
+        self.expire_if_due();
+        if self.status != Status::Active {
+            return Err(FrameError::NotActive(self.status));
+        }
+        let started = Instant::now();
+        self.last_activity_ms = now_ms();
+        let img = engine.pipeline.decode(bytes).map_err(FrameError::Image)?;
+        self.frames += 1;
+        let t_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let report = self
+            .stream
+            .process(&engine.pipeline, &engine.live, &img, t_ms)
+            .map_err(|e| FrameError::Internal(e.to_string()))?;
+        let Some(main) = report.faces.first() else {
+            return Ok(self.frame_result(engine, store, None, started));
+        };
+        let multiple = report
+            .faces
+            .get(1)
+            .is_some_and(|second| second.face.area() > 0.6 * main.face.area());
+        let analysis = engine
+            .pipeline
+            .analyze(&img, &main.face)
+            .map_err(|e| FrameError::Internal(e.to_string()))?;
+        let obstacles = main.obstacles.blocking(&engine.obstacles);
+        let view = FrameView {
+            face_bbox: main.face.bbox,
+            quality: analysis.quality.score,
+            eyelid_ratio: main.liveness.eyelid_ratio,
+            blinks: main.blinks,
+            motion_events: main.motion_events,
+            spoof_score: main.spoof_score,
+            obstacles: obstacles.clone(),
+            obstacle_confidence: main.obstacles.max(),
+            multiple,
+            embedding: analysis.embedding.as_slice().to_vec(),
+        };
+        Ok(self.frame_result(engine, store, Some(view), started))
+    }
+
+    fn frame_result(
+        &mut self,
+        engine: &Engine,
+        store: &Store,
+        view: Option<FrameView>,
+        started: Instant,
+    ) -> Value {
+        match self.kind.clone() {
+            Kind::Enrollment {
+                user_id,
+                target_samples,
+                required_blinks,
+                min_quality,
+            } => self.enrollment_frame(
+                engine,
+                store,
+                view,
+                started,
+                &user_id,
+                target_samples,
+                required_blinks,
+                min_quality,
+            ),
+            Kind::Authentication {
+                user_id,
+                min_frames,
+                max_frames,
+                min_confidence,
+                require_liveness,
+            } => self.authentication_frame(
+                engine,
+                store,
+                view,
+                started,
+                user_id.as_deref(),
+                (min_frames, max_frames),
+                min_confidence,
+                require_liveness,
+            ),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enrollment_frame(
+        &mut self,
+        engine: &Engine,
+        store: &Store,
+        view: Option<FrameView>,
+        started: Instant,
+        user_id: &str,
+        target: usize,
+        required_blinks: usize,
+        min_quality: f32,
+    ) -> Value {
+        let Some(v) = view else {
+            return self.progress(None, None, "No face detected: please face the camera");
+        };
+        let usable = v.obstacles.is_empty() && !v.multiple && v.quality >= min_quality;
+        if usable && self.samples.len() < target {
+            self.samples.push((v.embedding.clone(), v.quality));
+        }
+        let decision = decide(
+            &Requirements::enrollment(required_blinks, target as u64, min_quality),
+            &Evidence {
+                blinks: v.blinks,
+                motion_events: v.motion_events,
+                frames: self.samples.len() as u64,
+                quality: v.quality,
+                obstacles: &v.obstacles,
+                spoof_score: v.spoof_score,
+                spoof_threshold: engine.liveness.spoof_threshold,
+            },
+        );
+        self.liveness_passed = v.blinks >= required_blinks && v.motion_events >= 1;
+        if !decision.passed {
+            let message = decision
+                .instruction
+                .map_or("Keep looking at the camera", |i| i.message);
+            return self.progress(Some(&v), Some(&decision), message);
+        }
+        // Complete: the quality-weighted mean of the samples, L2-normalised.
+        let dim = self.samples[0].0.len();
+        let mut template = vec![0f32; dim];
+        let mut wsum = 0f32;
+        for (e, q) in &self.samples {
+            let w = q.max(0.05);
+            wsum += *q;
+            for (t, x) in template.iter_mut().zip(e) {
+                *t += w * x;
+            }
+        }
+        let norm = template
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            .sqrt()
+            .max(1e-12);
+        template.iter_mut().for_each(|x| *x /= norm);
+        let quality = wsum / self.samples.len() as f32;
+        let result = store
+            .enroll(&self.client, user_id, &template, quality, true)
+            .and_then(|e| {
+                store.save_snapshot()?;
+                Ok(e)
+            });
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(e) => {
+                self.status = Status::Completed;
+                self.audit(
+                    store,
+                    AuditAction::Enroll,
+                    Some(user_id),
+                    true,
+                    "enrolled",
+                    None,
+                    ms,
+                );
+                let mut out = self.progress(Some(&v), Some(&decision), "Enrollment completed");
+                out["session_status"] = json!("completed");
+                out["enrollment_id"] = json!(e.id);
+                out["liveness_verified"] = json!(true);
+                self.outcome = Some(out.clone());
+                out
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "storing an enrollment failed");
+                self.status = Status::Failed;
+                self.audit(
+                    store,
+                    AuditAction::Enroll,
+                    Some(user_id),
+                    false,
+                    "store_error",
+                    None,
+                    ms,
+                );
+                let mut out = self.progress(
+                    Some(&v),
+                    Some(&decision),
+                    "The enrollment could not be stored",
+                );
+                out["success"] = json!(false);
+                out["session_status"] = json!("failed");
+                out
+            }
+        }
+    }
+
+    fn progress(&self, v: Option<&FrameView>, d: Option<&Decision>, message: &str) -> Value {
+        let target = match &self.kind {
+            Kind::Enrollment { target_samples, .. } => *target_samples,
+            Kind::Authentication { min_frames, .. } => *min_frames as usize,
+        };
+        json!({
+            "success": true,
+            "session_status": "in_progress",
+            "completed_samples": self.samples.len(),
+            "frames_processed": self.frames,
+            "target_samples": target,
+            "quality_score": v.map_or(0.0, |v| v.quality),
+            "face_detected": v.is_some(),
+            "liveness_data": {
+                "blinks_detected": v.map_or(0, |v| v.blinks),
+                "motion_events": v.map_or(0, |v| v.motion_events),
+                "motion_score": v.map_or(0.0, |v| (v.motion_events as f32).min(1.0)),
+                "liveness_passed": self.liveness_passed,
+                "liveness_score": v.map_or(0.5, |v| 1.0 - v.spoof_score),
+                "ear": v.and_then(|v| v.eyelid_ratio),
+            },
+            "obstacles": v.map_or(Vec::new(), |v| v.obstacles.clone()),
+            "obstacle_confidence": v.map_or(0.0, |v| v.obstacle_confidence),
+            "face_bbox": v.map(|v| v.face_bbox),
+            "instruction": d.and_then(|d| d.instruction).map(|i| i.instruction),
+            "message": message,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn authentication_frame(
+        &mut self,
+        engine: &Engine,
+        store: &Store,
+        view: Option<FrameView>,
+        started: Instant,
+        user_id: Option<&str>,
+        (min_frames, max_frames): (u64, u64),
+        min_confidence: f32,
+        require_liveness: bool,
+    ) -> Value {
+        let ms = || started.elapsed().as_secs_f64() * 1000.0;
+        let over_budget = self.frames >= max_frames;
+        let fail = |s: &mut Session, reason: &str, message: &str, confidence: f32| {
+            s.status = Status::Failed;
+            s.audit(
+                store,
+                AuditAction::Authenticate,
+                user_id,
+                false,
+                reason,
+                Some(confidence),
+                ms(),
+            );
+            let out = json!({
+                "success": false,
+                "authenticated": false,
+                "session_status": "failed",
+                "reason": reason,
+                "confidence": confidence,
+                "message": message,
+                "processing_time_ms": ms(),
+            });
+            s.outcome = Some(out.clone());
+            out
+        };
+        let pending = |s: &Session,
+                       reason: &str,
+                       message: &str,
+                       d: Option<&Decision>,
+                       v: Option<&FrameView>| {
+            let mut out = s.progress(v, d, message);
+            out["authenticated"] = json!(false);
+            out["reason"] = json!(reason);
+            out["success"] = json!(false);
+            out
+        };
+        let Some(v) = view else {
+            if over_budget {
+                return fail(
+                    self,
+                    "max_frames_exceeded",
+                    "No face was seen in the frame budget",
+                    0.0,
+                );
+            }
+            return pending(
+                self,
+                "no_face",
+                "No face detected: please face the camera",
+                None,
+                None,
+            );
+        };
+        if v.multiple {
+            if over_budget {
+                return fail(
+                    self,
+                    "multiple_faces",
+                    "More than one face in front of the camera",
+                    0.0,
+                );
+            }
+            return pending(
+                self,
+                "multiple_faces",
+                "One person at a time, please",
+                None,
+                Some(&v),
+            );
+        }
+        let decision = decide(
+            &Requirements::authentication(min_frames, engine.min_quality),
+            &Evidence {
+                blinks: if require_liveness { v.blinks } else { 1 },
+                motion_events: v.motion_events,
+                frames: self.frames,
+                quality: v.quality,
+                obstacles: &v.obstacles,
+                spoof_score: if require_liveness { v.spoof_score } else { 0.0 },
+                spoof_threshold: engine.liveness.spoof_threshold,
+            },
+        );
+        self.liveness_passed = !require_liveness
+            || ((v.blinks > 0 || v.motion_events > 0)
+                && v.spoof_score < engine.liveness.spoof_threshold);
+        if !decision.passed {
+            if over_budget {
+                use crate::pipeline::liveness::Missing;
+                let reason = match decision.missing.first() {
+                    Some(Missing::Obstacle) => "obstacle",
+                    Some(Missing::Quality) => "poor_quality",
+                    Some(Missing::Blink | Missing::Motion | Missing::Liveness) => "liveness_failed",
+                    _ => "max_frames_exceeded",
+                };
+                return fail(
+                    self,
+                    reason,
+                    "The frame budget ended before the checks passed",
+                    0.0,
+                );
+            }
+            let reason = if v.obstacles.is_empty() {
+                "in_progress"
+            } else {
+                "obstacle"
+            };
+            let message = decision
+                .instruction
+                .map_or("Keep looking at the camera", |i| i.message);
+            return pending(self, reason, message, Some(&decision), Some(&v));
+        }
+        let matched = match user_id {
+            Some(u) => store
+                .verify(&self.client, u, &v.embedding)
+                .map(|m| m.filter(|m| m.similarity >= min_confidence)),
+            None => store
+                .identify(&self.client, &v.embedding, engine.top_k, min_confidence)
+                .map(|(best, _)| best),
+        };
+        match matched {
+            Ok(Some(m)) => {
+                self.status = Status::Completed;
+                self.audit(
+                    store,
+                    AuditAction::Authenticate,
+                    Some(&m.user_id),
+                    true,
+                    "match_found",
+                    Some(m.similarity),
+                    ms(),
+                );
+                let out = json!({
+                    "success": true,
+                    "authenticated": true,
+                    "session_status": "completed",
+                    "confidence": m.similarity,
+                    "user_id": m.user_id,
+                    "matched_enrollment_id": m.enrollment_id,
+                    "liveness_passed": self.liveness_passed,
+                    "processing_time_ms": ms(),
+                    "metadata": {"face_quality": v.quality, "liveness_score": 1.0 - v.spoof_score},
+                    "message": "Authenticated",
+                });
+                self.outcome = Some(out.clone());
+                out
+            }
+            Ok(None) => fail(
+                self,
+                "no_match_found",
+                "No enrolled person matches this face",
+                0.0,
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "matching failed");
+                fail(
+                    self,
+                    "internal_error",
+                    "The terminal could not match the face",
+                    0.0,
+                )
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        store: &Store,
+        action: AuditAction,
+        user_id: Option<&str>,
+        success: bool,
+        reason: &str,
+        confidence: Option<f32>,
+        processing_ms: f64,
+    ) {
+        let row = AuditRow {
+            at_ms: now_ms(),
+            action,
+            client: self.client.clone(),
+            user_id: user_id.map(str::to_owned),
+            session_id: Some(self.token.clone()),
+            success,
+            reason: reason.to_owned(),
+            confidence,
+            processing_ms,
+        };
+        if let Err(e) = store.records().audit(&row) {
+            tracing::error!(error = %e, "an audit row could not be written");
+        }
+    }
+}
+
+/// What one frame showed of the main face.
+#[derive(Debug, Clone)]
+struct FrameView {
+    face_bbox: [f32; 4],
+    quality: f32,
+    eyelid_ratio: Option<f32>,
+    blinks: usize,
+    motion_events: usize,
+    spoof_score: f32,
+    obstacles: Vec<&'static str>,
+    obstacle_confidence: f32,
+    multiple: bool,
+    embedding: Vec<f32>,
+}
