@@ -9,6 +9,7 @@ pub mod auth;
 pub mod enrollments;
 pub mod error;
 pub mod sessions;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -122,6 +123,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let timeout = Duration::from_secs(cfg.request_timeout_s.max(1));
     Router::new()
         .route("/health/", get(health))
+        .route("/ws/auth/process-image/{token}/", get(ws::upgrade))
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))

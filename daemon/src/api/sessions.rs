@@ -219,13 +219,13 @@ pub fn frame_bytes(frame_data: &str, max_bytes: usize) -> Result<Vec<u8>, ApiErr
 /// Runs one frame through a session on the bounded worker pool.
 pub async fn run_frame(
     state: &Arc<ApiState>,
-    caller: &Caller,
+    client: &str,
     token: &str,
     bytes: Vec<u8>,
 ) -> Result<Value, ApiError> {
     let session = state
         .sessions
-        .get(&caller.client, token)
+        .get(client, token)
         .ok_or_else(|| ApiError::not_found("no such session"))?;
     let permit = state.frame_slots.clone().try_acquire_owned().map_err(|_| {
         let mut e = ApiError::new(
@@ -273,7 +273,7 @@ pub async fn process_frame(
 ) -> Result<Json<Value>, ApiError> {
     let bytes = frame_bytes(&body.frame_data, state.config.limits.max_image_bytes)?;
     Ok(Json(
-        run_frame(&state, &caller, &body.session_token, bytes).await?,
+        run_frame(&state, &caller.client, &body.session_token, bytes).await?,
     ))
 }
 

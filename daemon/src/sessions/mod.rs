@@ -142,6 +142,12 @@ impl Sessions {
         ok.then_some(s)
     }
 
+    /// The session behind a token, whoever's it is (the WebSocket URL carries only the token,
+    /// which the owning client was given).
+    pub fn by_token(&self, token: &str) -> Option<Arc<Mutex<Session>>> {
+        lock(&self.map).get(token).cloned()
+    }
+
     /// Drops sessions that ended or expired more than a minute ago.
     pub fn sweep(&self) {
         let now = now_ms();
