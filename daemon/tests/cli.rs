@@ -270,7 +270,16 @@ fn bench_index_json_reports_every_quantization() {
         assert!(r["insert_per_s"].as_f64().unwrap() > 0.0);
         assert!(r["rss_mb"].as_f64().unwrap() > 0.0);
     }
-    assert!(v["default"].is_string(), "{v}");
+    // The recommendation follows its rule (recall >= 0.99, p99 <= 1 ms, smallest snapshot);
+    // on a loaded machine no variant may qualify, and then it is null (timing is not asserted).
+    match v["default"].as_str() {
+        Some(d) => {
+            let r = &v["variants"][d];
+            assert!(r["recall_at_1"].as_f64().unwrap() >= 0.99, "{v}");
+            assert!(r["search_p99_ms"].as_f64().unwrap() <= 1.0, "{v}");
+        }
+        None => assert!(v["default"].is_null(), "{v}"),
+    }
 }
 
 #[test]

@@ -286,7 +286,7 @@ pub async fn status(
         .sessions
         .get(&caller.client, &token)
         .ok_or_else(|| ApiError::not_found("no such session"))?;
-    let s = s.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
     Ok(Json(s.status_json()))
 }
 

@@ -75,6 +75,9 @@ pub struct Session {
     /// Accepted samples: (embedding, quality).
     samples: Vec<(Vec<f32>, f32)>,
     liveness_passed: bool,
+    /// The tracked face the samples come from: another person stepping in starts them over, so
+    /// one person's blinks never vouch for another's template.
+    track: Option<u64>,
     /// The completion payload once the session has ended.
     pub outcome: Option<Value>,
 }
@@ -128,6 +131,7 @@ impl Sessions {
             frames: 0,
             samples: Vec::new(),
             liveness_passed: false,
+            track: None,
             outcome: None,
         }));
         let token = lock(&s).token.clone();
@@ -152,15 +156,20 @@ impl Sessions {
     pub fn sweep(&self) {
         let now = now_ms();
         lock(&self.map).retain(|_, s| {
-            let s = lock(s);
-            s.status == Status::Active || now < s.expires_ms.max(s.last_activity_ms) + 60_000
+            let mut s = lock(s);
+            s.expire_if_due();
+            now < s.expires_ms.max(s.last_activity_ms) + 60_000
         });
     }
 
     pub fn active(&self) -> usize {
         lock(&self.map)
             .values()
-            .filter(|s| lock(s).status == Status::Active)
+            .filter(|s| {
+                let mut s = lock(s);
+                s.expire_if_due();
+                s.status == Status::Active
+            })
             .count()
     }
 }
@@ -177,7 +186,8 @@ pub enum FrameError {
 }
 
 impl Session {
-    pub fn status_json(&self) -> Value {
+    pub fn status_json(&mut self) -> Value {
+        self.expire_if_due();
         let (completed, target) = match &self.kind {
             Kind::Enrollment { target_samples, .. } => {
                 (self.samples.len() as u64, *target_samples as u64)
@@ -246,6 +256,10 @@ impl Session {
             .pipeline
             .analyze(&img, &main.face)
             .map_err(|e| FrameError::Internal(e.to_string()))?;
+        if self.track != Some(main.track) {
+            self.track = Some(main.track);
+            self.samples.clear();
+        }
         let obstacles = main.obstacles.blocking(&engine.obstacles);
         let view = FrameView {
             face_bbox: main.face.bbox,
