@@ -191,7 +191,7 @@ fn tokens_schemes_tenancy_and_bad_requests() {
 fn an_expired_token_is_refused() {
     let dir = tempdir("expiry");
     let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
-    let d = Daemon::start(&dir, &[("FACEGATE_API__TOKEN_TTL_S", "1")]);
+    let d = Daemon::start(&dir, &[("FACEGATE_API__TOKEN_TTL_S", "4")]);
     let t = token(&d, &a);
     let auth = format!("Bearer {t}");
     assert_eq!(
@@ -199,7 +199,7 @@ fn an_expired_token_is_refused() {
             .0,
         200
     );
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(std::time::Duration::from_millis(5100));
     let (status, v) = d.get("/api/auth/enrollments/", Some(("Authorization", &auth)));
     assert_eq!(status, 401);
     assert!(v["message"].as_str().unwrap().contains("expired"), "{v}");
