@@ -247,6 +247,7 @@ fn serve(
         started,
         engine,
         sessions: crate::sessions::Sessions::default(),
+        limits: crate::api::limits::RateLimits::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -212,3 +212,40 @@ fn an_expired_token_is_refused() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn rate_limits_answer_429_per_client() {
+    let dir = tempdir("limits");
+    let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    let b = cli_json(&dir, &["clients", "add", "door-b", "--json"]);
+    let d = Daemon::start(&dir, &[("FACEGATE_API__ENROLLMENT_SESSIONS_PER_HOUR", "2")]);
+    let (ta, tb) = (
+        format!("Bearer {}", token(&d, &a)),
+        format!("Bearer {}", token(&d, &b)),
+    );
+    for _ in 0..2 {
+        let (s, v) = d.post(
+            "/api/auth/enrollment/",
+            Some(("Authorization", &ta)),
+            &json!({"user_id": "u"}),
+        );
+        assert_eq!(s, 201, "{v}");
+    }
+    let (s, v) = d.post(
+        "/api/auth/enrollment/",
+        Some(("Authorization", &ta)),
+        &json!({"user_id": "u"}),
+    );
+    assert_eq!(s, 429, "{v}");
+    assert_envelope(&v, "rate_limit_exceeded");
+    assert!(v["details"]["retry_after_s"].as_u64().unwrap() >= 1, "{v}");
+    // Another client has its own budget.
+    let (s, _) = d.post(
+        "/api/auth/enrollment/",
+        Some(("Authorization", &tb)),
+        &json!({"user_id": "u"}),
+    );
+    assert_eq!(s, 201);
+    drop(d);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod enrollments;
 pub mod error;
+pub mod limits;
 pub mod sessions;
 pub mod ws;
 
@@ -44,6 +45,11 @@ pub struct ApiConfig {
     pub frame_workers: usize,
     /// Default session lifetime, seconds.
     pub session_ttl_s: u64,
+    /// Per client: authentication sessions per hour, enrollment sessions per hour, frames per
+    /// minute (429 with Retry-After beyond).
+    pub authentication_sessions_per_hour: u32,
+    pub enrollment_sessions_per_hour: u32,
+    pub frames_per_minute: u32,
 }
 
 /// What every handler shares.
@@ -56,6 +62,7 @@ pub struct ApiState {
     pub engine: crate::sessions::Engine,
     pub sessions: crate::sessions::Sessions,
     pub frame_slots: Arc<tokio::sync::Semaphore>,
+    pub limits: limits::RateLimits,
 }
 
 /// Runs store work on the blocking pool and maps its errors to a logged 500.

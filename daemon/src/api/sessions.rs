@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson};
+use super::limits::Bucket;
 use crate::pipeline::PipelineError;
 use crate::pipeline::decode::DecodeError;
 use crate::sessions::{FrameError, Kind, Status, rfc3339_ms};
@@ -95,6 +96,12 @@ pub async fn create_enrollment(
     ApiJson(body): ApiJson<CreateEnrollment>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     validate_user_id(&body.user_id)?;
+    state.limits.check(
+        &caller.client,
+        Bucket::EnrollmentSessions,
+        state.config.api.enrollment_sessions_per_hour,
+        Duration::from_secs(3600),
+    )?;
     let meta = body.metadata.unwrap_or_default();
     let target = meta.target_samples.unwrap_or(5).clamp(1, 50);
     let min_quality = if meta.enable_quality_check == Some(false) {
@@ -150,6 +157,12 @@ pub async fn create_authentication(
     if let Some(u) = &body.user_id {
         validate_user_id(u)?;
     }
+    state.limits.check(
+        &caller.client,
+        Bucket::AuthenticationSessions,
+        state.config.api.authentication_sessions_per_hour,
+        Duration::from_secs(3600),
+    )?;
     let meta = body.metadata.unwrap_or_default();
     let min_confidence = meta
         .min_confidence
@@ -227,6 +240,12 @@ pub async fn run_frame(
         .sessions
         .get(client, token)
         .ok_or_else(|| ApiError::not_found("no such session"))?;
+    state.limits.check(
+        client,
+        Bucket::Frames,
+        state.config.api.frames_per_minute,
+        Duration::from_secs(60),
+    )?;
     let permit = state.frame_slots.clone().try_acquire_owned().map_err(|_| {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
