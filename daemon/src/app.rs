@@ -66,9 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             action: ClientsAction::Add { name, json },
         } => tools::store::add_client(&open_store(&config)?, &name, json),
         Command::Liveness { frames, fps, json } => {
-            let store = models()?;
-            let pipeline = load_pipeline(&store, &config, None)?;
-            let live = LiveModels::load(&store).context("loading the liveness models")?;
+            let (pipeline, live) = load_live(&models()?, &config)?;
             tools::liveness::run(
                 &pipeline,
                 &live,
@@ -99,9 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             window_stride,
             json,
         } => {
-            let store = models()?;
-            let pipeline = load_pipeline(&store, &config, None)?;
-            let live = LiveModels::load(&store).context("loading the liveness models")?;
+            let (pipeline, live) = load_live(&models()?, &config)?;
             tools::pad_eval::run(
                 &pipeline,
                 &live,
@@ -182,9 +178,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             target: Some(BenchTarget::Liveness { frames, json }),
             ..
         } => {
-            let store = models()?;
-            let pipeline = load_pipeline(&store, &config, None)?;
-            let live = LiveModels::load(&store).context("loading the liveness models")?;
+            let (pipeline, live) = load_live(&models()?, &config)?;
             tools::liveness::bench(
                 &pipeline,
                 &live,
@@ -224,8 +218,7 @@ fn serve(
     let started = std::time::Instant::now();
     let model_store = models()?;
     // Loaded now so a broken model stops the start, not the first frame.
-    let pipeline = load_pipeline(&model_store, &config, None)?;
-    let live = LiveModels::load(&model_store).context("loading the liveness models")?;
+    let (pipeline, live) = load_live(&model_store, &config)?;
     let engine = crate::sessions::Engine {
         pipeline,
         live,
@@ -330,6 +323,13 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
         ),
     }
     Ok(store)
+}
+
+/// The recognition pipeline and the liveness models, at the configured precision.
+fn load_live(store: &ModelStore, config: &Config) -> anyhow::Result<(Pipeline, LiveModels)> {
+    let pipeline = load_pipeline(store, config, None)?;
+    let live = LiveModels::load(store).context("loading the liveness models")?;
+    Ok((pipeline, live))
 }
 
 pub fn load_pipeline(

@@ -119,19 +119,27 @@ fn synthetic_photo_attacks_are_not_accepted_as_live() {
     assert_eq!(v["bona_fide"]["bpcer"], 0.0, "{v}");
 }
 
+/// The fp32 pipeline and the liveness models, loaded once per test binary.
+fn models() -> &'static (Pipeline, LiveModels) {
+    static M: std::sync::OnceLock<(Pipeline, LiveModels)> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        let store = ModelStore::open_first(&[common::models_dir()]).unwrap();
+        let pipeline = Pipeline::load(
+            &store,
+            PipelineConfig {
+                detector: DetectorConfig::default(),
+                quality: QualityConfig::default(),
+                limits: DecodeLimits::default(),
+                precision: Precision::Fp32,
+            },
+        )
+        .unwrap();
+        (pipeline, LiveModels::load(&store).unwrap())
+    })
+}
+
 fn scores_per_face(image: &str) -> Vec<ObstacleScores> {
-    let store = ModelStore::open_first(&[common::models_dir()]).unwrap();
-    let pipeline = Pipeline::load(
-        &store,
-        PipelineConfig {
-            detector: DetectorConfig::default(),
-            quality: QualityConfig::default(),
-            limits: DecodeLimits::default(),
-            precision: Precision::Fp32,
-        },
-    )
-    .unwrap();
-    let live = LiveModels::load(&store).unwrap();
+    let (pipeline, live) = models();
     let img = pipeline
         .decode(&std::fs::read(data(image)).unwrap())
         .unwrap();
@@ -221,18 +229,7 @@ fn obstacle_scores_on_the_shared_photos() {
 #[test]
 fn synthetic_occluders_on_the_shared_faces() {
     use image::{Rgb, RgbImage};
-    let store = ModelStore::open_first(&[common::models_dir()]).unwrap();
-    let pipeline = Pipeline::load(
-        &store,
-        PipelineConfig {
-            detector: DetectorConfig::default(),
-            quality: QualityConfig::default(),
-            limits: DecodeLimits::default(),
-            precision: Precision::Fp32,
-        },
-    )
-    .unwrap();
-    let live = LiveModels::load(&store).unwrap();
+    let (pipeline, live) = models();
     let t = facegate_daemon::pipeline::obstacles::ObstacleThresholds::default();
     // Paints pixels whose face-frame coordinates (x along the eyes, y down, in eye distances
     // from the eye midpoint) satisfy `inside`.

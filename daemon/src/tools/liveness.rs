@@ -27,6 +27,22 @@ pub fn frame_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Reads and decodes one frame file; errors name the file.
+pub fn decode_file(pipeline: &Pipeline, path: &Path) -> anyhow::Result<image::RgbImage> {
+    let bytes = super::read_image(path)?;
+    pipeline
+        .decode(&bytes)
+        .with_context(|| path.display().to_string())
+}
+
+/// Every frame of a folder (sorted by name), decoded.
+pub fn decode_frames(pipeline: &Pipeline, dir: &Path) -> anyhow::Result<Vec<image::RgbImage>> {
+    frame_files(dir)?
+        .iter()
+        .map(|p| decode_file(pipeline, p))
+        .collect()
+}
+
 /// The outcome for the main track of a sequence.
 #[derive(Debug, Clone)]
 pub struct SequenceResult {
@@ -132,12 +148,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     anyhow::ensure!(fps > 0.0 && fps.is_finite(), "--fps must be positive");
     let files = frame_files(dir)?;
-    let frames = files.iter().map(|p| {
-        let bytes = super::read_image(p)?;
-        pipeline
-            .decode(&bytes)
-            .with_context(|| p.display().to_string())
-    });
+    let frames = files.iter().map(|p| decode_file(pipeline, p));
     let r = run_sequence(pipeline, models, cfg, thresholds, frames, fps)?;
     let name = |frame: u64| {
         files
@@ -219,16 +230,7 @@ pub fn bench(
     dir: &Path,
     json: bool,
 ) -> anyhow::Result<()> {
-    let files = frame_files(dir)?;
-    let frames: Vec<image::RgbImage> = files
-        .iter()
-        .map(|p| {
-            let bytes = super::read_image(p)?;
-            pipeline
-                .decode(&bytes)
-                .with_context(|| p.display().to_string())
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let frames = decode_frames(pipeline, dir)?;
     // One warm-up pass so every plan is built, then the measured pass.
     run_sequence(
         pipeline,

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::attack::{self, AttackKind};
-use super::liveness::{frame_files, run_sequence};
+use super::liveness::{decode_file, decode_frames, frame_files, run_sequence};
 use crate::pipeline::liveness::{LivenessConfig, Verdict};
 use crate::pipeline::obstacles::ObstacleThresholds;
 use crate::pipeline::stream::LiveModels;
@@ -69,10 +69,7 @@ pub fn run(
         .collect();
     let mut accepted_attacks = Vec::new();
     for path in photo_files(&opts.photos)? {
-        let bytes = super::read_image(&path)?;
-        let img = pipeline
-            .decode(&bytes)
-            .with_context(|| path.display().to_string())?;
+        let img = decode_file(pipeline, &path)?;
         let faces = pipeline.detect(&img)?;
         let Some(face) = largest(&faces) else {
             tracing::warn!(photo = %path.display(), "no face in the photo: no attack made from it");
@@ -117,16 +114,7 @@ pub fn run(
     let mut bona = Tally::default();
     let mut rejected_windows = Vec::new();
     for clip in &opts.clips {
-        let files = frame_files(clip)?;
-        let decoded: Vec<image::RgbImage> = files
-            .iter()
-            .map(|p| {
-                let bytes = super::read_image(p)?;
-                pipeline
-                    .decode(&bytes)
-                    .with_context(|| p.display().to_string())
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let decoded = decode_frames(pipeline, clip)?;
         let window = opts.frames.min(decoded.len());
         let mut start = 0;
         while start + window <= decoded.len() {
