@@ -7,7 +7,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::cli::{BenchTarget, Cli, ClientsAction, Command, EnrollmentsAction, KeysAction};
+use crate::cli::{
+    BenchTarget, Cli, ClientsAction, Command, EnrollmentsAction, KeysAction, OperatorsAction,
+};
 use crate::config::{Config, Overrides};
 use crate::pipeline::embed::EMBEDDING_DIM;
 use crate::pipeline::models::{ModelStore, Precision};
@@ -63,8 +65,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             tools::store::identify(&pipeline, &db, &config.matching, &client, &image, json)
         }
         Command::Clients {
-            action: ClientsAction::Add { name, json },
-        } => tools::store::add_client(&open_store(&config)?, &name, json),
+            action:
+                ClientsAction::Add {
+                    name,
+                    payload_encryption,
+                    json,
+                },
+        } => tools::store::add_client(&open_store(&config)?, &name, payload_encryption, json),
+        Command::Operators {
+            action: OperatorsAction::Set { email, name },
+        } => tools::store::set_operator(&open_store(&config)?, &email, &name),
         Command::Liveness { frames, fps, json } => {
             let (pipeline, live) = load_live(&models()?, &config)?;
             tools::liveness::run(
@@ -235,12 +245,14 @@ fn serve(
         frame_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
             config.api.frame_workers.max(1),
         )),
+        frame_queue: std::sync::Arc::new(tokio::sync::Semaphore::new(config.api.frame_queue)),
         config,
         store,
         started,
         engine,
         sessions: crate::sessions::Sessions::default(),
         limits: crate::api::limits::RateLimits::default(),
+        metrics: crate::api::metrics::Metrics::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -95,6 +95,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ClientsAction,
     },
+    /// Manage operators: people who log in with email + password and hold the admin scope.
+    Operators {
+        #[command(subcommand)]
+        action: OperatorsAction,
+    },
     /// Liveness over a folder of frames (sorted by name): blinks, head movements, the
     /// presentation-attack score and verdict, obstacles.
     Liveness {
@@ -235,8 +240,31 @@ pub enum ClientsAction {
     /// Create a client; its API key and secret are printed once.
     Add {
         name: String,
+        /// How its `encrypted_data` payloads are sealed: AES-256-GCM (key SHA-256 of the
+        /// secret), or the reference service's AES-256-CBC (key SHA-256 of the API key).
+        #[arg(long, value_enum, default_value = "aes-256-gcm")]
+        payload_encryption: PayloadEncryption,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PayloadEncryption {
+    #[value(name = "aes-256-gcm")]
+    Aes256Gcm,
+    #[value(name = "aes-256-cbc")]
+    Aes256Cbc,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorsAction {
+    /// Create an operator (admin scope), or set an existing one's password. The password is
+    /// read from the first line of standard input (at least 12 characters).
+    Set {
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
     },
 }
 

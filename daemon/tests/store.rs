@@ -255,7 +255,10 @@ fn key_rotation_reseals_everything_and_readers_never_stop() {
             .unwrap();
         store.records().audit(&audit_row(p, 10)).unwrap();
     }
-    let client = store.records().add_client("front-door").unwrap();
+    let client = store
+        .records()
+        .add_client("front-door", Default::default())
+        .unwrap();
     store.save_snapshot().unwrap();
     let before = contents(&store);
     let old_key = std::fs::read(dir.join(KEY_FILE)).unwrap();
@@ -724,16 +727,27 @@ fn sigkill_during_enrollment_loses_no_acknowledged_enrollment() {
 fn clients_authenticate_by_argon2id_and_secrets_never_reach_disk() {
     let dir = common::tempdir("clients");
     let (store, _) = open(&dir, Quantization::I8);
-    let door = store.records().add_client("front-door").unwrap();
-    let kiosk = store.records().add_client("kiosk").unwrap();
+    let door = store
+        .records()
+        .add_client("front-door", Default::default())
+        .unwrap();
+    let kiosk = store
+        .records()
+        .add_client("kiosk", Default::default())
+        .unwrap();
     assert_ne!(door.api_key, kiosk.api_key);
     let err = store
         .records()
-        .add_client("front-door")
+        .add_client("front-door", Default::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains("already exists"), "{err}");
-    assert!(store.records().add_client("bad name!").is_err());
+    assert!(
+        store
+            .records()
+            .add_client("bad name!", Default::default())
+            .is_err()
+    );
     let r = store.records();
     let ok = r
         .authenticate_client(&door.api_key, Some(&door.api_secret))
@@ -762,11 +776,53 @@ fn clients_authenticate_by_argon2id_and_secrets_never_reach_disk() {
             .name,
         "kiosk"
     );
+    // Operators: Argon2id password, email sealed; too short a password or no domain refused.
+    let r = store.records();
+    let op = r
+        .set_operator("Admin@Example.org", "Site admin", "correct horse battery")
+        .unwrap();
+    assert!(r.set_operator("admin@example.org", "", "short").is_err());
+    assert!(
+        r.set_operator("no-domain", "", "correct horse battery")
+            .is_err()
+    );
+    let found = r
+        .authenticate_operator(" admin@example.ORG", "correct horse battery")
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.operator_id, op.operator_id);
+    assert!(
+        r.authenticate_operator("admin@example.org", "wrong horse battery")
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        r.authenticate_operator("nobody@example.org", "correct horse battery")
+            .unwrap()
+            .is_none()
+    );
+    // Setting it again keeps the id and replaces the password.
+    let again = r
+        .set_operator("admin@example.org", "Site admin", "another long password")
+        .unwrap();
+    assert_eq!(again.operator_id, op.operator_id);
+    assert!(
+        r.authenticate_operator("admin@example.org", "correct horse battery")
+            .unwrap()
+            .is_none()
+    );
     let secrets = [
         door.api_secret.to_string(),
         door.api_key.clone(),
         kiosk.api_secret.to_string(),
+        "another long password".to_owned(),
+        "admin@example.org".to_owned(),
     ];
+    let digest = |s: &str| {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(s.as_bytes()).to_vec()
+    };
+    let payload_keys = [digest(&door.api_secret), digest(&door.api_key)];
     drop(store);
     // Restart: still authenticates; neither key nor secret is anywhere on disk.
     let (store, _) = open(&dir, Quantization::I8);
@@ -783,6 +839,9 @@ fn clients_authenticate_by_argon2id_and_secrets_never_reach_disk() {
         .map(|s| ("a client credential".to_owned(), s.as_bytes().to_vec()))
         .collect();
     needles.push(("a client name".to_owned(), b"front-door".to_vec()));
+    for k in payload_keys {
+        needles.push(("a payload key".to_owned(), k));
+    }
     assert_nowhere_on_disk(&dir, &needles);
     std::fs::remove_dir_all(dir).unwrap();
 }

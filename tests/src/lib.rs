@@ -8,20 +8,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// `target/<profile>/facegate`, next to this test's own executable.
+/// `target/<profile>/facegate`: beside a test's own executable (`target/<profile>/deps/`) or
+/// a bench binary's (`target/<profile>/`).
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let bin = profile_dir.join("facegate");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the workspace tests (`cargo test --release --workspace`) or build it",
-        bin.display()
-    );
-    bin
+    let dir = exe.parent().expect("target/<profile>/...");
+    let bin = [dir.join("facegate"), dir.join("../facegate")]
+        .into_iter()
+        .find(|p| p.exists());
+    bin.unwrap_or_else(|| {
+        panic!(
+            "no facegate binary beside {}: run the workspace tests (`cargo test --release --workspace`) or build it",
+            exe.display()
+        )
+    })
 }
 
 pub fn tempdir(tag: &str) -> PathBuf {
@@ -59,6 +59,66 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> Output {
     command(data_dir, &[]).args(args).output().unwrap()
 }
 
+/// Runs a one-shot `facegate` command with `input` on its standard input.
+pub fn cli_stdin(data_dir: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = command(data_dir, &[])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// SHA-256 of text: the key of a client's `encrypted_data`.
+pub fn sha256(text: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).into()
+}
+
+/// Opens `encrypted_data {encrypted_payload, algorithm}` as a client written against the
+/// contract would: AES-256-GCM (nonce || ciphertext || tag, key SHA-256(api_secret)) or
+/// AES-256-CBC (IV || ciphertext, PKCS7, key SHA-256(api_key)).
+pub fn open_payload(
+    encrypted: &serde_json::Value,
+    api_key: &str,
+    api_secret: &str,
+) -> serde_json::Value {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encrypted["encrypted_payload"].as_str().unwrap())
+        .unwrap();
+    let plain = match encrypted["algorithm"].as_str().unwrap() {
+        "AES-256-GCM" => {
+            use aes_gcm::aead::{Aead, KeyInit};
+            let cipher = aes_gcm::Aes256Gcm::new_from_slice(&sha256(api_secret)).unwrap();
+            let (nonce, ct) = raw.split_at(12);
+            let nonce: [u8; 12] = nonce.try_into().unwrap();
+            cipher
+                .decrypt(&aes_gcm::Nonce::from(nonce), ct)
+                .expect("GCM payload opens with SHA-256(api_secret)")
+        }
+        "AES-256-CBC" => {
+            use cbc::cipher::{BlockModeDecrypt, KeyIvInit, block_padding::Pkcs7};
+            let (iv, ct) = raw.split_at(16);
+            cbc::Decryptor::<aes::Aes256>::new_from_slices(&sha256(api_key), iv)
+                .unwrap()
+                .decrypt_padded_vec::<Pkcs7>(ct)
+                .expect("CBC payload opens with SHA-256(api_key)")
+        }
+        other => panic!("unknown algorithm {other}"),
+    };
+    serde_json::from_slice(&plain).unwrap()
+}
+
 pub fn cli_json(data_dir: &Path, args: &[&str]) -> serde_json::Value {
     let out = cli(data_dir, args);
     assert!(
@@ -79,7 +139,13 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(data_dir, env, &[])
+    }
+
+    /// `start` with more arguments (e.g. `--config FILE`).
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let mut child = command(data_dir, env)
+            .args(args)
             .args(["run", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -134,6 +200,27 @@ impl Daemon {
             req = req.header(h, v);
         }
         Self::read(req.call().unwrap())
+    }
+
+    /// GET with headers; the status, the response headers (lower-case names) and the body.
+    pub fn get_text(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<(String, String)>, String) {
+        let mut req = Self::agent().get(format!("{}{path}", self.base));
+        for (h, v) in headers {
+            req = req.header(*h, *v);
+        }
+        let resp = req.call().unwrap();
+        let status = resp.status().as_u16();
+        let hs = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let text = resp.into_body().read_to_string().unwrap_or_default();
+        (status, hs, text)
     }
 
     pub fn delete(&self, path: &str, auth: Option<(&str, &str)>) -> (u16, serde_json::Value) {
@@ -206,6 +293,32 @@ impl Daemon {
         )
     }
 
+    /// Client login with the key and secret of `facegate clients add --json`; the
+    /// `Authorization` value (`Bearer <jwt>`).
+    pub fn login(&self, client: &serde_json::Value) -> String {
+        let (s, v) = self.post(
+            "/api/auth/client/",
+            None,
+            &serde_json::json!({"api_key": client["api_key"], "api_secret": client["api_secret"]}),
+        );
+        assert_eq!(s, 200, "{v}");
+        format!("Bearer {}", v["jwt_token"].as_str().unwrap())
+    }
+
+    /// A WebSocket on the session `token`.
+    pub fn ws(&self, token: &str) -> Ws {
+        let url = format!(
+            "{}/ws/auth/process-image/{token}/",
+            self.base.replace("http://", "ws://")
+        );
+        tungstenite::connect(url).unwrap().0
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// SIGTERM, then the exit status (graceful shutdown).
     pub fn stop(mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
@@ -222,6 +335,22 @@ impl Drop for Daemon {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// A client WebSocket to the daemon.
+pub type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+/// The next JSON text message; `Err(close code)` when the server closed (1006: dropped).
+pub fn ws_next(sock: &mut Ws) -> Result<serde_json::Value, u16> {
+    use tungstenite::Message;
+    loop {
+        match sock.read() {
+            Ok(Message::Text(t)) => return Ok(serde_json::from_str(t.as_str()).unwrap()),
+            Ok(Message::Close(c)) => return Err(c.map_or(1005, |c| u16::from(c.code))),
+            Ok(_) => continue,
+            Err(_) => return Err(1006),
         }
     }
 }

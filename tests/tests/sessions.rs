@@ -6,7 +6,7 @@
 //! cancel; another client cannot see the session.
 
 use base64::Engine as _;
-use facegate_blackbox::{Daemon, cli_json, data, tempdir};
+use facegate_blackbox::{Daemon, cli_json, cli_stdin, data, open_payload, tempdir};
 use serde_json::{Value, json};
 
 fn frame(clip: &str, n: usize) -> String {
@@ -54,11 +54,57 @@ fn run(
     (last, sent)
 }
 
+/// A 1:N session over pexels frames `files`; its last response.
+fn identify(d: &Daemon, auth: &str, files: std::ops::RangeInclusive<usize>) -> Value {
+    let (s, v) = d.post(
+        "/api/auth/authentication/",
+        Some(("Authorization", auth)),
+        &json!({}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let t = v["session_token"].as_str().unwrap().to_owned();
+    run(
+        d,
+        auth,
+        "/api/auth/authentication/process-frame/",
+        &t,
+        files.map(|n| frame("pexels_eyes_hand", n)),
+    )
+    .0
+}
+
 #[test]
 fn enroll_then_authenticate_over_rest() {
     let dir = tempdir("sessions");
-    let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    // Client A was written against the reference: its payloads are AES-256-CBC.
+    let a = cli_json(
+        &dir,
+        &[
+            "clients",
+            "add",
+            "door-a",
+            "--payload-encryption",
+            "aes-256-cbc",
+            "--json",
+        ],
+    );
     let b = cli_json(&dir, &["clients", "add", "door-b", "--json"]);
+    let out = cli_stdin(
+        &dir,
+        &[
+            "operators",
+            "set",
+            "admin@example.org",
+            "--name",
+            "Site admin",
+        ],
+        "a long operator password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let d = Daemon::start(&dir, &[]);
     let auth = login(&d, &a);
     let auth_b = login(&d, &b);
@@ -88,6 +134,14 @@ fn enroll_then_authenticate_over_rest() {
         &json!({"session_token": token, "frame_data": "data:image/jpeg;base64,/9j/4AAQSkZJRgABAQ=="}),
     );
     assert_eq!(s, 400, "{v}");
+    // A session that will have expired by the time the enrollment is done (5 s is the least).
+    let (_, v) = d.post(
+        "/api/auth/authentication/",
+        Some(("Authorization", &auth)),
+        &json!({"metadata": {"timeout_seconds": 5}}),
+    );
+    let short = v["session_token"].as_str().unwrap().to_owned();
+    let short_started = std::time::Instant::now();
     let (done, sent) = run(
         &d,
         &auth,
@@ -109,6 +163,26 @@ fn enroll_then_authenticate_over_rest() {
         "{done}"
     );
     let enrollment_id = done["enrollment_id"].as_str().unwrap().to_owned();
+    let opened = open_payload(
+        &done["encrypted_data"],
+        a["api_key"].as_str().unwrap(),
+        a["api_secret"].as_str().unwrap(),
+    );
+    assert_eq!(opened["id"], enrollment_id.as_str(), "{opened}");
+    // The short session has expired: 410, reason session_expired.
+    std::thread::sleep(
+        std::time::Duration::from_millis(5300).saturating_sub(short_started.elapsed()),
+    );
+    let (s, v) = d.post(
+        "/api/auth/authentication/process-frame/",
+        Some(("Authorization", &auth)),
+        &json!({"session_token": short, "frame_data": frame("pexels_eyes_hand", 161)}),
+    );
+    assert_eq!(
+        (s, v["details"]["reason"].as_str()),
+        (410, Some("session_expired")),
+        "{v}"
+    );
     let (_, st) = d.get(
         &format!("/api/auth/session/{token}/status/"),
         Some(("Authorization", &auth)),
@@ -135,6 +209,17 @@ fn enroll_then_authenticate_over_rest() {
         assert_eq!(r["user_id"], "wolfgang-lady");
         assert_eq!(r["matched_enrollment_id"], enrollment_id.as_str());
         assert!(r["confidence"].as_f64().unwrap() >= 0.5, "{r}");
+        assert_eq!(r["encrypted_data"]["algorithm"], "AES-256-CBC", "{r}");
+        let opened = open_payload(
+            &r["encrypted_data"],
+            a["api_key"].as_str().unwrap(),
+            a["api_secret"].as_str().unwrap(),
+        );
+        assert_eq!(
+            (opened["id"].as_str(), opened["user_id"].as_str()),
+            (Some(enrollment_id.as_str()), Some("wolfgang-lady")),
+            "{opened}"
+        );
     }
 
     // Another person (single_face: blinks at 0008-0010) is live but matches nobody.
@@ -180,19 +265,7 @@ fn enroll_then_authenticate_over_rest() {
     );
 
     // Client B cannot match A's enrollment with the same live frames.
-    let (_, v) = d.post(
-        "/api/auth/authentication/",
-        Some(("Authorization", &auth_b)),
-        &json!({}),
-    );
-    let t = v["session_token"].as_str().unwrap().to_owned();
-    let (r, _) = run(
-        &d,
-        &auth_b,
-        "/api/auth/authentication/process-frame/",
-        &t,
-        (161..=183).map(|n| frame("pexels_eyes_hand", n)),
-    );
+    let r = identify(&d, &auth_b, 161..=183);
     assert_eq!(r["reason"], "no_match_found", "{r}");
 
     // Cancel: the session takes no more frames.
@@ -213,6 +286,165 @@ fn enroll_then_authenticate_over_rest() {
         &json!({"session_token": t, "frame_data": frame("pexels_eyes_hand", 161)}),
     );
     assert_eq!(s, 409, "{v}");
+
+    // Analytics from the audit rows: A made 4 attempts (2 matched, 1 stranger, 1 photo),
+    // B one; each sees only its own, an operator sees both.
+    let metrics = |auth: &str, query: &str| {
+        let (s, v) = d.get(
+            &format!("/api/analytics/authentication-metrics/{query}"),
+            Some(("Authorization", auth)),
+        );
+        assert_eq!(s, 200, "{v}");
+        v
+    };
+    let m = metrics(&auth, "");
+    assert_eq!(
+        (
+            m["total_attempts"].as_u64(),
+            m["successful_authentications"].as_u64(),
+            m["failed_authentications"].as_u64()
+        ),
+        (Some(4), Some(2), Some(2)),
+        "{m}"
+    );
+    assert_eq!(
+        m["failure_reasons"],
+        json!({"no_match_found": 1, "liveness_failed": 1})
+    );
+    assert_eq!(m["success_rate"], 0.5);
+    let today = m["by_date"][0]["date"].as_str().unwrap().to_owned();
+    assert_eq!(m["by_date"][0]["attempts"], 4, "{m}");
+    assert_eq!(metrics(&auth_b, "")["total_attempts"], 1);
+    let (s, _) = d.get(
+        "/api/analytics/authentication-metrics/?client_id=door-a",
+        Some(("Authorization", &auth_b)),
+    );
+    assert_eq!(s, 403, "a client asking for another's figures");
+    let (s, v) = d.get(
+        "/api/analytics/authentication-metrics/?start_date=yesterday",
+        Some(("Authorization", &auth)),
+    );
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
+    // A day range that ends before today holds nothing.
+    let m = metrics(&auth, "?start_date=2020-01-01&end_date=2020-01-31");
+    assert_eq!(m["total_attempts"], 0, "{m}");
+
+    // Operators: email + password -> admin tokens; a refresh token is no access token.
+    let (s, v) = d.post(
+        "/api/auth/token/",
+        None,
+        &json!({"email": "admin@example.org", "password": "not the password"}),
+    );
+    assert_eq!(s, 401, "{v}");
+    let (s, v) = d.post(
+        "/api/auth/token/",
+        None,
+        &json!({"email": "Admin@Example.org", "password": "a long operator password"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["user"]["email"], "admin@example.org");
+    let op = format!("Bearer {}", v["access"].as_str().unwrap());
+    let refresh = format!("Bearer {}", v["refresh"].as_str().unwrap());
+    let (s, _) = d.get("/api/auth/enrollments/", Some(("Authorization", &refresh)));
+    assert_eq!(s, 401, "a refresh token used as an access token");
+    let (s, v) = d.post(
+        "/api/auth/token/refresh/",
+        None,
+        &json!({"refresh": v["refresh"]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let m = metrics(&op, "");
+    assert_eq!(m["total_attempts"], 5, "{m}");
+    assert_eq!(
+        metrics(
+            &op,
+            &format!("?client_id=door-b&start_date={today}&end_date={today}")
+        )["total_attempts"],
+        1
+    );
+    let (s, v) = d.get(
+        "/api/analytics/system-metrics/",
+        Some(("Authorization", &auth)),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["total_enrollments"].as_u64(), v["total_users"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert!(
+        v["average_processing_time_ms"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert_eq!(
+        d.get(
+            "/api/analytics/system-metrics/",
+            Some(("Authorization", &auth_b))
+        )
+        .1["total_enrollments"],
+        0
+    );
+    // Operators run no sessions; clients delete nothing.
+    let (s, _) = d.post(
+        "/api/auth/authentication/",
+        Some(("Authorization", &op)),
+        &json!({}),
+    );
+    assert_eq!(s, 403);
+    let path = format!("/api/auth/enrollments/{enrollment_id}/");
+    assert_eq!(d.delete(&path, Some(("Authorization", &auth))).0, 403);
+    let (s, v) = d.get("/api/auth/enrollments/", Some(("Authorization", &op)));
+    assert_eq!((s, v["count"].as_u64()), (200, Some(1)), "{v}");
+
+    // Prometheus: frames, decisions, per-stage latency histograms, index size.
+    let (s, headers, text) = d.get_text("/metrics", &[]);
+    assert_eq!(s, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("text/plain"))
+    );
+    for line in [
+        "facegate_decisions_total{kind=\"verification\",result=\"authenticated\"} 1",
+        "facegate_decisions_total{kind=\"identification\",result=\"authenticated\"} 1",
+        "facegate_decisions_total{kind=\"identification\",result=\"no_match_found\"} 2",
+        "facegate_decisions_total{kind=\"identification\",result=\"liveness_failed\"} 1",
+        "facegate_decisions_total{kind=\"identification\",result=\"cancelled\"} 1",
+        "facegate_decisions_total{kind=\"enrollment\",result=\"completed\"} 1",
+        "facegate_frames_total{kind=\"enrollment\",outcome=\"bad_image\"} 1",
+        "facegate_frames_total{kind=\"identification\",outcome=\"session_closed\"} 2",
+        "facegate_index_size 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in\n{text}"
+        );
+    }
+    for stage in ["decode", "detect", "eyes", "embed", "total"] {
+        let count = format!("facegate_stage_seconds_count{{stage=\"{stage}\"}} ");
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(count.as_str()))
+            .unwrap_or_else(|| panic!("no {stage} histogram"))
+            .parse()
+            .unwrap();
+        assert!(n > 50, "{stage}: {n}");
+    }
+    assert!(
+        !text.contains(&enrollment_id) && !text.contains("wolfgang"),
+        "no ids in metrics"
+    );
+
+    // The operator deletes A's enrollment: records and index; 1:N then matches nobody.
+    let (s, v) = d.delete(&path, Some(("Authorization", &op)));
+    assert_eq!((s, v["success"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(d.get(&path, Some(("Authorization", &auth))).0, 404);
+    let r = identify(&d, &auth, 161..=183);
+    assert_eq!(r["reason"], "no_match_found", "{r}");
     assert!(d.stop().success());
     std::fs::remove_dir_all(dir).unwrap();
 }

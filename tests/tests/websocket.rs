@@ -4,35 +4,10 @@
 //! a bad token gets an `error` and close 1008.
 
 use base64::Engine as _;
-use facegate_blackbox::{Daemon, cli_json, data, tempdir};
-use serde_json::{Value, json};
+use facegate_blackbox::{Daemon, cli_json, data, tempdir, ws_next as next};
+use serde_json::json;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
-
-fn ws(
-    d: &Daemon,
-    token: &str,
-) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
-    let url = format!(
-        "{}/ws/auth/process-image/{token}/",
-        d.base.replace("http://", "ws://")
-    );
-    tungstenite::connect(url).unwrap().0
-}
-
-/// The next JSON message; `Err(code)` when the server closed.
-fn next(
-    sock: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
-) -> Result<Value, u16> {
-    loop {
-        match sock.read() {
-            Ok(Message::Text(t)) => return Ok(serde_json::from_str(t.as_str()).unwrap()),
-            Ok(Message::Close(c)) => return Err(c.map_or(1005, |c| u16::from(c.code))),
-            Ok(_) => continue,
-            Err(_) => return Err(1006),
-        }
-    }
-}
 
 #[test]
 fn enrollment_over_websocket() {
@@ -47,7 +22,7 @@ fn enrollment_over_websocket() {
     let auth = format!("JWT {}", v["access_token"].as_str().unwrap());
 
     // An unknown token: an error message, then close 1008.
-    let mut bad = ws(&d, "no-such-token");
+    let mut bad = d.ws("no-such-token");
     let m = next(&mut bad).unwrap();
     assert_eq!(m["type"], "error", "{m}");
     assert_eq!(next(&mut bad), Err(u16::from(CloseCode::Policy)));
@@ -59,7 +34,7 @@ fn enrollment_over_websocket() {
     );
     assert_eq!(s, 201, "{v}");
     let token = v["session_token"].as_str().unwrap().to_owned();
-    let mut sock = ws(&d, &token);
+    let mut sock = d.ws(&token);
     let hello = next(&mut sock).unwrap();
     assert_eq!(
         (hello["type"].as_str(), hello["session_type"].as_str()),
@@ -111,6 +86,16 @@ fn enrollment_over_websocket() {
     let complete = complete.expect("the enrollment completed");
     assert!(complete["enrollment_id"].is_string(), "{complete}");
     assert_eq!(complete["liveness_verified"], true);
+    // encrypted_data: AES-256-GCM under SHA-256(api_secret), the enrollment's id inside.
+    assert_eq!(complete["encrypted_data"]["algorithm"], "AES-256-GCM");
+    let opened = facegate_blackbox::open_payload(
+        &complete["encrypted_data"],
+        a["api_key"].as_str().unwrap(),
+        a["api_secret"].as_str().unwrap(),
+    );
+    assert_eq!(opened["id"], complete["enrollment_id"], "{opened}");
+    assert_eq!(opened["user_id"], "lady");
+    assert!(opened["timestamp"].is_string() && opened.get("embedding").is_none());
     assert!(
         seen.contains("frame_processed") && seen.contains("enrollment_progress"),
         "{seen:?}"

@@ -1,8 +1,11 @@
-//! Client authentication: API key (+ secret) -> HS256 JWT; every request authenticated by
+//! Client authentication: API key (+ secret) -> HS256 JWT; operator login: email + password
+//! (Argon2id) -> access + refresh JWTs with the `admin` scope; every request authenticated by
 //! `Authorization: Bearer <jwt>`, `Authorization: JWT <jwt>` or `X-API-Key: <key>`.
 //!
 //! Invariant: tokens are HS256 only (any other `alg`, `none` included, is refused), expire
 //! (no leeway), and are signed with a key derived from the store's keys, never from config.
+//! A refresh token is never accepted as an access token. Clients act within their own
+//! tenant; operators act across tenants but run no sessions.
 
 use std::sync::Arc;
 
@@ -55,10 +58,48 @@ pub struct Claims {
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The client's id, or the operator's.
     pub client_id: String,
-    /// Tenant key: enrollments, sessions and audit rows are scoped by it.
+    /// Tenant key: enrollments, sessions and audit rows are scoped by it (an operator's email
+    /// for operators, who are not a tenant).
     pub client: String,
+    /// An operator: the `admin` scope, across tenants.
     pub admin: bool,
+}
+
+const SCOPE_CLIENT: &str = "client";
+const SCOPE_ADMIN: &str = "admin";
+const SCOPE_REFRESH: &str = "refresh";
+
+impl Caller {
+    /// Whether this caller may see data of `tenant`.
+    pub fn sees(&self, tenant: &str) -> bool {
+        self.admin || self.client == tenant
+    }
+
+    /// The tenant a session runs for: a client's own; operators hold none.
+    pub fn tenant(&self) -> Result<&str, ApiError> {
+        if self.admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "sessions belong to a client: use a client token (POST /api/auth/client/)",
+            ));
+        }
+        Ok(&self.client)
+    }
+
+    /// The tenants a query covers: `wanted` (admin only, or the caller's own), or all (admin)
+    /// or the caller's own.
+    pub fn scope(&self, wanted: Option<&str>) -> Result<Option<String>, ApiError> {
+        match (self.admin, wanted) {
+            (true, w) => Ok(w.map(str::to_owned)),
+            (false, Some(w)) if w != self.client && w != self.client_id => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a client sees only its own data",
+            )),
+            (false, _) => Ok(Some(self.client.clone())),
+        }
+    }
 }
 
 pub fn issue(
@@ -120,10 +161,17 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
                     ApiError::unauthorized("use `Authorization: Bearer <token>` or `JWT <token>`")
                 })?;
             let claims = verify(&state.jwt, token.trim())?;
+            let scopes = || claims.scope.split(' ');
+            if scopes().any(|s| s == SCOPE_REFRESH) {
+                return Err(ApiError::unauthorized(
+                    "a refresh token is not an access token: exchange it at /api/auth/token/refresh/",
+                ));
+            }
+            let admin = scopes().any(|s| s == SCOPE_ADMIN);
             return Ok(Caller {
                 client_id: claims.sub,
                 client: claims.name,
-                admin: claims.scope.split(' ').any(|s| s == "admin"),
+                admin,
             });
         }
         if let Some(key) = parts.headers.get("x-api-key") {
@@ -150,14 +198,19 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ClientLogin {
     api_key: String,
     #[serde(default)]
     api_secret: Option<String>,
 }
 
-/// `POST /api/auth/client/` (and `/api/core/auth/client/`): both seeds' response fields.
+#[utoipa::path(post, path = "/api/auth/client/", tag = "auth", request_body = ClientLogin,
+    responses((status = 200, description = "`{jwt_token, access_token, token_type, expires_in, expires_at, client_id, client_name}`"),
+              (status = 401, description = "Unknown key or wrong secret", body = super::openapi::ErrorBody)))]
+/// Client login: API key (+ secret) to a JWT.
+///
+/// Also at `/api/core/auth/client/`; the answer carries both seeds' field names.
 pub async fn client_login(
     State(state): State<Arc<ApiState>>,
     ApiJson(body): ApiJson<ClientLogin>,
@@ -171,13 +224,135 @@ pub async fn client_login(
             .authenticate_client(&key, secret.as_deref())?)
     })
     .await?;
-    let ok = client.is_some();
+    let who = client.as_ref().map(|c| c.name.clone());
+    audit_login(&state, AuditAction::ClientLogin, who, started).await?;
+    let client = client.ok_or_else(|| ApiError::unauthorized("invalid API key or secret"))?;
+    let ttl = state.config.api.token_ttl_s;
+    let (token, exp) = issue(
+        &state.jwt,
+        &client.client_id,
+        &client.name,
+        SCOPE_CLIENT,
+        ttl,
+    )?;
+    let expires_at = rfc3339_s(exp);
+    Ok(axum::Json(json!({
+        "jwt_token": token,
+        "access_token": token,
+        "token_type": "JWT",
+        "expires_in": ttl,
+        "expires_at": expires_at,
+        "client_id": client.client_id,
+        "client_name": client.name,
+    })))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct OperatorLogin {
+    #[serde(alias = "username")]
+    email: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Refresh {
+    refresh: String,
+}
+
+fn rfc3339_s(exp: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp))
+        .to_string()
+}
+
+fn operator_tokens(
+    state: &ApiState,
+    op: &crate::store::operators::Operator,
+) -> Result<serde_json::Value, ApiError> {
+    let cfg = &state.config.api;
+    let (access, exp) = issue(
+        &state.jwt,
+        &op.operator_id,
+        &op.email,
+        SCOPE_ADMIN,
+        cfg.token_ttl_s,
+    )?;
+    let (refresh, _) = issue(
+        &state.jwt,
+        &op.operator_id,
+        &op.email,
+        SCOPE_REFRESH,
+        cfg.refresh_ttl_s,
+    )?;
+    Ok(json!({
+        "access": access,
+        "refresh": refresh,
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": cfg.token_ttl_s,
+        "expires_at": rfc3339_s(exp),
+        "user": {
+            "id": op.operator_id,
+            "email": op.email,
+            "name": op.name,
+            "scope": SCOPE_ADMIN,
+            "is_staff": true,
+        },
+    }))
+}
+
+#[utoipa::path(post, path = "/api/auth/token/", tag = "auth", request_body = OperatorLogin,
+    responses((status = 200, description = "`{access, refresh, user}`: admin-scope tokens"),
+              (status = 401, description = "Wrong email or password", body = super::openapi::ErrorBody)))]
+/// Operator login: email + password to admin-scope access and refresh tokens (audited).
+pub async fn operator_login(
+    State(state): State<Arc<ApiState>>,
+    ApiJson(body): ApiJson<OperatorLogin>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let started = std::time::Instant::now();
+    let op = blocking(&state, move |s| {
+        Ok(s.store
+            .records()
+            .authenticate_operator(&body.email, &body.password)?)
+    })
+    .await?;
+    let who = op.as_ref().map(|o| format!("operator:{}", o.operator_id));
+    audit_login(&state, AuditAction::OperatorLogin, who, started).await?;
+    let op = op.ok_or_else(|| ApiError::unauthorized("invalid email or password"))?;
+    Ok(axum::Json(operator_tokens(&state, &op)?))
+}
+
+#[utoipa::path(post, path = "/api/auth/token/refresh/", tag = "auth", request_body = Refresh,
+    responses((status = 200, description = "New `{access, refresh, user}`"),
+              (status = 401, description = "Expired or not a refresh token", body = super::openapi::ErrorBody)))]
+/// New operator tokens for a refresh token, while the operator still exists.
+pub async fn operator_refresh(
+    State(state): State<Arc<ApiState>>,
+    ApiJson(body): ApiJson<Refresh>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let claims = verify(&state.jwt, body.refresh.trim())?;
+    if !claims.scope.split(' ').any(|s| s == SCOPE_REFRESH) {
+        return Err(ApiError::unauthorized("this is not a refresh token"));
+    }
+    let email = claims.name.clone();
+    let op = blocking(&state, move |s| Ok(s.store.records().operator(&email)?))
+        .await?
+        .filter(|o| o.operator_id == claims.sub)
+        .ok_or_else(|| ApiError::unauthorized("the operator no longer exists"))?;
+    Ok(axum::Json(operator_tokens(&state, &op)?))
+}
+
+/// The audit row of a login attempt: `who` logged in, or nobody did.
+async fn audit_login(
+    state: &Arc<ApiState>,
+    action: AuditAction,
+    who: Option<String>,
+    started: std::time::Instant,
+) -> Result<(), ApiError> {
+    let ok = who.is_some();
     let row = AuditRow {
         at_ms: now_ms(),
-        action: AuditAction::ClientLogin,
-        client: client
-            .as_ref()
-            .map_or_else(|| "unknown".to_owned(), |c| c.name.clone()),
+        action,
+        client: who.unwrap_or_else(|| "unknown".to_owned()),
         user_id: None,
         session_id: None,
         success: ok,
@@ -190,23 +365,9 @@ pub async fn client_login(
         confidence: None,
         processing_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
-    blocking(&state, move |s| Ok(s.store.records().audit(&row)?)).await?;
-    let client = client.ok_or_else(|| ApiError::unauthorized("invalid API key or secret"))?;
-    let ttl = state.config.api.token_ttl_s;
-    let (token, exp) = issue(&state.jwt, &client.client_id, &client.name, "client", ttl)?;
-    let expires_at = humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp),
-    )
-    .to_string();
-    Ok(axum::Json(json!({
-        "jwt_token": token,
-        "access_token": token,
-        "token_type": "JWT",
-        "expires_in": ttl,
-        "expires_at": expires_at,
-        "client_id": client.client_id,
-        "client_name": client.name,
-    })))
+    blocking(state, move |s| Ok(s.store.records().audit(&row)?))
+        .await
+        .map(|_| ())
 }
 
 /// A 403 unless the caller holds the operator `admin` scope.

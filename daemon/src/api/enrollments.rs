@@ -25,6 +25,7 @@ pub fn enrollment_json(e: &Enrollment) -> Value {
         "id": e.id,
         "enrollment_id": e.id,
         "user_id": e.user_id,
+        "client": e.client,
         "status": "completed",
         "quality_score": e.quality,
         "liveness_verified": e.liveness_verified,
@@ -34,13 +35,32 @@ pub fn enrollment_json(e: &Enrollment) -> Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
+/// A query-string value, percent-encoded (RFC 3986 unreserved characters kept).
+fn percent_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
     page: Option<usize>,
     page_size: Option<usize>,
     user_id: Option<String>,
+    /// Operators only: one client's enrollments (by name or id); default all.
+    client_id: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/auth/enrollments/", tag = "enrollments", params(ListQuery),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "`{count, next, previous, results[]}`")))]
+/// Enrollments of the caller (operators: all, or one client's), paginated.
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -51,10 +71,10 @@ pub async fn list(
         return Err(ApiError::bad_request("page starts at 1"));
     }
     let size = q.page_size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
-    let client = caller.client.clone();
     let user = q.user_id.clone();
+    let scope = super::analytics::resolve_tenant(&state, &caller, q.client_id.as_deref()).await?;
     let all = blocking(&state, move |s| {
-        let mut all = s.store.list(Some(&client))?;
+        let mut all = s.store.list(scope.as_deref())?;
         if let Some(u) = &user {
             all.retain(|e| &e.user_id == u);
         }
@@ -70,9 +90,11 @@ pub async fn list(
         .collect();
     let link = |p: usize| {
         let mut url = format!("/api/auth/enrollments/?page={p}&page_size={size}");
-        if let Some(u) = &q.user_id {
-            url.push_str("&user_id=");
-            url.push_str(&u.replace(['&', '=', '?', '#', ' '], "_"));
+        for (name, v) in [("user_id", &q.user_id), ("client_id", &q.client_id)] {
+            if let Some(v) = v {
+                url.push_str(&format!("&{name}="));
+                url.push_str(&percent_encode(v));
+            }
         }
         url
     };
@@ -87,10 +109,14 @@ pub async fn list(
 async fn own(state: &Arc<ApiState>, caller: &Caller, id: String) -> Result<Enrollment, ApiError> {
     let e = blocking(state, move |s| Ok(s.store.get(&id)?)).await?;
     // Another client's enrollment is as absent as a missing one.
-    e.filter(|e| e.client == caller.client)
+    e.filter(|e| caller.sees(&e.client))
         .ok_or_else(|| ApiError::not_found("no such enrollment"))
 }
 
+#[utoipa::path(get, path = "/api/auth/enrollments/{id}/", tag = "enrollments",
+    params(("id" = String, Path, description = "enrollment_id")), security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "One enrollment"), (status = 404, description = "No such enrollment (or another client's)")))]
+/// One enrollment.
 pub async fn get(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -99,8 +125,14 @@ pub async fn get(
     Ok(Json(enrollment_json(&own(&state, &caller, id).await?)))
 }
 
-/// Deletion erases the template from the records and the index and emits a revocation on
-/// the change feed. The contract reserves it to operators (admin scope).
+/// Delete an enrollment (operators only).
+///
+/// Erases the template from the records and the index and emits a revocation on the change
+/// feed. The contract reserves it to operators (admin scope).
+#[utoipa::path(delete, path = "/api/auth/enrollments/{id}/", tag = "enrollments",
+    params(("id" = String, Path, description = "enrollment_id")), security(("bearer" = [])),
+    responses((status = 200, description = "Erased from records and index; a revocation is queued for sync"),
+              (status = 403, description = "Needs an operator (admin) token"), (status = 404, description = "No such enrollment")))]
 pub async fn delete(
     State(state): State<Arc<ApiState>>,
     caller: Caller,

@@ -5,10 +5,14 @@
 //! error envelope; the server binds where configured (127.0.0.1 by default) and shuts down
 //! gracefully, saving the index snapshot.
 
+pub mod analytics;
 pub mod auth;
 pub mod enrollments;
 pub mod error;
 pub mod limits;
+pub mod metrics;
+pub mod openapi;
+pub mod payload;
 pub mod sessions;
 pub mod ws;
 
@@ -33,16 +37,24 @@ use error::ApiError;
 pub struct ApiConfig {
     /// Address to serve on; keep it on loopback unless a reverse proxy fronts the terminal.
     pub listen: SocketAddr,
-    /// Lifetime of client tokens, seconds.
+    /// Also serve on this Unix socket (mode 0660), for local clients managed by file access.
+    #[serde(default)]
+    pub unix_socket: Option<std::path::PathBuf>,
+    /// Lifetime of access tokens (clients and operators), seconds.
     pub token_ttl_s: u64,
+    /// Lifetime of operator refresh tokens, seconds.
+    pub refresh_ttl_s: u64,
     /// Largest request body (a 10 MB frame as base64 is ~13.4 MB).
     pub max_body_bytes: usize,
     /// A request taking longer than this is answered 503.
     pub request_timeout_s: u64,
     /// Requests in flight at once; more wait for a slot.
     pub max_concurrent_requests: usize,
-    /// Frames processed at once (blocking workers); a frame beyond them gets 429 at once.
+    /// Frames processed at once (blocking workers).
     pub frame_workers: usize,
+    /// Frames that may wait for a busy worker, and for how long (ms); beyond either, 429.
+    pub frame_queue: usize,
+    pub frame_queue_wait_ms: u64,
     /// Default session lifetime, seconds.
     pub session_ttl_s: u64,
     /// Per client: authentication sessions per hour, enrollment sessions per hour, frames per
@@ -62,7 +74,10 @@ pub struct ApiState {
     pub engine: crate::sessions::Engine,
     pub sessions: crate::sessions::Sessions,
     pub frame_slots: Arc<tokio::sync::Semaphore>,
+    /// Places to wait for a frame worker (`frame_queue`).
+    pub frame_queue: Arc<tokio::sync::Semaphore>,
     pub limits: limits::RateLimits,
+    pub metrics: metrics::Metrics,
 }
 
 /// Runs store work on the blocking pool and maps its errors to a logged 500.
@@ -78,6 +93,9 @@ where
         .map_err(ApiError::internal)
 }
 
+#[utoipa::path(get, path = "/health/", tag = "health",
+    responses((status = 200, description = "`{status, timestamp, services{store, index, models, cameras}}`")))]
+/// Daemon health: store, index, models, cameras.
 async fn health(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
     let enrollments = state.store.records().len();
     let index = state.store.index_len();
@@ -104,11 +122,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let api = Router::new()
         .route("/api/auth/client/", post(auth::client_login))
         .route("/api/core/auth/client/", post(auth::client_login))
+        .route("/api/auth/token/", post(auth::operator_login))
+        .route("/api/auth/token/refresh/", post(auth::operator_refresh))
         .route("/api/auth/enrollments/", get(enrollments::list))
         .route("/api/auth/enrollment/", post(sessions::create_enrollment))
         .route(
             "/api/auth/enrollment/process-frame/",
-            post(sessions::process_frame),
+            post(sessions::process_enrollment_frame),
         )
         .route(
             "/api/auth/authentication/",
@@ -116,7 +136,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route(
             "/api/auth/authentication/process-frame/",
-            post(sessions::process_frame),
+            post(sessions::process_authentication_frame),
         )
         .route("/api/auth/session/{token}/status/", get(sessions::status))
         .route(
@@ -126,12 +146,25 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/api/auth/enrollments/{id}/",
             get(enrollments::get).delete(enrollments::delete),
+        )
+        .route(
+            "/api/analytics/authentication-metrics/",
+            get(analytics::authentication_metrics),
+        )
+        .route(
+            "/api/analytics/system-metrics/",
+            get(analytics::system_metrics),
         );
     let timeout = Duration::from_secs(cfg.request_timeout_s.max(1));
+    let docs: Router<Arc<ApiState>> = utoipa_swagger_ui::SwaggerUi::new("/api/schema/swagger-ui")
+        .url("/api/schema/", openapi::document())
+        .into();
     Router::new()
         .route("/health/", get(health))
+        .route("/metrics", get(analytics::prometheus))
         .route("/ws/auth/process-image/{token}/", get(ws::upgrade))
         .merge(api)
+        .merge(docs)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .layer(
@@ -147,19 +180,124 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .timeout(timeout)
                 .concurrency_limit(cfg.max_concurrent_requests.max(1)),
         )
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-/// Serves until SIGINT/SIGTERM, then drains requests and saves the index snapshot.
+/// Request ids and request metrics: the caller's `X-Request-Id` (if sane) or a fresh one is
+/// echoed on the response and carried by the request's log span; status and latency are
+/// counted per route template (never the raw path, which may hold a session token).
+async fn observe(
+    State(state): State<Arc<ApiState>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument as _;
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(crate::store::records::new_token_id, str::to_owned);
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().clone();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        req.headers_mut().insert(REQUEST_ID, v);
+    }
+    let span = tracing::info_span!("request", id = %id, method = %method, route = %route);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    state.metrics.request(&route, status, seconds);
+    span.in_scope(|| tracing::debug!(status, ms = seconds * 1000.0, "answered"));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Serves until SIGINT/SIGTERM, then drains requests and saves the index snapshot. With a
+/// Unix socket configured, the same router answers there too.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> anyhow::Result<()> {
     let app = router(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let shutdown = tokio_util_like::Shutdown::new();
+    let unix = match &state.config.api.unix_socket {
+        Some(path) => Some(unix_listener(path)?),
+        None => None,
+    };
+    let tcp = axum::serve(listener, app.clone()).with_graceful_shutdown(shutdown.wait());
+    match unix {
+        Some((l, path)) => {
+            let u = axum::serve(l, app).with_graceful_shutdown(shutdown.wait());
+            let signal = async {
+                shutdown_signal().await;
+                shutdown.trigger();
+            };
+            let (a, b, ()) = tokio::join!(tcp, u, signal);
+            let _ = std::fs::remove_file(&path);
+            a?;
+            b?;
+        }
+        None => {
+            let signal = async {
+                shutdown_signal().await;
+                shutdown.trigger();
+            };
+            let (a, ()) = tokio::join!(tcp, signal);
+            a?;
+        }
+    }
     tracing::info!("shutting down: saving the index snapshot");
     let s = state.clone();
     tokio::task::spawn_blocking(move || s.store.save_snapshot()).await??;
     Ok(())
+}
+
+/// Binds the Unix socket (a stale file from a killed run is replaced), mode 0660.
+fn unix_listener(
+    path: &std::path::Path,
+) -> anyhow::Result<(tokio::net::UnixListener, std::path::PathBuf)> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!("{} is served by another process", path.display());
+    }
+    let _ = std::fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on the Unix socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    tracing::info!(path = %path.display(), "serving the API on a Unix socket");
+    Ok((l, path.to_owned()))
+}
+
+/// A one-shot broadcast: every waiter wakes when triggered.
+mod tokio_util_like {
+    #[derive(Debug, Clone)]
+    pub struct Shutdown(tokio::sync::watch::Sender<bool>);
+
+    impl Shutdown {
+        pub fn new() -> Shutdown {
+            Shutdown(tokio::sync::watch::channel(false).0)
+        }
+
+        pub fn trigger(&self) {
+            self.0.send_replace(true);
+        }
+
+        pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+            let mut rx = self.0.subscribe();
+            async move {
+                let _ = rx.wait_for(|v| *v).await;
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -20,7 +20,7 @@ use crate::pipeline::PipelineError;
 use crate::pipeline::decode::DecodeError;
 use crate::sessions::{FrameError, Kind, Status, rfc3339_ms};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct EnrollmentMeta {
     target_samples: Option<usize>,
     enable_quality_check: Option<bool>,
@@ -31,7 +31,7 @@ pub struct EnrollmentMeta {
     device_info: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateEnrollment {
     user_id: String,
     #[serde(default)]
@@ -41,7 +41,7 @@ pub struct CreateEnrollment {
     metadata: Option<EnrollmentMeta>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct AuthMeta {
     min_confidence: Option<f32>,
     max_frames: Option<u64>,
@@ -52,7 +52,7 @@ pub struct AuthMeta {
     required_blinks: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateAuthentication {
     #[serde(default)]
     user_id: Option<String>,
@@ -65,9 +65,10 @@ pub struct CreateAuthentication {
     metadata: Option<AuthMeta>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ProcessFrame {
     session_token: String,
+    /// A data URL (`data:image/jpeg;base64,...`) or bare base64 of a JPEG or PNG.
     frame_data: String,
 }
 
@@ -89,6 +90,11 @@ fn validate_user_id(user_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(post, path = "/api/auth/enrollment/", tag = "enrollment", request_body = CreateEnrollment,
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 201, description = "Session created: `session_token`, `websocket_url`, `config`"),
+              (status = 400, description = "Malformed JSON or frame", body = super::openapi::ErrorBody), (status = 401, description = "No, expired or forged token", body = super::openapi::ErrorBody), (status = 429, description = "Too many sessions this hour", body = super::openapi::ErrorBody)))]
+/// Start an enrollment session for `user_id` (liveness: blinks + head movement).
 pub async fn create_enrollment(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -97,7 +103,7 @@ pub async fn create_enrollment(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     validate_user_id(&body.user_id)?;
     state.limits.check(
-        &caller.client,
+        caller.tenant()?,
         Bucket::EnrollmentSessions,
         state.config.api.enrollment_sessions_per_hour,
         Duration::from_secs(3600),
@@ -113,8 +119,9 @@ pub async fn create_enrollment(
     };
     let blinks = meta.required_blinks.unwrap_or(1).min(10);
     let ttl = Duration::from_secs(state.config.api.session_ttl_s);
+    state.metrics.session_created("enrollment");
     let s = state.sessions.create(
-        &caller.client,
+        caller.tenant()?,
         Kind::Enrollment {
             user_id: body.user_id.clone(),
             target_samples: target,
@@ -148,6 +155,11 @@ pub async fn create_enrollment(
     ))
 }
 
+#[utoipa::path(post, path = "/api/auth/authentication/", tag = "authentication", request_body = CreateAuthentication,
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 201, description = "Session created: 1:1 with `user_id`, else 1:N"),
+              (status = 400, description = "Malformed JSON or frame", body = super::openapi::ErrorBody), (status = 401, description = "No, expired or forged token", body = super::openapi::ErrorBody), (status = 429, description = "Too many sessions this hour", body = super::openapi::ErrorBody)))]
+/// Start an authentication session: 1:1 with `user_id`, else 1:N over the client's enrollments.
 pub async fn create_authentication(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -158,7 +170,7 @@ pub async fn create_authentication(
         validate_user_id(u)?;
     }
     state.limits.check(
-        &caller.client,
+        caller.tenant()?,
         Bucket::AuthenticationSessions,
         state.config.api.authentication_sessions_per_hour,
         Duration::from_secs(3600),
@@ -184,9 +196,10 @@ pub async fn create_authentication(
         require_liveness,
     };
     let session_type = kind.type_name();
+    state.metrics.session_created(session_type);
     let s = state
         .sessions
-        .create(&caller.client, kind, &state.engine.liveness, ttl);
+        .create(caller.tenant()?, kind, &state.engine.liveness, ttl);
     let s = s.lock().unwrap_or_else(|p| p.into_inner());
     Ok((
         StatusCode::CREATED,
@@ -240,29 +253,78 @@ pub async fn run_frame(
         .sessions
         .get(client, token)
         .ok_or_else(|| ApiError::not_found("no such session"))?;
-    state.limits.check(
+    let kind = session
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .kind
+        .type_name();
+    let metrics = &state.metrics;
+    if let Err(e) = state.limits.check(
         client,
         Bucket::Frames,
         state.config.api.frames_per_minute,
         Duration::from_secs(60),
-    )?;
-    let permit = state.frame_slots.clone().try_acquire_owned().map_err(|_| {
+    ) {
+        metrics.frame(kind, "rate_limited", None);
+        return Err(e);
+    }
+    let shed = || {
+        metrics.frame(kind, "busy", None);
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "every frame worker is busy: frame dropped, send the next one",
         );
         e.retry_after_s = Some(1);
         e
-    })?;
+    };
+    // A free worker, else one of `frame_queue` places to wait at most `frame_queue_wait_ms`
+    // for one, else shed at once: frames in memory are bounded by workers + queue.
+    let permit = match state.frame_slots.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => {
+            let _place = state
+                .frame_queue
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| shed())?;
+            let wait = Duration::from_millis(state.config.api.frame_queue_wait_ms);
+            match tokio::time::timeout(wait, state.frame_slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => return Err(shed()),
+            }
+        }
+    };
     let st = state.clone();
     let result = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut s = session.lock().unwrap_or_else(|p| p.into_inner());
-        s.process(&st.engine, &st.store, &bytes)
+        let r = s.process(&st.engine, &st.store, &bytes);
+        let outcome = match &r {
+            Ok(_) => "processed",
+            Err(FrameError::NotActive(_)) => "session_closed",
+            Err(FrameError::Image(_)) => "bad_image",
+            Err(FrameError::Internal(_)) => "error",
+        };
+        st.metrics.frame(kind, outcome, s.last_costs.as_ref());
+        r
     })
     .await
     .map_err(ApiError::internal)?;
-    result.map_err(|e| match e {
+    if let Ok(r) = &result
+        && r["session_status"] != "in_progress"
+    {
+        let why = if r["success"] == true {
+            if kind == "enrollment" {
+                "completed"
+            } else {
+                "authenticated"
+            }
+        } else {
+            r["reason"].as_str().unwrap_or("failed")
+        };
+        metrics.decision(kind, why);
+    }
+    let mut result = result.map_err(|e| match e {
         FrameError::NotActive(Status::Expired) => {
             ApiError::new(StatusCode::GONE, "the session has expired")
                 .with_details(json!({"reason": "session_expired"}))
@@ -282,20 +344,65 @@ pub async fn run_frame(
         )) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, d.to_string()),
         FrameError::Image(e) => ApiError::bad_request(e.to_string()),
         FrameError::Internal(e) => ApiError::internal(e),
-    })
+    })?;
+    if let Some(summary) = super::payload::summary(&result, token) {
+        let client = client.to_owned();
+        result["encrypted_data"] = super::blocking(state, move |s| {
+            let Some(c) = s.store.records().client_by_name(&client)? else {
+                return Ok(Value::Null);
+            };
+            super::payload::seal(&c, summary.to_string().as_bytes())
+        })
+        .await?;
+    }
+    Ok(result)
 }
 
-pub async fn process_frame(
+#[utoipa::path(post, path = "/api/auth/enrollment/process-frame/", tag = "enrollment", request_body = ProcessFrame,
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "Progress, or completion with `enrollment_id` and `encrypted_data`"),
+              (status = 400, description = "Malformed JSON or frame", body = super::openapi::ErrorBody), (status = 401, description = "No, expired or forged token", body = super::openapi::ErrorBody), (status = 404, description = "No such session"), (status = 409, description = "The session has ended"),
+              (status = 410, description = "The session has expired"), (status = 413, description = "Frame over 10 MB"),
+              (status = 429, description = "Frame budget or workers exhausted (Retry-After)")))]
+/// Send one frame to an enrollment session.
+pub async fn process_enrollment_frame(
+    state: State<Arc<ApiState>>,
+    caller: Caller,
+    body: ApiJson<ProcessFrame>,
+) -> Result<Json<Value>, ApiError> {
+    process_frame(state, caller, body).await
+}
+
+#[utoipa::path(post, path = "/api/auth/authentication/process-frame/", tag = "authentication", request_body = ProcessFrame,
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "`authenticated` with `confidence` and `user_id`, or a failure `reason`"),
+              (status = 400, description = "Malformed JSON or frame", body = super::openapi::ErrorBody), (status = 401, description = "No, expired or forged token", body = super::openapi::ErrorBody), (status = 404, description = "No such session"), (status = 409, description = "The session has ended"),
+              (status = 410, description = "The session has expired"), (status = 413, description = "Frame over 10 MB"),
+              (status = 429, description = "Frame budget or workers exhausted (Retry-After)")))]
+/// Send one frame to an authentication session.
+pub async fn process_authentication_frame(
+    state: State<Arc<ApiState>>,
+    caller: Caller,
+    body: ApiJson<ProcessFrame>,
+) -> Result<Json<Value>, ApiError> {
+    process_frame(state, caller, body).await
+}
+
+async fn process_frame(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     ApiJson(body): ApiJson<ProcessFrame>,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = frame_bytes(&body.frame_data, state.config.limits.max_image_bytes)?;
     Ok(Json(
-        run_frame(&state, &caller.client, &body.session_token, bytes).await?,
+        run_frame(&state, caller.tenant()?, &body.session_token, bytes).await?,
     ))
 }
 
+#[utoipa::path(get, path = "/api/auth/session/{token}/status/", tag = "sessions",
+    params(("token" = String, Path, description = "session_token")), security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "Status, progress, last activity"), (status = 404, description = "No such session")))]
+/// Status and progress of a session.
 pub async fn status(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -303,12 +410,16 @@ pub async fn status(
 ) -> Result<Json<Value>, ApiError> {
     let s = state
         .sessions
-        .get(&caller.client, &token)
+        .get(caller.tenant()?, &token)
         .ok_or_else(|| ApiError::not_found("no such session"))?;
     let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
     Ok(Json(s.status_json()))
 }
 
+#[utoipa::path(delete, path = "/api/auth/session/{token}/", tag = "sessions",
+    params(("token" = String, Path, description = "session_token")), security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "`{success, message}`"), (status = 404, description = "No such session")))]
+/// Cancel a session.
 pub async fn cancel(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -316,9 +427,15 @@ pub async fn cancel(
 ) -> Result<Json<Value>, ApiError> {
     let s = state
         .sessions
-        .get(&caller.client, &token)
+        .get(caller.tenant()?, &token)
         .ok_or_else(|| ApiError::not_found("no such session"))?;
-    let cancelled = s.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+    let (cancelled, kind) = {
+        let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+        (s.cancel(), s.kind.type_name())
+    };
+    if cancelled {
+        state.metrics.decision(kind, "cancelled");
+    }
     Ok(Json(json!({
         "success": cancelled,
         "message": if cancelled { "session cancelled" } else { "the session had already ended" },

@@ -18,6 +18,10 @@ use super::error::ApiError;
 use super::sessions::{frame_bytes, run_frame};
 use crate::sessions::Status;
 
+#[utoipa::path(get, path = "/ws/auth/process-image/{token}/", tag = "sessions",
+    params(("token" = String, Path, description = "session_token")),
+    responses((status = 101, description = "WebSocket: send `{type:\"frame\", image}`, `{type:\"process_frame\", frame_data}` or binary JPEG; receive `frame_processed`, `enrollment_progress`, `frame_rejected`, `liveness_instruction`, `enrollment_complete`, `authentication_complete` / `authentication_result`, `error`, `pong`. Close 1000 done, 1008 bad token, 4429 frame budget.")))]
+/// The session's WebSocket: frames in, progress, instructions and the result out.
 pub async fn upgrade(
     State(state): State<Arc<ApiState>>,
     Path(token): Path<String>,
@@ -106,7 +110,9 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
                         continue;
                     }
                     Some("cancel") => {
-                        session.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+                        if session.lock().unwrap_or_else(|p| p.into_inner()).cancel() {
+                            state.metrics.decision(kind, "cancelled");
+                        }
                         send(
                             &mut socket,
                             &json!({"type": "session_cancelled", "message": "session cancelled"}),

@@ -80,6 +80,20 @@ pub struct Session {
     track: Option<u64>,
     /// The completion payload once the session has ended.
     pub outcome: Option<Value>,
+    /// What the last processed frame cost, per stage (for `/metrics`).
+    pub last_costs: Option<FrameCosts>,
+}
+
+/// Per-stage cost of one frame through a session, milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct FrameCosts {
+    pub decode_ms: f64,
+    pub stages: crate::pipeline::stream::StageCosts,
+    /// Alignment, embedding and quality of the main face.
+    pub embed_ms: f64,
+    /// Everything after: matching, decision, audit.
+    pub decide_ms: f64,
+    pub total_ms: f64,
 }
 
 /// Shared by all sessions.
@@ -133,6 +147,7 @@ impl Sessions {
             liveness_passed: false,
             track: None,
             outcome: None,
+            last_costs: None,
         }));
         let token = lock(&s).token.clone();
         lock(&self.map).insert(token, s.clone());
@@ -163,12 +178,17 @@ impl Sessions {
     }
 
     pub fn active(&self) -> usize {
+        self.active_for(None)
+    }
+
+    /// Sessions in progress, of one client or of all.
+    pub fn active_for(&self, client: Option<&str>) -> usize {
         lock(&self.map)
             .values()
             .filter(|s| {
                 let mut s = lock(s);
                 s.expire_if_due();
-                s.status == Status::Active
+                s.status == Status::Active && client.is_none_or(|c| s.client == c)
             })
             .count()
     }
@@ -238,24 +258,37 @@ impl Session {
         }
         let started = Instant::now();
         self.last_activity_ms = now_ms();
+        self.last_costs = None;
         let img = engine.pipeline.decode(bytes).map_err(FrameError::Image)?;
+        let mut costs = FrameCosts {
+            decode_ms: started.elapsed().as_secs_f64() * 1000.0,
+            ..FrameCosts::default()
+        };
         self.frames += 1;
         let t_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let report = self
             .stream
             .process(&engine.pipeline, &engine.live, &img, t_ms)
             .map_err(|e| FrameError::Internal(e.to_string()))?;
+        costs.stages = report.costs;
         let Some(main) = report.faces.first() else {
-            return Ok(self.frame_result(engine, store, None, started));
+            let decided = Instant::now();
+            let out = self.frame_result(engine, store, None, started);
+            costs.decide_ms = decided.elapsed().as_secs_f64() * 1000.0;
+            costs.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.last_costs = Some(costs);
+            return Ok(out);
         };
         let multiple = report
             .faces
             .get(1)
             .is_some_and(|second| second.face.area() > 0.6 * main.face.area());
+        let embedding_started = Instant::now();
         let analysis = engine
             .pipeline
             .analyze(&img, &main.face)
             .map_err(|e| FrameError::Internal(e.to_string()))?;
+        costs.embed_ms = embedding_started.elapsed().as_secs_f64() * 1000.0;
         if self.track != Some(main.track) {
             self.track = Some(main.track);
             self.samples.clear();
@@ -273,7 +306,12 @@ impl Session {
             multiple,
             embedding: analysis.embedding.as_slice().to_vec(),
         };
-        Ok(self.frame_result(engine, store, Some(view), started))
+        let decided = Instant::now();
+        let out = self.frame_result(engine, store, Some(view), started);
+        costs.decide_ms = decided.elapsed().as_secs_f64() * 1000.0;
+        costs.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.last_costs = Some(costs);
+        Ok(out)
     }
 
     fn frame_result(
@@ -397,6 +435,7 @@ impl Session {
                 let mut out = self.progress(Some(&v), Some(&decision), "Enrollment completed");
                 out["session_status"] = json!("completed");
                 out["enrollment_id"] = json!(e.id);
+                out["user_id"] = json!(e.user_id);
                 out["liveness_verified"] = json!(true);
                 self.outcome = Some(out.clone());
                 out

@@ -2,15 +2,36 @@
 //!
 //! Invariant: the API secret is shown once at creation and stored only as an Argon2id hash
 //! inside a sealed record; API keys are looked up through an HMAC, never stored in clear.
+//! The keys of a client's `encrypted_data` payloads (SHA-256 of its secret, and of its API
+//! key for the reference's AES-256-CBC) are kept inside the same sealed record.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use zeroize::Zeroizing;
 
+use super::operators::{hash_secret, verify_secret};
 use super::records::{RecordError, Records, aad, new_id, now_ms};
+
+/// How a client's `encrypted_data` payloads are sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum PayloadAlgorithm {
+    /// AES-256-GCM, key SHA-256(api_secret): nonce || ciphertext || tag.
+    #[default]
+    Aes256Gcm,
+    /// The reference service's AES-256-CBC, key SHA-256(api_key): IV || ciphertext (PKCS7).
+    Aes256Cbc,
+}
+
+impl PayloadAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadAlgorithm::Aes256Gcm => "AES-256-GCM",
+            PayloadAlgorithm::Aes256Cbc => "AES-256-CBC",
+        }
+    }
+}
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Client {
@@ -19,6 +40,20 @@ pub struct Client {
     /// Argon2id PHC string of the API secret.
     secret_hash: String,
     pub created_ms: u64,
+    pub payload_algorithm: PayloadAlgorithm,
+    /// SHA-256(api_secret) and SHA-256(api_key): the `encrypted_data` keys.
+    secret_digest: [u8; 32],
+    key_digest: [u8; 32],
+}
+
+impl Client {
+    /// The key sealing this client's `encrypted_data` payloads with its algorithm.
+    pub fn payload_key(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(match self.payload_algorithm {
+            PayloadAlgorithm::Aes256Gcm => self.secret_digest,
+            PayloadAlgorithm::Aes256Cbc => self.key_digest,
+        })
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -51,6 +86,10 @@ pub enum ClientError {
     Exists(String),
     #[error("client names are 1-64 characters of letters, digits, '-', '_' or '.'")]
     BadName,
+    #[error("an operator's email must look like name@domain")]
+    BadEmail,
+    #[error("an operator's password must have at least {0} characters")]
+    WeakPassword(usize),
     #[error("hashing the API secret failed: {0}")]
     Hash(String),
     #[error(transparent)]
@@ -73,25 +112,25 @@ impl Records {
     }
 
     /// Creates a client with a fresh API key and secret; durable when it returns.
-    pub fn add_client(&self, name: &str) -> Result<NewClient, ClientError> {
+    pub fn add_client(
+        &self,
+        name: &str,
+        payload_algorithm: PayloadAlgorithm,
+    ) -> Result<NewClient, ClientError> {
         let valid = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
         if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
             return Err(ClientError::BadName);
         }
         let api_key = format!("fgk_{}", random_hex(16)?);
         let api_secret = Zeroizing::new(format!("fgs_{}", random_hex(32)?));
-        let mut salt = [0u8; 16];
-        getrandom::fill(&mut salt).map_err(|e| ClientError::Hash(e.to_string()))?;
-        let salt = SaltString::encode_b64(&salt).map_err(|e| ClientError::Hash(e.to_string()))?;
-        let secret_hash = Argon2::default()
-            .hash_password(api_secret.as_bytes(), &salt)
-            .map_err(|e| ClientError::Hash(e.to_string()))?
-            .to_string();
         let client = Client {
             client_id: new_id(),
             name: name.to_owned(),
-            secret_hash,
+            secret_hash: hash_secret(api_secret.as_bytes())?,
             created_ms: now_ms(),
+            payload_algorithm,
+            secret_digest: Sha256::digest(api_secret.as_bytes()).into(),
+            key_digest: Sha256::digest(api_key.as_bytes()).into(),
         };
         let plain = Zeroizing::new(
             postcard::to_stdvec(&client).map_err(|e| ClientError::Hash(e.to_string()))?,
@@ -158,13 +197,15 @@ impl Records {
         let Some(secret) = secret else {
             return Ok(Some(client));
         };
-        let ok = PasswordHash::new(&client.secret_hash)
-            .map(|h| {
-                Argon2::default()
-                    .verify_password(secret.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false);
+        let ok = verify_secret(secret.as_bytes(), &client.secret_hash);
         Ok(ok.then_some(client))
+    }
+
+    /// The client with this name (the tenant key sessions and enrollments carry).
+    pub fn client_by_name(&self, name: &str) -> Result<Option<Client>, RecordError> {
+        let Some(id) = self.api_keys.get(self.name_slot(name))? else {
+            return Ok(None);
+        };
+        self.client(&String::from_utf8_lossy(&id))
     }
 }

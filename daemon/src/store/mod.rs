@@ -10,6 +10,7 @@ pub mod clients;
 pub mod crypto;
 pub mod index;
 pub mod keys;
+pub mod operators;
 pub mod records;
 
 use std::os::unix::fs::DirBuilderExt;

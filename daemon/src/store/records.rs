@@ -23,7 +23,7 @@ const META_LABEL: &[u8] = b"next_label";
 const META_DATA_KEY_PREV: &[u8] = b"data_key_prev";
 const META_LOOKUP_KEY: &[u8] = b"lookup_key";
 /// Trees whose values are sealed with the data key (and so re-sealed by a rotation).
-const SEALED_TREES: [&str; 4] = ["enrollments", "feed", "clients", "audit"];
+const SEALED_TREES: [&str; 5] = ["enrollments", "feed", "clients", "audit", "operators"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -169,6 +169,7 @@ pub struct Records {
     pub(super) clients: sled::Tree,
     pub(super) api_keys: sled::Tree,
     audit: sled::Tree,
+    pub(super) operators: sled::Tree,
     pub(super) keyring: Keyring,
     pub(super) user_key: [u8; 32],
 }
@@ -215,6 +216,7 @@ impl Records {
         let clients = db.open_tree("clients")?;
         let api_keys = db.open_tree("api_keys")?;
         let audit = db.open_tree("audit")?;
+        let operators = db.open_tree("operators")?;
         let data_key = match meta.get(META_DATA_KEY)? {
             Some(wrapped) => keys::unwrap_data_key(master, source, &wrapped)?,
             None => {
@@ -259,6 +261,7 @@ impl Records {
             clients,
             api_keys,
             audit,
+            operators,
             keyring: Keyring::new(data_key, previous),
             user_key: *lookup_key.as_bytes(),
         })

@@ -215,12 +215,23 @@ pub fn delete(store: &Store, client: &str, enrollment_id: &str) -> anyhow::Resul
     }
 }
 
-pub fn add_client(store: &Store, name: &str, json: bool) -> anyhow::Result<()> {
-    let new = store.records().add_client(name)?;
+pub fn add_client(
+    store: &Store,
+    name: &str,
+    payload: crate::cli::PayloadEncryption,
+    json: bool,
+) -> anyhow::Result<()> {
+    use crate::store::clients::PayloadAlgorithm;
+    let algorithm = match payload {
+        crate::cli::PayloadEncryption::Aes256Gcm => PayloadAlgorithm::Aes256Gcm,
+        crate::cli::PayloadEncryption::Aes256Cbc => PayloadAlgorithm::Aes256Cbc,
+    };
+    let new = store.records().add_client(name, algorithm)?;
     if json {
         return super::print_json(&json!({
             "client_id": new.client.client_id,
             "name": new.client.name,
+            "payload_encryption": algorithm.as_str(),
             "api_key": new.api_key,
             "api_secret": new.api_secret.as_str(),
         }));
@@ -231,6 +242,17 @@ pub fn add_client(store: &Store, name: &str, json: bool) -> anyhow::Result<()> {
     println!(
         "The secret is stored only as an Argon2id hash: keep it now, it cannot be shown again."
     );
+    Ok(())
+}
+
+/// `facegate operators set EMAIL`: the password comes from the first line of stdin, so it
+/// appears in no process list or shell history.
+pub fn set_operator(store: &Store, email: &str, name: &str) -> anyhow::Result<()> {
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    let op = store.records().set_operator(email, name, password)?;
+    println!("operator {} ({})", op.email, op.operator_id);
     Ok(())
 }
 

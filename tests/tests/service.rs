@@ -1,0 +1,275 @@
+#![allow(clippy::unwrap_used)]
+//! The service around the sessions, against the real binary: request ids, the OpenAPI
+//! document and Swagger UI, the optional Unix socket, and WebSocket frames that are too big
+//! or corrupt (the session and the daemon go on).
+
+use std::io::{Read, Write};
+
+use facegate_blackbox::{Daemon, cli_json, tempdir, ws_next as next};
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+#[test]
+fn request_ids_openapi_and_swagger_ui() {
+    let dir = tempdir("service");
+    let d = Daemon::start(&dir, &[]);
+    let (s, headers, _) = d.get_text("/health/", &[("X-Request-Id", "door-7f3a")]);
+    let id = |hs: &[(String, String)]| {
+        hs.iter()
+            .find(|(k, _)| k == "x-request-id")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!((s, id(&headers).as_deref()), (200, Some("door-7f3a")));
+    let (_, headers, _) = d.get_text("/no/such/route", &[]);
+    let fresh = id(&headers).expect("a generated request id");
+    assert!(fresh.len() >= 16, "{fresh}");
+    // An unprintable or huge id is replaced, not echoed.
+    let long = "x".repeat(300);
+    let (_, headers, _) = d.get_text("/health/", &[("X-Request-Id", &long)]);
+    assert_ne!(id(&headers).as_deref(), Some(long.as_str()));
+
+    // OpenAPI 3 generated from the handlers: every route of the contract is described.
+    let (s, v) = d.get("/api/schema/", None);
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        v["openapi"]
+    );
+    let paths = v["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/auth/client/", "post"),
+        ("/api/auth/token/", "post"),
+        ("/api/auth/token/refresh/", "post"),
+        ("/api/auth/enrollment/", "post"),
+        ("/api/auth/enrollment/process-frame/", "post"),
+        ("/api/auth/authentication/", "post"),
+        ("/api/auth/authentication/process-frame/", "post"),
+        ("/api/auth/session/{token}/status/", "get"),
+        ("/api/auth/session/{token}/", "delete"),
+        ("/api/auth/enrollments/", "get"),
+        ("/api/auth/enrollments/{id}/", "get"),
+        ("/api/auth/enrollments/{id}/", "delete"),
+        ("/api/analytics/authentication-metrics/", "get"),
+        ("/api/analytics/system-metrics/", "get"),
+        ("/ws/auth/process-image/{token}/", "get"),
+        ("/health/", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is not in the OpenAPI document"
+        );
+    }
+    let schemas = &v["components"]["schemas"];
+    for name in [
+        "CreateEnrollment",
+        "ProcessFrame",
+        "ClientLogin",
+        "OperatorLogin",
+        "ErrorBody",
+    ] {
+        assert!(schemas.get(name).is_some(), "schema {name} missing");
+    }
+    assert_eq!(
+        v["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    // Swagger UI: the page and its script are served from the binary.
+    let (s, _, html) = d.get_text("/api/schema/swagger-ui/", &[]);
+    assert_eq!(s, 200);
+    assert!(html.contains("swagger-ui"), "{html}");
+    let (s, _, js) = d.get_text("/api/schema/swagger-ui/swagger-ui-bundle.js", &[]);
+    assert!(s == 200 && js.len() > 100_000, "{s} {}", js.len());
+    let (s, _, init) = d.get_text("/api/schema/swagger-ui/swagger-initializer.js", &[]);
+    assert!(s == 200 && init.contains("/api/schema/"), "{init}");
+    drop(d);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// One HTTP/1.1 request over a Unix socket; the status and the body.
+fn unix_get(path: &std::path::Path, uri: &str) -> (u16, String) {
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    write!(
+        s,
+        "GET {uri} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        raw.split("\r\n\r\n").nth(1).unwrap_or("").to_owned(),
+    )
+}
+
+#[test]
+fn the_unix_socket_serves_the_same_api() {
+    let dir = tempdir("unix");
+    let sock = dir.join("api.sock");
+    let config = dir.join("unix.toml");
+    std::fs::write(
+        &config,
+        format!("[api]\nunix_socket = \"{}\"\n", sock.display()),
+    )
+    .unwrap();
+    // A stale socket file left by a killed daemon does not stop the start.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let d = Daemon::start_with(&dir, &[], &["--config", config.to_str().unwrap()]);
+    let (s, body) = unix_get(&sock, "/health/");
+    assert_eq!(s, 200, "{body}");
+    let mode = std::fs::metadata(&sock).unwrap().permissions();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(mode.mode() & 0o777, 0o660);
+    let (s, body) = unix_get(&sock, "/api/auth/enrollments/");
+    assert_eq!(s, 401, "the socket is no way around authentication: {body}");
+    // Another daemon cannot take a socket in use.
+    let other = std::process::Command::new(facegate_blackbox::binary())
+        .args(["--data-dir", dir.join("other").to_str().unwrap()])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("served by another process"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    assert!(d.stop().success());
+    assert!(!sock.exists(), "the socket file is removed at shutdown");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn oversized_and_corrupt_websocket_frames() {
+    let dir = tempdir("wsbad");
+    let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    let d = Daemon::start(&dir, &[]);
+    let auth = d.login(&a);
+    let (_, v) = d.post(
+        "/api/auth/authentication/",
+        Some(("Authorization", &auth)),
+        &json!({}),
+    );
+    let token = v["session_token"].as_str().unwrap().to_owned();
+    let mut sock = d.ws(&token);
+    assert_eq!(next(&mut sock).unwrap()["type"], "connection_established");
+    // Corrupt JPEG bytes and a text frame that is not base64: an `error` each, session goes on.
+    sock.send(Message::binary(b"\xff\xd8\xff\xe0 not a jpeg".to_vec()))
+        .unwrap();
+    let m = next(&mut sock).unwrap();
+    assert_eq!(
+        (m["type"].as_str(), m["code"].as_u64()),
+        (Some("error"), Some(400)),
+        "{m}"
+    );
+    sock.send(Message::text(
+        json!({"type": "frame", "image": "***"}).to_string(),
+    ))
+    .unwrap();
+    assert_eq!(next(&mut sock).unwrap()["error"], "invalid_request");
+    sock.send(Message::text(json!({"type": "ping"}).to_string()))
+        .unwrap();
+    assert_eq!(next(&mut sock).unwrap()["type"], "pong");
+    // 20 MB in one message: beyond the message limit, the socket is closed (1009 "too big"),
+    // nothing is buffered past the limit, and the daemon serves on.
+    let _ = sock.send(Message::binary(vec![0u8; 20 * 1024 * 1024]));
+    let closed = next(&mut sock);
+    assert!(matches!(closed, Err(1009 | 1006)), "{closed:?}");
+    let (s, _) = d.get("/health/", None);
+    assert_eq!(s, 200);
+    let (s, st) = d.get(
+        &format!("/api/auth/session/{token}/status/"),
+        Some(("Authorization", &auth)),
+    );
+    assert_eq!((s, st["status"].as_str()), (200, Some("active")), "{st}");
+    drop(d);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn frames_beyond_the_workers_are_shed_with_429_not_queued() {
+    let dir = tempdir("shed");
+    let config = dir.join("shed.toml");
+    std::fs::write(
+        &config,
+        "[api]\nframe_workers = 1\nframe_queue = 0\nframes_per_minute = 100000\n",
+    )
+    .unwrap();
+    let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    let d = Daemon::start_with(&dir, &[], &["--config", config.to_str().unwrap()]);
+    let auth = d.login(&a);
+    let jpeg = std::fs::read(facegate_blackbox::data("video/pexels_eyes_hand/0100.jpg")).unwrap();
+    let frame = {
+        use base64::Engine as _;
+        format!(
+            "data:image/jpeg;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(jpeg)
+        )
+    };
+    let tokens: Vec<String> = (0..6)
+        .map(|_| {
+            let (_, v) = d.post(
+                "/api/auth/authentication/",
+                Some(("Authorization", &auth)),
+                &json!({"metadata": {"max_frames": 100}}),
+            );
+            v["session_token"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // Six sessions send a frame at the same instant to one worker with no queue: whoever
+    // finds it busy is refused at once; a few rounds so the race cannot hide it.
+    let (mut ok, mut shed) = (0, 0);
+    for _ in 0..5 {
+        let barrier = std::sync::Barrier::new(tokens.len());
+        let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+            let handles: Vec<_> = tokens
+                .iter()
+                .map(|t| {
+                    let (d, auth, frame, barrier) = (&d, &auth, &frame, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        d.post(
+                            "/api/auth/authentication/process-frame/",
+                            Some(("Authorization", auth)),
+                            &json!({"session_token": t, "frame_data": frame}),
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (s, v) in answers {
+            match s {
+                200 => ok += 1,
+                429 => {
+                    assert_eq!(v["error"], "rate_limit_exceeded", "{v}");
+                    assert!(v["message"].as_str().unwrap().contains("busy"), "{v}");
+                    shed += 1;
+                }
+                other => panic!("{other}: {v}"),
+            }
+        }
+        if shed > 0 && ok > 0 {
+            break;
+        }
+    }
+    assert!(ok > 0 && shed > 0, "ok {ok}, shed {shed}");
+    let (_, _, text) = d.get_text("/metrics", &[]);
+    assert!(
+        text.contains(&format!(
+            "facegate_frames_total{{kind=\"identification\",outcome=\"busy\"}} {shed}"
+        )),
+        "{text}"
+    );
+    assert_eq!(d.get("/health/", None).0, 200);
+    drop(d);
+    std::fs::remove_dir_all(dir).unwrap();
+}
