@@ -273,3 +273,41 @@ fn frames_beyond_the_workers_are_shed_with_429_not_queued() {
     drop(d);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn failed_logins_are_limited_per_minute() {
+    let dir = tempdir("logins");
+    let config = dir.join("logins.toml");
+    std::fs::write(&config, "[api]\nfailed_logins_per_minute = 3\n").unwrap();
+    let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    let out = facegate_blackbox::cli_stdin(
+        &dir,
+        &["operators", "set", "admin@example.org"],
+        "a long operator password\n",
+    );
+    assert!(out.status.success());
+    let d = Daemon::start_with(&dir, &[], &["--config", config.to_str().unwrap()]);
+    let login = |password: &str| {
+        d.post(
+            "/api/auth/token/",
+            None,
+            &json!({"email": "admin@example.org", "password": password}),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(login("guess guess guess").0, 401);
+    }
+    // The minute's failures are used up: even the right password waits (429, Retry-After).
+    let (s, v) = login("a long operator password");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (429, Some("rate_limit_exceeded")),
+        "{v}"
+    );
+    assert!(v["details"]["retry_after_s"].as_u64().unwrap() >= 1, "{v}");
+    // Client logins are a separate budget.
+    let auth = d.login(&a);
+    assert!(auth.starts_with("Bearer "));
+    drop(d);
+    std::fs::remove_dir_all(dir).unwrap();
+}

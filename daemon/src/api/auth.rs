@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::{ApiError, ApiJson};
+use super::limits::Bucket;
 use super::{ApiState, blocking};
 use crate::store::records::{AuditAction, AuditRow, now_ms};
 
@@ -216,6 +217,7 @@ pub async fn client_login(
     ApiJson(body): ApiJson<ClientLogin>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let started = std::time::Instant::now();
+    login_gate(&state, Bucket::FailedClientLogins)?;
     let key = body.api_key.clone();
     let secret = body.api_secret.clone();
     let client = blocking(&state, move |s| {
@@ -225,7 +227,14 @@ pub async fn client_login(
     })
     .await?;
     let who = client.as_ref().map(|c| c.name.clone());
-    audit_login(&state, AuditAction::ClientLogin, who, started).await?;
+    audit_login(
+        &state,
+        AuditAction::ClientLogin,
+        Bucket::FailedClientLogins,
+        who,
+        started,
+    )
+    .await?;
     let client = client.ok_or_else(|| ApiError::unauthorized("invalid API key or secret"))?;
     let ttl = state.config.api.token_ttl_s;
     let (token, exp) = issue(
@@ -309,6 +318,7 @@ pub async fn operator_login(
     ApiJson(body): ApiJson<OperatorLogin>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let started = std::time::Instant::now();
+    login_gate(&state, Bucket::FailedOperatorLogins)?;
     let op = blocking(&state, move |s| {
         Ok(s.store
             .records()
@@ -316,7 +326,14 @@ pub async fn operator_login(
     })
     .await?;
     let who = op.as_ref().map(|o| format!("operator:{}", o.operator_id));
-    audit_login(&state, AuditAction::OperatorLogin, who, started).await?;
+    audit_login(
+        &state,
+        AuditAction::OperatorLogin,
+        Bucket::FailedOperatorLogins,
+        who,
+        started,
+    )
+    .await?;
     let op = op.ok_or_else(|| ApiError::unauthorized("invalid email or password"))?;
     Ok(axum::Json(operator_tokens(&state, &op)?))
 }
@@ -341,14 +358,27 @@ pub async fn operator_refresh(
     Ok(axum::Json(operator_tokens(&state, &op)?))
 }
 
-/// The audit row of a login attempt: `who` logged in, or nobody did.
+const LOGIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// 429 while this minute's failed logins of the kind are used up.
+fn login_gate(state: &ApiState, bucket: Bucket) -> Result<(), ApiError> {
+    let limit = state.config.api.failed_logins_per_minute;
+    state.limits.full("logins", bucket, limit, LOGIN_WINDOW)
+}
+
+/// The audit row of a login attempt: `who` logged in, or nobody did (a failure counts
+/// against the login limit).
 async fn audit_login(
     state: &Arc<ApiState>,
     action: AuditAction,
+    bucket: Bucket,
     who: Option<String>,
     started: std::time::Instant,
 ) -> Result<(), ApiError> {
     let ok = who.is_some();
+    if !ok {
+        state.limits.count("logins", bucket, LOGIN_WINDOW);
+    }
     let row = AuditRow {
         at_ms: now_ms(),
         action,

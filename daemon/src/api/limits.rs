@@ -1,6 +1,9 @@
 //! Per-client rate limits (the contract's defaults: authentication sessions 100/h, enrollment
 //! sessions 20/h, frames 1000/min), fixed windows, answered 429 with Retry-After.
 //!
+//! Failed logins (client and operator, each a bucket of its own for the whole terminal: every
+//! caller is local) are limited too, so a password cannot be guessed at Argon2's pace.
+//!
 //! Invariant: a limit counts only the calling client's requests; a refused request does not
 //! count.
 
@@ -18,6 +21,8 @@ pub enum Bucket {
     AuthenticationSessions,
     EnrollmentSessions,
     Frames,
+    FailedClientLogins,
+    FailedOperatorLogins,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +38,33 @@ impl RateLimits {
         bucket: Bucket,
         limit: u32,
         window: Duration,
+    ) -> Result<(), ApiError> {
+        self.admit(client, bucket, limit, window, true)
+    }
+
+    /// Refuses when `bucket` is full, without counting (see `count`).
+    pub fn full(
+        &self,
+        client: &str,
+        bucket: Bucket,
+        limit: u32,
+        window: Duration,
+    ) -> Result<(), ApiError> {
+        self.admit(client, bucket, limit, window, false)
+    }
+
+    /// Counts one event in `bucket` (e.g. a failed login), whatever the limit.
+    pub fn count(&self, client: &str, bucket: Bucket, window: Duration) {
+        let _ = self.admit(client, bucket, u32::MAX, window, true);
+    }
+
+    fn admit(
+        &self,
+        client: &str,
+        bucket: Bucket,
+        limit: u32,
+        window: Duration,
+        count: bool,
     ) -> Result<(), ApiError> {
         let now = Instant::now();
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
@@ -58,7 +90,9 @@ impl RateLimits {
             e.retry_after_s = Some(retry);
             return Err(e);
         }
-        entry.1 += 1;
+        if count {
+            entry.1 += 1;
+        }
         Ok(())
     }
 }

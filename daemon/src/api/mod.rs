@@ -62,6 +62,9 @@ pub struct ApiConfig {
     pub authentication_sessions_per_hour: u32,
     pub enrollment_sessions_per_hour: u32,
     pub frames_per_minute: u32,
+    /// Failed logins per minute, for the whole terminal, separately for clients and operators;
+    /// beyond, logins are refused (429) until the minute is over.
+    pub failed_logins_per_minute: u32,
 }
 
 /// What every handler shares.
