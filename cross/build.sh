@@ -19,4 +19,17 @@ for t in "${targets[@]}"; do
   file "$bin"
   # The default aarch64 qemu CPU has SVE, which qemu emulates very slowly.
   QEMU_CPU=$cpu QEMU_LD_PREFIX="$sysroot" "$qemu" "$bin" detect ../shared/data/photos/astronaut.png --json
+  # The API server under emulation: start, /health/, the OpenAPI document, SIGTERM.
+  data=$(mktemp -d)
+  out="$data/stdout"
+  QEMU_CPU=$cpu QEMU_LD_PREFIX="$sysroot" "$qemu" "$bin" --data-dir "$data" run --listen 127.0.0.1:0 >"$out" &
+  pid=$!
+  for _ in $(seq 600); do grep -q listening "$out" 2>/dev/null && break; sleep 0.5; done
+  base=$(sed -n 's/^listening on //p' "$out")
+  [ -n "$base" ] || { echo "$t: the server did not start" >&2; kill "$pid"; exit 1; }
+  for _ in $(seq 120); do curl -sf "$base/health/" >/dev/null && break; sleep 0.5; done
+  curl -sf "$base/health/"; echo
+  curl -sf "$base/api/schema/" | head -c 120; echo
+  kill -TERM "$pid"; wait "$pid"
+  rm -rf "$data"
 done

@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiJson};
 use super::limits::Bucket;
 use crate::pipeline::PipelineError;
 use crate::pipeline::decode::DecodeError;
-use crate::sessions::{FrameError, Kind, Status, rfc3339_ms};
+use crate::sessions::{FrameError, Handle, Kind, Session, Status, rfc3339_ms};
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct EnrollmentMeta {
@@ -120,7 +120,7 @@ pub async fn create_enrollment(
     let blinks = meta.required_blinks.unwrap_or(1).min(10);
     let ttl = Duration::from_secs(state.config.api.session_ttl_s);
     state.metrics.session_created("enrollment");
-    let s = state.sessions.create(
+    let h = state.sessions.create(
         caller.tenant()?,
         Kind::Enrollment {
             user_id: body.user_id.clone(),
@@ -131,7 +131,8 @@ pub async fn create_enrollment(
         &state.engine.liveness,
         ttl,
     );
-    let s = s.lock().unwrap_or_else(|p| p.into_inner());
+    // A new session: nobody else holds it yet.
+    let s = h.lock();
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -197,10 +198,10 @@ pub async fn create_authentication(
     };
     let session_type = kind.type_name();
     state.metrics.session_created(session_type);
-    let s = state
+    let h = state
         .sessions
         .create(caller.tenant()?, kind, &state.engine.liveness, ttl);
-    let s = s.lock().unwrap_or_else(|p| p.into_inner());
+    let s = h.lock();
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -253,11 +254,7 @@ pub async fn run_frame(
         .sessions
         .get(client, token)
         .ok_or_else(|| ApiError::not_found("no such session"))?;
-    let kind = session
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .kind
-        .type_name();
+    let kind = session.kind;
     let metrics = &state.metrics;
     if let Err(e) = state.limits.check(
         client,
@@ -297,7 +294,7 @@ pub async fn run_frame(
     let st = state.clone();
     let result = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let mut s = session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = session.lock();
         let r = s.process(&st.engine, &st.store, &bytes);
         let outcome = match &r {
             Ok(_) => "processed",
@@ -408,12 +405,22 @@ pub async fn status(
     caller: Caller,
     Path(token): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let s = state
+    let h = state
         .sessions
         .get(caller.tenant()?, &token)
         .ok_or_else(|| ApiError::not_found("no such session"))?;
-    let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(Json(s.status_json()))
+    Ok(Json(with_session(h, |s| s.status_json()).await?))
+}
+
+/// Runs `f` on a session off the async runtime: it may wait for a frame in progress.
+pub async fn with_session<T, F>(h: Arc<Handle>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Session) -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || f(&mut h.lock()))
+        .await
+        .map_err(ApiError::internal)
 }
 
 #[utoipa::path(delete, path = "/api/auth/session/{token}/", tag = "sessions",
@@ -425,14 +432,12 @@ pub async fn cancel(
     caller: Caller,
     Path(token): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let s = state
+    let h = state
         .sessions
         .get(caller.tenant()?, &token)
         .ok_or_else(|| ApiError::not_found("no such session"))?;
-    let (cancelled, kind) = {
-        let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
-        (s.cancel(), s.kind.type_name())
-    };
+    let kind = h.kind;
+    let cancelled = with_session(h, Session::cancel).await?;
     if cancelled {
         state.metrics.decision(kind, "cancelled");
     }

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::ApiError;
-use super::sessions::{frame_bytes, run_frame};
-use crate::sessions::Status;
+use super::sessions::{frame_bytes, run_frame, with_session};
+use crate::sessions::{Session, Status};
 
 #[utoipa::path(get, path = "/ws/auth/process-image/{token}/", tag = "sessions",
     params(("token" = String, Path, description = "session_token")),
@@ -65,11 +65,9 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
         send(&mut socket, &error_message(&e)).await;
         return close(socket, 1008, "unknown session token").await;
     };
-    let (client, kind, status) = {
-        let s = session.lock().unwrap_or_else(|p| p.into_inner());
-        (s.client.clone(), s.kind.type_name(), s.status)
-    };
-    if status != Status::Active {
+    let (client, kind) = (session.client.clone(), session.kind);
+    let status = with_session(session.clone(), Session::current_status).await;
+    if !matches!(status, Ok(Status::Active)) {
         let e = ApiError::unauthorized("the session is not active (expired or ended)");
         send(&mut socket, &error_message(&e)).await;
         return close(socket, 1008, "session not active").await;
@@ -110,7 +108,10 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
                         continue;
                     }
                     Some("cancel") => {
-                        if session.lock().unwrap_or_else(|p| p.into_inner()).cancel() {
+                        if with_session(session.clone(), Session::cancel)
+                            .await
+                            .unwrap_or(false)
+                        {
                             state.metrics.decision(kind, "cancelled");
                         }
                         send(

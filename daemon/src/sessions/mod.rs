@@ -110,7 +110,34 @@ pub struct Engine {
 
 #[derive(Debug, Default)]
 pub struct Sessions {
-    map: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
+    map: Mutex<HashMap<String, Arc<Handle>>>,
+}
+
+/// A session and what never changes about it: token, owner and kind are read without waiting
+/// for a frame in progress (which holds the session's lock for the frame's duration).
+#[derive(Debug)]
+pub struct Handle {
+    pub token: String,
+    pub client: String,
+    /// `enrollment`, `verification` or `identification`.
+    pub kind: &'static str,
+    session: Mutex<Session>,
+}
+
+impl Handle {
+    /// The session; waits for a frame in progress (call it off the async runtime).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
+        lock(&self.session)
+    }
+
+    /// The session, unless a frame holds it.
+    fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, Session>> {
+        match self.session.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,51 +156,59 @@ impl Sessions {
         kind: Kind,
         liveness: &LivenessConfig,
         ttl: Duration,
-    ) -> Arc<Mutex<Session>> {
+    ) -> Arc<Handle> {
         self.sweep();
         let now = now_ms();
-        let s = Arc::new(Mutex::new(Session {
-            token: new_token_id(),
+        let token = new_token_id();
+        let h = Arc::new(Handle {
+            token: token.clone(),
             client: client.to_owned(),
-            kind,
-            status: Status::Active,
-            created_ms: now,
-            expires_ms: now + ttl.as_millis() as u64,
-            last_activity_ms: now,
-            started: Instant::now(),
-            stream: Stream::new(liveness.clone()),
-            frames: 0,
-            samples: Vec::new(),
-            liveness_passed: false,
-            track: None,
-            outcome: None,
-            last_costs: None,
-        }));
-        let token = lock(&s).token.clone();
-        lock(&self.map).insert(token, s.clone());
-        s
+            kind: kind.type_name(),
+            session: Mutex::new(Session {
+                token: token.clone(),
+                client: client.to_owned(),
+                kind,
+                status: Status::Active,
+                created_ms: now,
+                expires_ms: now + ttl.as_millis() as u64,
+                last_activity_ms: now,
+                started: Instant::now(),
+                stream: Stream::new(liveness.clone()),
+                frames: 0,
+                samples: Vec::new(),
+                liveness_passed: false,
+                track: None,
+                outcome: None,
+                last_costs: None,
+            }),
+        });
+        lock(&self.map).insert(token, h.clone());
+        h
     }
 
     /// The session `token` of `client` (another client's is as absent as a missing one).
-    pub fn get(&self, client: &str, token: &str) -> Option<Arc<Mutex<Session>>> {
-        let s = lock(&self.map).get(token).cloned()?;
-        let ok = lock(&s).client == client;
-        ok.then_some(s)
+    pub fn get(&self, client: &str, token: &str) -> Option<Arc<Handle>> {
+        lock(&self.map)
+            .get(token)
+            .filter(|h| h.client == client)
+            .cloned()
     }
 
     /// The session behind a token, whoever's it is (the WebSocket URL carries only the token,
     /// which the owning client was given).
-    pub fn by_token(&self, token: &str) -> Option<Arc<Mutex<Session>>> {
+    pub fn by_token(&self, token: &str) -> Option<Arc<Handle>> {
         lock(&self.map).get(token).cloned()
     }
 
-    /// Drops sessions that ended or expired more than a minute ago.
+    /// Drops sessions that ended or expired more than a minute ago (one processing a frame
+    /// is alive and not waited for).
     pub fn sweep(&self) {
         let now = now_ms();
-        lock(&self.map).retain(|_, s| {
-            let mut s = lock(s);
-            s.expire_if_due();
-            now < s.expires_ms.max(s.last_activity_ms) + 60_000
+        lock(&self.map).retain(|_, h| {
+            h.try_lock().is_none_or(|mut s| {
+                s.expire_if_due();
+                now < s.expires_ms.max(s.last_activity_ms) + 60_000
+            })
         });
     }
 
@@ -181,14 +216,16 @@ impl Sessions {
         self.active_for(None)
     }
 
-    /// Sessions in progress, of one client or of all.
+    /// Sessions in progress, of one client or of all (one processing a frame is in progress).
     pub fn active_for(&self, client: Option<&str>) -> usize {
         lock(&self.map)
             .values()
-            .filter(|s| {
-                let mut s = lock(s);
-                s.expire_if_due();
-                s.status == Status::Active && client.is_none_or(|c| s.client == c)
+            .filter(|h| client.is_none_or(|c| h.client == c))
+            .filter(|h| {
+                h.try_lock().is_none_or(|mut s| {
+                    s.expire_if_due();
+                    s.status == Status::Active
+                })
             })
             .count()
     }
@@ -237,6 +274,12 @@ impl Session {
         } else {
             false
         }
+    }
+
+    /// The status now (an active session past its expiry becomes expired).
+    pub fn current_status(&mut self) -> Status {
+        self.expire_if_due();
+        self.status
     }
 
     fn expire_if_due(&mut self) {
