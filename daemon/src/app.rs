@@ -253,6 +253,8 @@ fn serve(
         sessions: crate::sessions::Sessions::default(),
         limits: crate::api::limits::RateLimits::default(),
         metrics: crate::api::metrics::Metrics::default(),
+        shutdown: crate::api::Shutdown::default(),
+        open_sockets: std::sync::atomic::AtomicUsize::new(0),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -311,3 +311,37 @@ fn failed_logins_are_limited_per_minute() {
     drop(d);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn shutdown_closes_open_websockets_with_1001() {
+    let dir = tempdir("shutdown");
+    let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    let d = Daemon::start(&dir, &[]);
+    let auth = d.login(&a);
+    let (_, v) = d.post(
+        "/api/auth/authentication/",
+        Some(("Authorization", &auth)),
+        &json!({}),
+    );
+    let mut sock = d.ws(v["session_token"].as_str().unwrap());
+    assert_eq!(next(&mut sock).unwrap()["type"], "connection_established");
+    // SIGTERM with a kiosk still connected: the socket is told "going away" and the daemon
+    // exits (it does not wait for the kiosk to hang up).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let code = loop {
+            match next(&mut sock) {
+                Ok(_) => continue,
+                Err(code) => break code,
+            }
+        };
+        tx.send(code).unwrap();
+    });
+    let started = std::time::Instant::now();
+    assert!(d.stop().success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let code = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(code, 1001, "close code");
+    reader.join().unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -81,6 +81,10 @@ pub struct ApiState {
     pub frame_queue: Arc<tokio::sync::Semaphore>,
     pub limits: limits::RateLimits,
     pub metrics: metrics::Metrics,
+    /// Triggered at SIGTERM/SIGINT: WebSockets close with 1001 and the servers drain.
+    pub shutdown: Shutdown,
+    /// WebSockets open now (shutdown waits a moment for their close frames).
+    pub open_sockets: std::sync::atomic::AtomicUsize,
 }
 
 /// Runs store work on the blocking pool and maps its errors to a logged 500.
@@ -230,7 +234,7 @@ const REQUEST_ID: &str = "x-request-id";
 /// Unix socket configured, the same router answers there too.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> anyhow::Result<()> {
     let app = router(state.clone());
-    let shutdown = tokio_util_like::Shutdown::new();
+    let shutdown = state.shutdown.clone();
     let unix = match &state.config.api.unix_socket {
         Some(path) => Some(unix_listener(path)?),
         None => None,
@@ -257,6 +261,14 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
             a?;
         }
     }
+    // Upgraded connections outlive the servers: give the WebSockets told "going away" a moment
+    // to send their close frames.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while state.open_sockets.load(std::sync::atomic::Ordering::SeqCst) > 0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tracing::info!("shutting down: saving the index snapshot");
     let s = state.clone();
     tokio::task::spawn_blocking(move || s.store.save_snapshot()).await??;
@@ -280,26 +292,48 @@ fn unix_listener(
     Ok((l, path.to_owned()))
 }
 
-/// A one-shot broadcast: every waiter wakes when triggered.
-mod tokio_util_like {
-    #[derive(Debug, Clone)]
-    pub struct Shutdown(tokio::sync::watch::Sender<bool>);
+/// A one-shot broadcast: every waiter wakes when triggered (also those that start waiting
+/// after).
+#[derive(Debug, Clone)]
+pub struct Shutdown(tokio::sync::watch::Sender<bool>);
 
-    impl Shutdown {
-        pub fn new() -> Shutdown {
-            Shutdown(tokio::sync::watch::channel(false).0)
-        }
+impl Default for Shutdown {
+    fn default() -> Shutdown {
+        Shutdown(tokio::sync::watch::channel(false).0)
+    }
+}
 
-        pub fn trigger(&self) {
-            self.0.send_replace(true);
-        }
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
 
-        pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-            let mut rx = self.0.subscribe();
-            async move {
-                let _ = rx.wait_for(|v| *v).await;
-            }
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
         }
+    }
+}
+
+/// Counts an open WebSocket for as long as it lives.
+#[derive(Debug)]
+pub struct SocketGuard(Arc<ApiState>);
+
+impl SocketGuard {
+    pub fn new(state: &Arc<ApiState>) -> SocketGuard {
+        state
+            .open_sockets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        SocketGuard(state.clone())
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0
+            .open_sockets
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

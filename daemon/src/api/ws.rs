@@ -60,6 +60,9 @@ async fn close(mut socket: WebSocket, code: u16, reason: &str) {
 }
 
 async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSocket) {
+    let _open = super::SocketGuard::new(&state);
+    let shutdown = state.shutdown.wait();
+    tokio::pin!(shutdown);
     let Some(session) = state.sessions.by_token(&token) else {
         let e = ApiError::unauthorized("unknown session token");
         send(&mut socket, &error_message(&e)).await;
@@ -81,7 +84,16 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
     if !send(&mut socket, &hello).await {
         return;
     }
-    while let Some(Ok(msg)) = socket.recv().await {
+    loop {
+        let msg = tokio::select! {
+            m = socket.recv() => match m {
+                Some(Ok(m)) => m,
+                _ => return,
+            },
+            () = &mut shutdown => {
+                return close(socket, 1001, "the terminal is shutting down").await;
+            }
+        };
         let bytes = match msg {
             Message::Binary(b) => Ok(b.to_vec()),
             Message::Text(t) => {
