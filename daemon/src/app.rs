@@ -254,6 +254,7 @@ fn serve(
         limits: crate::api::limits::RateLimits::default(),
         metrics: crate::api::metrics::Metrics::default(),
         shutdown: crate::api::Shutdown::default(),
+        events: crate::api::events::Events::default(),
         open_sockets: std::sync::atomic::AtomicUsize::new(0),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()

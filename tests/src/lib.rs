@@ -314,6 +314,21 @@ impl Daemon {
         tungstenite::connect(url).unwrap().0
     }
 
+    /// `/ws/events` with an `Authorization` header, or (`header = None`) the `?token=` query.
+    pub fn events(&self, header: Option<&str>, query_token: Option<&str>) -> Ws {
+        use tungstenite::client::IntoClientRequest;
+        let mut url = format!("{}/ws/events", self.base.replace("http://", "ws://"));
+        if let Some(t) = query_token {
+            url.push_str(&format!("?token={t}"));
+        }
+        let mut req = url.into_client_request().unwrap();
+        if let Some(h) = header {
+            req.headers_mut()
+                .insert("Authorization", h.parse().unwrap());
+        }
+        tungstenite::connect(req).unwrap().0
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)

@@ -28,6 +28,14 @@ fn request_ids_openapi_and_swagger_ui() {
     let (_, headers, _) = d.get_text("/health/", &[("X-Request-Id", &long)]);
     assert_ne!(id(&headers).as_deref(), Some(long.as_str()));
 
+    // A plain GET on a WebSocket endpoint: the envelope's 400, not a bare text answer.
+    let (s, v) = d.get("/ws/auth/process-image/some-token/", None);
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
+
     // OpenAPI 3 generated from the handlers: every route of the contract is described.
     let (s, v) = d.get("/api/schema/", None);
     assert_eq!(s, 200, "{v}");
@@ -53,6 +61,7 @@ fn request_ids_openapi_and_swagger_ui() {
         ("/api/analytics/authentication-metrics/", "get"),
         ("/api/analytics/system-metrics/", "get"),
         ("/ws/auth/process-image/{token}/", "get"),
+        ("/ws/events", "get"),
         ("/health/", "get"),
         ("/metrics", "get"),
     ] {

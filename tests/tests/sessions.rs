@@ -108,6 +108,23 @@ fn enroll_then_authenticate_over_rest() {
     let d = Daemon::start(&dir, &[]);
     let auth = login(&d, &a);
     let auth_b = login(&d, &b);
+    // Door controllers listening: A's by header, B's by `?token=` (as a browser would).
+    let listen = |mut sock: facegate_blackbox::Ws| {
+        // Subscribed once the greeting arrives (the handshake answer comes before it).
+        let hello = facegate_blackbox::ws_next(&mut sock).unwrap();
+        std::thread::spawn(move || {
+            let mut seen = vec![hello];
+            while let Ok(m) = facegate_blackbox::ws_next(&mut sock) {
+                seen.push(m);
+            }
+            seen
+        })
+    };
+    let events_a = listen(d.events(Some(&auth), None));
+    let b_token = auth_b.trim_start_matches("Bearer ").to_owned();
+    let events_b = listen(d.events(None, Some(&b_token)));
+    let (s, v) = d.get("/ws/events", None);
+    assert_eq!(s, 401, "no token, no events: {v}");
 
     // Enrollment: the pexels clip from file 0096 (hand gone, eyes open; blinks at 0104, 0121).
     let (s, v) = d.post(
@@ -446,5 +463,62 @@ fn enroll_then_authenticate_over_rest() {
     let r = identify(&d, &auth, 161..=183);
     assert_eq!(r["reason"], "no_match_found", "{r}");
     assert!(d.stop().success());
+
+    // What the listeners saw: their own tenant's decisions, in order, then the shutdown.
+    let kinds = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| {
+                let t = e["type"].as_str().unwrap();
+                match t {
+                    "access_decision" => format!(
+                        "{}:{}",
+                        e["decision"].as_str().unwrap(),
+                        e["reason"].as_str().unwrap_or("")
+                    ),
+                    "enrollment_result" => format!("enrolled:{}", e["success"]),
+                    other => other.to_owned(),
+                }
+            })
+            .collect()
+    };
+    let a_seen = events_a.join().unwrap();
+    assert_eq!(
+        kinds(&a_seen),
+        [
+            "connection_established",
+            "enrolled:true",
+            "granted:",
+            "granted:",
+            "denied:no_match_found",
+            "denied:liveness_failed",
+            "enrollment_deleted",
+            "denied:no_match_found",
+            "system",
+        ],
+        "{a_seen:?}"
+    );
+    let granted = &a_seen[2];
+    assert_eq!(
+        (
+            granted["user_id"].as_str(),
+            granted["enrollment_id"].as_str()
+        ),
+        (Some("wolfgang-lady"), Some(enrollment_id.as_str())),
+        "{granted}"
+    );
+    assert!(granted["confidence"].as_f64().unwrap() >= 0.5 && granted["client"] == "door-a");
+    let b_seen = events_b.join().unwrap();
+    assert_eq!(
+        kinds(&b_seen),
+        ["connection_established", "denied:no_match_found", "system"],
+        "{b_seen:?}"
+    );
+    for e in a_seen.iter().chain(&b_seen) {
+        assert!(
+            e.get("session_token").is_none() && e.get("embedding").is_none(),
+            "{e}"
+        );
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }

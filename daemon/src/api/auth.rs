@@ -151,52 +151,70 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-            let value = value
-                .to_str()
-                .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("JWT "))
-                .ok_or_else(|| {
-                    ApiError::unauthorized("use `Authorization: Bearer <token>` or `JWT <token>`")
-                })?;
-            let claims = verify(&state.jwt, token.trim())?;
-            let scopes = || claims.scope.split(' ');
-            if scopes().any(|s| s == SCOPE_REFRESH) {
-                return Err(ApiError::unauthorized(
-                    "a refresh token is not an access token: exchange it at /api/auth/token/refresh/",
-                ));
-            }
-            let admin = scopes().any(|s| s == SCOPE_ADMIN);
-            return Ok(Caller {
-                client_id: claims.sub,
-                client: claims.name,
-                admin,
-            });
-        }
-        if let Some(key) = parts.headers.get("x-api-key") {
-            let key = key
-                .to_str()
-                .map_err(|_| ApiError::unauthorized("the X-API-Key header is not text"))?
-                .trim()
-                .to_owned();
-            let client = blocking(state, move |s| {
-                Ok(s.store.records().authenticate_client(&key, None)?)
-            })
-            .await?;
-            return client
-                .map(|c| Caller {
-                    client_id: c.client_id,
-                    client: c.name,
-                    admin: false,
-                })
-                .ok_or_else(|| ApiError::unauthorized("unknown API key"));
-        }
-        Err(ApiError::unauthorized(
-            "authentication required: a Bearer/JWT token or an X-API-Key header",
-        ))
+        caller_from_headers(state, &parts.headers, None).await
     }
+}
+
+/// The caller of an access token (a refresh token is refused).
+pub fn caller_from_token(state: &ApiState, token: &str) -> Result<Caller, ApiError> {
+    let claims = verify(&state.jwt, token.trim())?;
+    let scopes = || claims.scope.split(' ');
+    if scopes().any(|s| s == SCOPE_REFRESH) {
+        return Err(ApiError::unauthorized(
+            "a refresh token is not an access token: exchange it at /api/auth/token/refresh/",
+        ));
+    }
+    let admin = scopes().any(|s| s == SCOPE_ADMIN);
+    Ok(Caller {
+        client_id: claims.sub,
+        client: claims.name,
+        admin,
+    })
+}
+
+/// The caller by `Authorization` (Bearer / JWT), `X-API-Key`, or else `query_token` (for
+/// browser WebSockets, which cannot set headers).
+pub async fn caller_from_headers(
+    state: &Arc<ApiState>,
+    headers: &axum::http::HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Caller, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("JWT "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("use `Authorization: Bearer <token>` or `JWT <token>`")
+            })?;
+        return caller_from_token(state, token);
+    }
+    if let Some(key) = headers.get("x-api-key") {
+        let key = key
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("the X-API-Key header is not text"))?
+            .trim()
+            .to_owned();
+        let client = blocking(state, move |s| {
+            Ok(s.store.records().authenticate_client(&key, None)?)
+        })
+        .await?;
+        return client
+            .map(|c| Caller {
+                client_id: c.client_id,
+                client: c.name,
+                admin: false,
+            })
+            .ok_or_else(|| ApiError::unauthorized("unknown API key"));
+    }
+    if let Some(token) = query_token {
+        return caller_from_token(state, token);
+    }
+    Err(ApiError::unauthorized(
+        "authentication required: a Bearer/JWT token or an X-API-Key header",
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

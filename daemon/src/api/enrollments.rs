@@ -148,6 +148,10 @@ pub async fn delete(
         Ok(())
     })
     .await?;
+    state.events.publish(
+        Some(&e.client),
+        json!({"type": "enrollment_deleted", "enrollment_id": e.id, "user_id": e.user_id}),
+    );
     Ok(Json(
         json!({"success": true, "message": "enrollment deleted", "enrollment_id": e.id}),
     ))

@@ -9,6 +9,7 @@ pub mod analytics;
 pub mod auth;
 pub mod enrollments;
 pub mod error;
+pub mod events;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -81,6 +82,8 @@ pub struct ApiState {
     pub frame_queue: Arc<tokio::sync::Semaphore>,
     pub limits: limits::RateLimits,
     pub metrics: metrics::Metrics,
+    /// `/ws/events` listeners.
+    pub events: events::Events,
     /// Triggered at SIGTERM/SIGINT: WebSockets close with 1001 and the servers drain.
     pub shutdown: Shutdown,
     /// WebSockets open now (shutdown waits a moment for their close frames).
@@ -170,6 +173,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/health/", get(health))
         .route("/metrics", get(analytics::prometheus))
         .route("/ws/auth/process-image/{token}/", get(ws::upgrade))
+        .route("/ws/events", get(events::upgrade))
         .merge(api)
         .merge(docs)
         .fallback(not_found)

@@ -320,6 +320,7 @@ pub async fn run_frame(
             r["reason"].as_str().unwrap_or("failed")
         };
         metrics.decision(kind, why);
+        state.events.decision(client, kind, r);
     }
     let mut result = result.map_err(|e| match e {
         FrameError::NotActive(Status::Expired) => {

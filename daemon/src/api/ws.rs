@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -25,10 +26,22 @@ use crate::sessions::{Session, Status};
 pub async fn upgrade(
     State(state): State<Arc<ApiState>>,
     Path(token): Path<String>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    ws.max_message_size(state.config.api.max_body_bytes)
-        .on_upgrade(move |socket| session_socket(state, token, socket))
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    Ok(websocket(ws)?
+        .max_message_size(state.config.api.max_body_bytes)
+        .on_upgrade(move |socket| session_socket(state, token, socket)))
+}
+
+/// The upgrade, or the envelope's 400 for a request that is not a WebSocket handshake.
+pub fn websocket(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, ApiError> {
+    ws.map_err(|r| {
+        ApiError::bad_request(format!(
+            "this is a WebSocket endpoint: connect with a WebSocket handshake ({r})"
+        ))
+    })
 }
 
 fn error_message(e: &ApiError) -> Value {
