@@ -354,3 +354,37 @@ fn shutdown_closes_open_websockets_with_1001() {
     reader.join().unwrap();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_session_left_to_expire_is_an_audited_attempt() {
+    let dir = tempdir("expiry");
+    let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    let d = Daemon::start(&dir, &[]);
+    let auth = d.login(&a);
+    let (s, v) = d.post(
+        "/api/auth/authentication/",
+        Some(("Authorization", &auth)),
+        &json!({"user_id": "visitor", "metadata": {"timeout_seconds": 5}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    // Nobody sends a frame: within the expiry plus one sweep (5 s) the attempt is audited.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let m = loop {
+        let (_, m) = d.get(
+            "/api/analytics/authentication-metrics/",
+            Some(("Authorization", &auth)),
+        );
+        if m["total_attempts"] == 1 || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(m["failure_reasons"], json!({"session_expired": 1}), "{m}");
+    let (_, sys) = d.get(
+        "/api/analytics/system-metrics/",
+        Some(("Authorization", &auth)),
+    );
+    assert_eq!(sys["active_sessions"], 0, "{sys}");
+    assert!(d.stop().success());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -304,8 +304,8 @@ fn enroll_then_authenticate_over_rest() {
     );
     assert_eq!(s, 409, "{v}");
 
-    // Analytics from the audit rows: A made 4 attempts (2 matched, 1 stranger, 1 photo),
-    // B one; each sees only its own, an operator sees both.
+    // Analytics from the audit rows: A made 6 attempts (2 matched, 1 stranger, 1 photo,
+    // 1 expired, 1 cancelled), B one; each sees only its own, an operator sees both.
     let metrics = |auth: &str, query: &str| {
         let (s, v) = d.get(
             &format!("/api/analytics/authentication-metrics/{query}"),
@@ -321,16 +321,19 @@ fn enroll_then_authenticate_over_rest() {
             m["successful_authentications"].as_u64(),
             m["failed_authentications"].as_u64()
         ),
-        (Some(4), Some(2), Some(2)),
+        (Some(6), Some(2), Some(4)),
         "{m}"
     );
     assert_eq!(
         m["failure_reasons"],
-        json!({"no_match_found": 1, "liveness_failed": 1})
+        json!({"no_match_found": 1, "liveness_failed": 1, "session_expired": 1, "cancelled": 1})
     );
-    assert_eq!(m["success_rate"], 0.5);
+    assert!(
+        (m["success_rate"].as_f64().unwrap() - 2.0 / 6.0).abs() < 1e-9,
+        "{m}"
+    );
     let today = m["by_date"][0]["date"].as_str().unwrap().to_owned();
-    assert_eq!(m["by_date"][0]["attempts"], 4, "{m}");
+    assert_eq!(m["by_date"][0]["attempts"], 6, "{m}");
     assert_eq!(metrics(&auth_b, "")["total_attempts"], 1);
     let (s, _) = d.get(
         "/api/analytics/authentication-metrics/?client_id=door-a",
@@ -375,7 +378,7 @@ fn enroll_then_authenticate_over_rest() {
     );
     assert_eq!(s, 200, "{v}");
     let m = metrics(&op, "");
-    assert_eq!(m["total_attempts"], 5, "{m}");
+    assert_eq!(m["total_attempts"], 7, "{m}");
     assert_eq!(
         metrics(
             &op,

@@ -234,6 +234,9 @@ async fn observe(
 
 const REQUEST_ID: &str = "x-request-id";
 
+/// How often expired sessions are looked for (their audit rows written, old ones forgotten).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// Serves until SIGINT/SIGTERM, then drains requests and saves the index snapshot. With a
 /// Unix socket configured, the same router answers there too.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> anyhow::Result<()> {
@@ -242,6 +245,22 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
     let unix = match &state.config.api.unix_socket {
         Some(path) => Some(unix_listener(path)?),
         None => None,
+    };
+    // Sessions that expire untouched still get their audit row, within `SWEEP_EVERY`.
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                let s = state.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    s.sessions.record_ends(&s.store);
+                    s.sessions.sweep();
+                })
+                .await;
+            }
+        })
     };
     let tcp = axum::serve(listener, app.clone()).with_graceful_shutdown(shutdown.wait());
     match unix {
@@ -273,6 +292,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    sweeper.abort();
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || s.sessions.record_ends(&s.store)).await?;
     tracing::info!("shutting down: saving the index snapshot");
     let s = state.clone();
     tokio::task::spawn_blocking(move || s.store.save_snapshot()).await??;

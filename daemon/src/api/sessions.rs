@@ -296,6 +296,7 @@ pub async fn run_frame(
         let _permit = permit;
         let mut s = session.lock();
         let r = s.process(&st.engine, &st.store, &bytes);
+        s.record_end(&st.store);
         let outcome = match &r {
             Ok(_) => "processed",
             Err(FrameError::NotActive(_)) => "session_closed",
@@ -438,7 +439,13 @@ pub async fn cancel(
         .get(caller.tenant()?, &token)
         .ok_or_else(|| ApiError::not_found("no such session"))?;
     let kind = h.kind;
-    let cancelled = with_session(h, Session::cancel).await?;
+    let st = state.clone();
+    let cancelled = with_session(h, move |s| {
+        let cancelled = s.cancel();
+        s.record_end(&st.store);
+        cancelled
+    })
+    .await?;
     if cancelled {
         state.metrics.decision(kind, "cancelled");
     }

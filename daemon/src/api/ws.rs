@@ -133,10 +133,13 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
                         continue;
                     }
                     Some("cancel") => {
-                        if with_session(session.clone(), Session::cancel)
-                            .await
-                            .unwrap_or(false)
-                        {
+                        let st = state.clone();
+                        let cancelled = with_session(session.clone(), move |s| {
+                            let cancelled = s.cancel();
+                            s.record_end(&st.store);
+                            cancelled
+                        });
+                        if cancelled.await.unwrap_or(false) {
                             state.metrics.decision(kind, "cancelled");
                         }
                         send(

@@ -82,6 +82,8 @@ pub struct Session {
     pub outcome: Option<Value>,
     /// What the last processed frame cost, per stage (for `/metrics`).
     pub last_costs: Option<FrameCosts>,
+    /// The audit row of an end without a decision (expired, cancelled) has been written.
+    end_recorded: bool,
 }
 
 /// Per-stage cost of one frame through a session, milliseconds.
@@ -180,6 +182,7 @@ impl Sessions {
                 track: None,
                 outcome: None,
                 last_costs: None,
+                end_recorded: false,
             }),
         });
         lock(&self.map).insert(token, h.clone());
@@ -200,16 +203,21 @@ impl Sessions {
         lock(&self.map).get(token).cloned()
     }
 
-    /// Drops sessions that ended or expired more than a minute ago (one processing a frame
-    /// is alive and not waited for).
+    /// Drops sessions that ended or expired more than a minute ago and whose end is audited
+    /// (one processing a frame is alive and not waited for).
     pub fn sweep(&self) {
         let now = now_ms();
-        lock(&self.map).retain(|_, h| {
-            h.try_lock().is_none_or(|mut s| {
-                s.expire_if_due();
-                now < s.expires_ms.max(s.last_activity_ms) + 60_000
-            })
-        });
+        lock(&self.map).retain(|_, h| h.try_lock().is_none_or(|mut s| !s.forgettable(now)));
+    }
+
+    /// Writes the audit rows of sessions that expired or were cancelled since the last call
+    /// (blocking: store writes); the number written.
+    pub fn record_ends(&self, store: &Store) -> usize {
+        let handles: Vec<Arc<Handle>> = lock(&self.map).values().cloned().collect();
+        handles
+            .iter()
+            .filter(|h| h.try_lock().is_some_and(|mut s| s.record_end(store)))
+            .count()
     }
 
     pub fn active(&self) -> usize {
@@ -265,6 +273,36 @@ impl Session {
                 "liveness_checks_passed": self.liveness_passed,
             },
         })
+    }
+
+    /// Writes the audit row of a session that ended without a decision (expired or
+    /// cancelled), once; decisions write their own. Returns whether it wrote one.
+    pub fn record_end(&mut self, store: &Store) -> bool {
+        self.expire_if_due();
+        let reason = match self.status {
+            Status::Expired => "session_expired",
+            Status::Cancelled => "cancelled",
+            _ => return false,
+        };
+        if self.end_recorded {
+            return false;
+        }
+        self.end_recorded = true;
+        let (action, user_id) = match &self.kind {
+            Kind::Enrollment { user_id, .. } => (AuditAction::Enroll, Some(user_id.clone())),
+            Kind::Authentication { user_id, .. } => (AuditAction::Authenticate, user_id.clone()),
+        };
+        self.audit(store, action, user_id.as_deref(), false, reason, None, 0.0);
+        true
+    }
+
+    /// Whether this session may be forgotten: ended (and its end audited) more than a minute
+    /// ago.
+    fn forgettable(&mut self, now: u64) -> bool {
+        self.expire_if_due();
+        let undecided_end = matches!(self.status, Status::Expired | Status::Cancelled);
+        (!undecided_end || self.end_recorded)
+            && now >= self.expires_ms.max(self.last_activity_ms) + 60_000
     }
 
     pub fn cancel(&mut self) -> bool {
