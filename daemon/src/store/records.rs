@@ -533,6 +533,20 @@ impl Records {
         limit: usize,
     ) -> Result<Vec<AuditRow>, RecordError> {
         let mut out = Vec::new();
+        self.audit_each(from_ms, to_ms, limit, |row| out.push(row))?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each audit row with `from_ms <= at_ms < to_ms`, oldest first, at most
+    /// `limit`, one at a time (no more than one row in memory); the number visited.
+    pub fn audit_each(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+        mut f: impl FnMut(AuditRow),
+    ) -> Result<usize, RecordError> {
+        let mut n = 0;
         for kv in self
             .audit
             .range(audit_key(from_ms, 0)..audit_key(to_ms, 0))
@@ -546,14 +560,15 @@ impl Records {
                         key: "audit row".into(),
                         source,
                     })?;
-            out.push(
+            f(
                 postcard::from_bytes(&plain).map_err(|e| RecordError::Malformed {
                     key: "audit row".into(),
                     message: e.to_string(),
                 })?,
             );
+            n += 1;
         }
-        Ok(out)
+        Ok(n)
     }
 
     pub fn audit_len(&self) -> usize {
