@@ -187,7 +187,12 @@ pub async fn system_metrics(
         "requests_per_minute": state.metrics.requests_per_minute(),
         "cameras": {},
         "index_status": {"status": if index == total { "ok" } else { "degraded" }, "size": index},
-        "store_status": {"status": "ok", "enrollments": total, "rotating_keys": state.store.records().rotating()},
+        "store_status": {
+            "status": if state.store.failure().is_some() { "error" } else { "ok" },
+            "error": state.store.failure(),
+            "enrollments": total,
+            "rotating_keys": state.store.records().rotating(),
+        },
         "sync_status": {"pending_changes": pending},
         "uptime_s": state.started.elapsed().as_secs(),
     })))
@@ -231,6 +236,11 @@ pub async fn prometheus(State(state): State<Arc<ApiState>>) -> impl IntoResponse
             "facegate_uptime_seconds",
             "Seconds since start.",
             state.started.elapsed().as_secs_f64(),
+        ),
+        (
+            "facegate_store_failed",
+            "1 once the storage failed (writes refused until restart).",
+            f64::from(u8::from(state.store.failure().is_some())),
         ),
     ];
     (

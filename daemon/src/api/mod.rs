@@ -97,30 +97,60 @@ where
     F: FnOnce(&ApiState) -> anyhow::Result<T> + Send + 'static,
 {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || f(&state))
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || f(&st))
         .await
         .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
+        .map_err(|e| match state.store.note_failure(e.as_ref()) {
+            Some(what) => storage_error(what),
+            None => ApiError::internal(e),
+        })
+}
+
+/// The answer to a request that needed to write while the storage is failing: nothing of it
+/// was stored; the terminal keeps answering what needs no write.
+fn storage_error(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the terminal cannot store anything ({what}): nothing of this request was kept; \
+             an administrator must free space or repair the disk, then restart the service"
+        ),
+    )
+    .with_details(json!({"reason": "storage_failure", "storage": what}))
 }
 
 #[utoipa::path(get, path = "/health/", tag = "health",
-    responses((status = 200, description = "`{status, timestamp, services{store, index, models, cameras}}`")))]
+    responses((status = 200, description = "`{status: healthy, timestamp, services{store, index, models, cameras}}`"),
+              (status = 503, description = "`status: unhealthy`: the storage failed (disk full, I/O error); reads go on, writes are refused until restart")))]
 /// Daemon health: store, index, models, cameras.
-async fn health(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+async fn health(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<serde_json::Value>) {
     let enrollments = state.store.records().len();
     let index = state.store.index_len();
-    Json(json!({
-        "status": "healthy",
-        "timestamp": error::now_rfc3339(),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "active_sessions": state.sessions.active(),
-        "services": {
-            "store": {"status": "ok", "enrollments": enrollments},
-            "index": {"status": if index == enrollments { "ok" } else { "degraded" }, "size": index},
-            "models": {"status": "ok"},
-            "cameras": {"status": "none", "count": 0},
-        },
-    }))
+    let failure = state.store.failure();
+    let store = match &failure {
+        None => json!({"status": "ok", "enrollments": enrollments}),
+        Some(what) => json!({"status": "error", "error": what, "enrollments": enrollments}),
+    };
+    let (code, status) = match failure {
+        None => (StatusCode::OK, "healthy"),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+    };
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "timestamp": error::now_rfc3339(),
+            "uptime_s": state.started.elapsed().as_secs(),
+            "active_sessions": state.sessions.active(),
+            "services": {
+                "store": store,
+                "index": {"status": if index == enrollments { "ok" } else { "degraded" }, "size": index},
+                "models": {"status": "ok"},
+                "cameras": {"status": "none", "count": 0},
+            },
+        })),
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -522,6 +522,7 @@ impl Session {
                 out
             }
             Err(err) => {
+                store.note_failure(&err);
                 tracing::error!(error = %err, "storing an enrollment failed");
                 self.status = Status::Failed;
                 self.audit(
@@ -773,6 +774,7 @@ impl Session {
             processing_ms,
         };
         if let Err(e) = store.records().audit(&row) {
+            store.note_failure(&e);
             tracing::error!(error = %e, "an audit row could not be written");
         }
     }

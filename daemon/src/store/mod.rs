@@ -90,6 +90,39 @@ pub struct Store {
     /// Writers hold this lock across the record commit and the index update, so a snapshot
     /// taken under the read lock always pairs an index with the epoch it reflects.
     index: RwLock<VectorIndex>,
+    /// The first storage failure (disk full, I/O error): sled refuses every write after one
+    /// until the process restarts, so it is remembered and reported by health checks.
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+/// Whether `err` (or a cause of it) is a failure of the storage under the store: the disk
+/// full, or an I/O error of the database. Its short description.
+pub fn storage_failure(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        let io = e
+            .downcast_ref::<sled::Error>()
+            .and_then(|s| match s {
+                sled::Error::Io(io) => Some(io),
+                _ => None,
+            })
+            .or_else(|| e.downcast_ref::<std::io::Error>());
+        if let Some(io) = io {
+            let full = io.kind() == std::io::ErrorKind::StorageFull
+                || io.raw_os_error() == Some(28)
+                || io.to_string().contains("StorageFull");
+            return Some(if full {
+                "storage full"
+            } else {
+                "storage I/O error"
+            });
+        }
+        if let Some(sled::Error::Corruption { .. }) = e.downcast_ref::<sled::Error>() {
+            return Some("storage corruption");
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// A successful 1:N match or 1:1 verification.
@@ -101,6 +134,26 @@ pub struct Match {
 }
 
 impl Store {
+    /// Remembers a storage failure seen by a caller (the first one is kept); returns its
+    /// description when `err` is one.
+    pub fn note_failure(&self, err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+        let what = storage_failure(err)?;
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            tracing::error!(error = %err, "the store's storage failed: writes are refused until restart");
+            *f = Some(what.to_owned());
+        }
+        Some(what)
+    }
+
+    /// The storage failure since which writes fail, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Opens the store in `dir` (created 0700 if missing), resolving the master key from
     /// `sources`; the index comes from its snapshot, or is rebuilt from the records.
     pub fn open(
@@ -169,6 +222,7 @@ impl Store {
             key_source: key_source.clone(),
             records,
             index: RwLock::new(index),
+            failure: std::sync::Mutex::new(None),
         };
         if matches!(origin, IndexOrigin::Rebuilt { .. }) {
             store.save_snapshot()?;
