@@ -293,27 +293,23 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
         })
     };
     let tcp = axum::serve(listener, app.clone()).with_graceful_shutdown(shutdown.wait());
-    match unix {
-        Some((l, path)) => {
-            let u = axum::serve(l, app).with_graceful_shutdown(shutdown.wait());
-            let signal = async {
-                shutdown_signal().await;
-                shutdown.trigger();
-            };
-            let (a, b, ()) = tokio::join!(tcp, u, signal);
-            let _ = std::fs::remove_file(&path);
-            a?;
-            b?;
-        }
-        None => {
-            let signal = async {
-                shutdown_signal().await;
-                shutdown.trigger();
-            };
-            let (a, ()) = tokio::join!(tcp, signal);
-            a?;
-        }
-    }
+    let unix = async {
+        let Some((l, path)) = unix else {
+            return Ok(());
+        };
+        let served = axum::serve(l, app)
+            .with_graceful_shutdown(shutdown.wait())
+            .await;
+        let _ = std::fs::remove_file(&path);
+        served
+    };
+    let signal = async {
+        shutdown_signal().await;
+        shutdown.trigger();
+    };
+    let (tcp, unix, ()) = tokio::join!(tcp, unix, signal);
+    tcp?;
+    unix?;
     // Upgraded connections outlive the servers: give the WebSockets told "going away" a moment
     // to send their close frames.
     let deadline = Instant::now() + Duration::from_secs(2);
