@@ -62,6 +62,9 @@ fn request_ids_openapi_and_swagger_ui() {
         ("/api/analytics/system-metrics/", "get"),
         ("/ws/auth/process-image/{token}/", "get"),
         ("/ws/events", "get"),
+        ("/api/admin/clients/", "get"),
+        ("/api/admin/clients/", "post"),
+        ("/api/admin/keys/rotate/", "post"),
         ("/health/", "get"),
         ("/metrics", "get"),
     ] {
@@ -385,6 +388,113 @@ fn a_session_left_to_expire_is_an_audited_attempt() {
         Some(("Authorization", &auth)),
     );
     assert_eq!(sys["active_sessions"], 0, "{sys}");
+    assert!(d.stop().success());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn operators_manage_clients_and_rotate_keys_while_serving() {
+    let dir = tempdir("admin");
+    let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    let out = facegate_blackbox::cli(
+        &dir,
+        &[
+            "enroll",
+            "--user-id",
+            "alice",
+            "--client",
+            "door-a",
+            facegate_blackbox::data("photos/astronaut.png")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    let out = facegate_blackbox::cli_stdin(
+        &dir,
+        &["operators", "set", "admin@example.org"],
+        "a long operator password\n",
+    );
+    assert!(out.status.success());
+    let d = Daemon::start(&dir, &[]);
+    let auth_a = d.login(&a);
+    let (_, v) = d.post(
+        "/api/auth/token/",
+        None,
+        &json!({"username": "admin@example.org", "password": "a long operator password"}),
+    );
+    let op = format!("Bearer {}", v["access"].as_str().unwrap());
+    // A client token manages nothing.
+    assert_eq!(
+        d.get("/api/admin/clients/", Some(("Authorization", &auth_a)))
+            .0,
+        403
+    );
+    let (s, _) = d.post(
+        "/api/admin/clients/",
+        Some(("Authorization", &auth_a)),
+        &json!({"name": "mine"}),
+    );
+    assert_eq!(s, 403);
+    assert_eq!(
+        d.post(
+            "/api/admin/keys/rotate/",
+            Some(("Authorization", &auth_a)),
+            &json!({})
+        )
+        .0,
+        403
+    );
+    // The operator adds a client while the daemon runs (the CLI needs it stopped).
+    let (s, kiosk) = d.post(
+        "/api/admin/clients/",
+        Some(("Authorization", &op)),
+        &json!({"name": "kiosk-2", "payload_encryption": "AES-256-CBC"}),
+    );
+    assert_eq!(s, 201, "{kiosk}");
+    assert_eq!(kiosk["payload_encryption"], "AES-256-CBC");
+    for (body, code) in [
+        (json!({"name": "kiosk-2"}), 409),
+        (json!({"name": "no spaces please"}), 422),
+        (
+            json!({"name": "kiosk-3", "payload_encryption": "ROT13"}),
+            422,
+        ),
+    ] {
+        let (s, v) = d.post("/api/admin/clients/", Some(("Authorization", &op)), &body);
+        assert_eq!(s, code, "{body}: {v}");
+    }
+    let auth_k = d.login(&kiosk);
+    let (_, list) = d.get("/api/auth/enrollments/", Some(("Authorization", &auth_k)));
+    assert_eq!(list["count"], 0);
+    let (s, clients) = d.get("/api/admin/clients/", Some(("Authorization", &op)));
+    assert_eq!((s, clients["count"].as_u64()), (200, Some(2)), "{clients}");
+    let text = clients.to_string();
+    assert!(!text.contains("secret") && !text.contains(kiosk["api_key"].as_str().unwrap()));
+
+    // Key rotation while serving: every value re-sealed; tokens, logins, enrollments go on.
+    let (s, r) = d.post(
+        "/api/admin/keys/rotate/",
+        Some(("Authorization", &op)),
+        &json!({}),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        r["master_key"], "replaced",
+        "the key file's master key: {r}"
+    );
+    assert!(r["resealed"]["enrollments"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["resealed"]["clients"].as_u64().unwrap() >= 2, "{r}");
+    let (s, list) = d.get("/api/auth/enrollments/", Some(("Authorization", &auth_a)));
+    assert_eq!((s, list["count"].as_u64()), (200, Some(1)), "{list}");
+    d.login(&kiosk);
+    assert!(d.stop().success());
+    // And after a restart on the new keys.
+    let d = Daemon::start(&dir, &[]);
+    let auth_a = d.login(&a);
+    let (_, list) = d.get("/api/auth/enrollments/", Some(("Authorization", &auth_a)));
+    assert_eq!(list["results"][0]["user_id"], "alice");
+    d.login(&kiosk);
     assert!(d.stop().success());
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -5,6 +5,7 @@
 //! error envelope; the server binds where configured (127.0.0.1 by default) and shuts down
 //! gracefully, saving the index snapshot.
 
+pub mod admin;
 pub mod analytics;
 pub mod auth;
 pub mod enrollments;
@@ -109,7 +110,7 @@ where
 
 /// The answer to a request that needed to write while the storage is failing: nothing of it
 /// was stored; the terminal keeps answering what needs no write.
-fn storage_error(what: &str) -> ApiError {
+pub(crate) fn storage_error(what: &str) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
@@ -194,7 +195,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/api/analytics/system-metrics/",
             get(analytics::system_metrics),
-        );
+        )
+        .route(
+            "/api/admin/clients/",
+            get(admin::list_clients).post(admin::add_client),
+        )
+        .route("/api/admin/keys/rotate/", post(admin::rotate_keys));
     let timeout = Duration::from_secs(cfg.request_timeout_s.max(1));
     let docs: Router<Arc<ApiState>> = utoipa_swagger_ui::SwaggerUi::new("/api/schema/swagger-ui")
         .url("/api/schema/", openapi::document())

@@ -69,6 +69,9 @@ impl Modify for Security {
         super::enrollments::delete,
         super::analytics::authentication_metrics,
         super::analytics::system_metrics,
+        super::admin::list_clients,
+        super::admin::add_client,
+        super::admin::rotate_keys,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security),
@@ -80,6 +83,7 @@ impl Modify for Security {
         (name = "events", description = "Access decisions and system events for door controllers"),
         (name = "enrollments", description = "Stored enrollments"),
         (name = "analytics", description = "Figures from audit rows and the running daemon"),
+        (name = "admin", description = "Operators only: API clients, key rotation"),
         (name = "health", description = "Liveness of the daemon, Prometheus metrics"),
     )
 )]

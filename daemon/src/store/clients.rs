@@ -201,6 +201,19 @@ impl Records {
         Ok(ok.then_some(client))
     }
 
+    /// Every client, oldest first.
+    pub fn list_clients(&self) -> Result<Vec<Client>, RecordError> {
+        let mut out = Vec::new();
+        for kv in self.clients.iter() {
+            let (id, _) = kv?;
+            if let Some(c) = self.client(&String::from_utf8_lossy(&id))? {
+                out.push(c);
+            }
+        }
+        out.sort_by(|a, b| (a.created_ms, &a.name).cmp(&(b.created_ms, &b.name)));
+        Ok(out)
+    }
+
     /// The client with this name (the tenant key sessions and enrollments carry).
     pub fn client_by_name(&self, name: &str) -> Result<Option<Client>, RecordError> {
         let Some(id) = self.api_keys.get(self.name_slot(name))? else {
