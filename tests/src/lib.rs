@@ -329,6 +329,16 @@ impl Daemon {
         tungstenite::connect(req).unwrap().0
     }
 
+    /// Audit rows on disk, as `/metrics` reports them.
+    pub fn audit_rows(&self) -> u64 {
+        let (_, _, text) = self.get_text("/metrics", &[]);
+        text.lines()
+            .find_map(|l| l.strip_prefix("facegate_audit_rows "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)

@@ -424,6 +424,7 @@ fn operators_manage_clients_and_rotate_keys_while_serving() {
         &json!({"username": "admin@example.org", "password": "a long operator password"}),
     );
     let op = format!("Bearer {}", v["access"].as_str().unwrap());
+    let rows_before = d.audit_rows();
     // A client token manages nothing.
     assert_eq!(
         d.get("/api/admin/clients/", Some(("Authorization", &auth_a)))
@@ -485,6 +486,8 @@ fn operators_manage_clients_and_rotate_keys_while_serving() {
     );
     assert!(r["resealed"]["enrollments"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["resealed"]["clients"].as_u64().unwrap() >= 2, "{r}");
+    // Audited: the client created, its login, the rotation (refusals write nothing).
+    assert_eq!(d.audit_rows(), rows_before + 3);
     let (s, list) = d.get("/api/auth/enrollments/", Some(("Authorization", &auth_a)));
     assert_eq!((s, list["count"].as_u64()), (200, Some(1)), "{list}");
     d.login(&kiosk);

@@ -460,8 +460,10 @@ fn enroll_then_authenticate_over_rest() {
     );
 
     // The operator deletes A's enrollment: records and index; 1:N then matches nobody.
+    let rows = d.audit_rows();
     let (s, v) = d.delete(&path, Some(("Authorization", &op)));
     assert_eq!((s, v["success"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(d.audit_rows(), rows + 1, "the deletion is audited");
     assert_eq!(d.get(&path, Some(("Authorization", &auth))).0, 404);
     let r = identify(&d, &auth, 161..=183);
     assert_eq!(r["reason"], "no_match_found", "{r}");

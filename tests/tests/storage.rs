@@ -45,16 +45,6 @@ fn avail_bytes(dir: &Path) -> u64 {
         .unwrap()
 }
 
-/// Audit rows on disk, as `/metrics` reports them.
-fn audit_rows(d: &Daemon) -> u64 {
-    let (_, _, text) = d.get_text("/metrics", &[]);
-    text.lines()
-        .find_map(|l| l.strip_prefix("facegate_audit_rows "))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn disk_full_refuses_writes_clearly_and_loses_nothing_acknowledged() {
     let dir = tempdir("diskfull");
@@ -82,7 +72,7 @@ fn run(dir: &Path) {
     );
     assert!(out.status.success());
     let d = Daemon::start(dir, &[]);
-    let rows_before = audit_rows(&d);
+    let rows_before = d.audit_rows();
     // Fill the disk but 4 KiB.
     let filler = dir.join("filler");
     let free = avail_bytes(dir);
@@ -132,7 +122,7 @@ fn run(dir: &Path) {
     let d = Daemon::start(dir, &[]);
     assert_eq!(d.get("/health/", None).0, 200);
     // Every acknowledged write is on disk: one audit row per 200, none for the refused.
-    assert_eq!(audit_rows(&d), rows_before + acked, "acked {acked}");
+    assert_eq!(d.audit_rows(), rows_before + acked, "acked {acked}");
     assert_eq!(login(&d).0, 200);
     let (_, list) = d.get("/api/auth/enrollments/", Some(("X-API-Key", key)));
     assert_eq!(list["results"][0]["user_id"], "alice");

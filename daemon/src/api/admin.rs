@@ -18,6 +18,28 @@ use super::error::{ApiError, ApiJson};
 use super::{ApiState, blocking};
 use crate::store::clients::{ClientError, PayloadAlgorithm};
 use crate::store::keys::KeySources;
+use crate::store::records::{AuditAction, AuditRow, now_ms};
+
+/// The audit row of an operator's action on `tenant`: `reason` says what, and by whom.
+pub fn admin_row(
+    caller: &Caller,
+    action: AuditAction,
+    tenant: &str,
+    user_id: Option<&str>,
+    what: &str,
+) -> AuditRow {
+    AuditRow {
+        at_ms: now_ms(),
+        action,
+        client: tenant.to_owned(),
+        user_id: user_id.map(str::to_owned),
+        session_id: None,
+        success: true,
+        reason: format!("{what} by operator:{}", caller.client_id),
+        confidence: None,
+        processing_ms: 0.0,
+    }
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewClient {
@@ -102,6 +124,14 @@ pub async fn add_client(
         Err(e) => return Err(ApiError::internal(e)),
     };
     tracing::info!(client = %new.client.name, by = %caller.client_id, "client created");
+    let row = admin_row(
+        &caller,
+        AuditAction::ClientCreated,
+        &new.client.name,
+        None,
+        "client created",
+    );
+    blocking(&state, move |s| Ok(s.store.records().audit(&row)?)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -130,6 +160,14 @@ pub async fn rotate_keys(
     })
     .await?;
     tracing::info!(by = %by, ms = report.rotate_ms, "keys rotated");
+    let row = admin_row(
+        &caller,
+        AuditAction::KeysRotated,
+        "terminal",
+        None,
+        "keys rotated",
+    );
+    blocking(&state, move |s| Ok(s.store.records().audit(&row)?)).await?;
     let resealed: serde_json::Map<String, Value> = report
         .resealed
         .resealed

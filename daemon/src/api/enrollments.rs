@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::auth::{Caller, require_admin};
 use super::error::ApiError;
 use super::{ApiState, blocking};
-use crate::store::records::Enrollment;
+use crate::store::records::{AuditAction, Enrollment};
 
 const MAX_PAGE_SIZE: usize = 100;
 
@@ -142,8 +142,16 @@ pub async fn delete(
     let e = own(&state, &caller, id).await?;
     let client = e.client.clone();
     let id = e.id.clone();
+    let row = super::admin::admin_row(
+        &caller,
+        AuditAction::Delete,
+        &e.client,
+        Some(&e.user_id),
+        "deleted",
+    );
     blocking(&state, move |s| {
         s.store.delete(&client, &id)?;
+        s.store.records().audit(&row)?;
         s.store.save_snapshot()?;
         Ok(())
     })

@@ -106,6 +106,9 @@ pub enum AuditAction {
     Delete,
     ClientLogin,
     OperatorLogin,
+    /// Administration (new variants go last: rows are stored by variant index).
+    ClientCreated,
+    KeysRotated,
 }
 
 impl AuditAction {
@@ -116,6 +119,8 @@ impl AuditAction {
             AuditAction::Delete => "delete",
             AuditAction::ClientLogin => "client_login",
             AuditAction::OperatorLogin => "operator_login",
+            AuditAction::ClientCreated => "client_created",
+            AuditAction::KeysRotated => "keys_rotated",
         }
     }
 }

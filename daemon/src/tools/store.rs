@@ -205,8 +205,18 @@ pub fn list(store: &Store, client: Option<&str>, json: bool) -> anyhow::Result<(
 }
 
 pub fn delete(store: &Store, client: &str, enrollment_id: &str) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     match store.delete(client, enrollment_id)? {
         Some(e) => {
+            audit(
+                store,
+                AuditAction::Delete,
+                client,
+                Some(&e.user_id),
+                Ok("deleted by the command line"),
+                None,
+                started,
+            )?;
             store.save_snapshot()?;
             println!("deleted {} ({}) from records and index", e.id, e.user_id);
             Ok(())
