@@ -256,6 +256,7 @@ fn serve(
         shutdown: crate::api::Shutdown::default(),
         events: crate::api::events::Events::default(),
         open_sockets: std::sync::atomic::AtomicUsize::new(0),
+        restart: std::sync::atomic::AtomicBool::new(false),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

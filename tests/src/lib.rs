@@ -344,6 +344,20 @@ impl Daemon {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Waits up to `timeout` for the daemon to exit by itself; its exit status.
+    pub fn wait_exit(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
     /// SIGTERM, then the exit status (graceful shutdown).
     pub fn stop(mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();

@@ -2,8 +2,8 @@
 //! Disk full under a running daemon (a small tmpfs as its data directory; needs root to mount
 //! it, as CI and the terminals' test rigs have): requests that must write are answered 503
 //! with a clear message and the envelope, nothing acknowledged is lost, what needs no write
-//! goes on, `/health/` says the store failed; after space is freed and the service restarted,
-//! every acknowledged write is there and writes work again.
+//! goes on, `/health/` says the store failed; once space is freed the daemon stops itself to
+//! be restarted, and then every acknowledged write is there and writes work again.
 
 use std::path::Path;
 use std::process::Command;
@@ -114,11 +114,15 @@ fn run(dir: &Path) {
     let key = a["api_key"].as_str().unwrap();
     let (s, list) = d.get("/api/auth/enrollments/", Some(("X-API-Key", key)));
     assert_eq!((s, list["count"].as_u64()), (200, Some(1)), "{list}");
-    // Space comes back: sled keeps refusing until a restart (its I/O error is sticky), and
-    // says so the same way; the service is restarted, as systemd would after a stop.
+    // Space comes back: sled keeps refusing until the database is reopened (its I/O error
+    // is sticky), so the daemon stops itself within a sweep (5 s) and exits non-zero, for
+    // systemd (`Restart=on-failure`) to start it again, as the test does.
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(login(&d).0, 503);
-    let _ = d.stop();
+    let status = d
+        .wait_exit(std::time::Duration::from_secs(30))
+        .expect("the daemon stops itself once space is back");
+    assert!(!status.success(), "{status:?}");
     let d = Daemon::start(dir, &[]);
     assert_eq!(d.get("/health/", None).0, 200);
     // Every acknowledged write is on disk: one audit row per 200, none for the refused.

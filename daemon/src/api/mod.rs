@@ -87,6 +87,8 @@ pub struct ApiState {
     pub events: events::Events,
     /// Triggered at SIGTERM/SIGINT: WebSockets close with 1001 and the servers drain.
     pub shutdown: Shutdown,
+    /// Set when the daemon stops itself to reopen a failed store (it then exits non-zero).
+    pub restart: std::sync::atomic::AtomicBool,
     /// WebSockets open now (shutdown waits a moment for their close frames).
     pub open_sockets: std::sync::atomic::AtomicUsize,
 }
@@ -295,6 +297,16 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
                     s.sessions.sweep();
                 })
                 .await;
+                if storage_recovered(&state) {
+                    tracing::error!(
+                        "the storage failed and has space again: stopping so the service \
+                         manager restarts the daemon and the database is reopened"
+                    );
+                    state
+                        .restart
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    state.shutdown.trigger();
+                }
             }
         })
     };
@@ -309,9 +321,12 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
         let _ = std::fs::remove_file(&path);
         served
     };
+    // Ends at SIGTERM/SIGINT, or when the daemon stops itself (a failed store to reopen).
     let signal = async {
-        shutdown_signal().await;
-        shutdown.trigger();
+        tokio::select! {
+            () = shutdown_signal() => shutdown.trigger(),
+            () = shutdown.wait() => {}
+        }
     };
     let (tcp, unix, ()) = tokio::join!(tcp, unix, signal);
     tcp?;
@@ -330,7 +345,31 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
     tracing::info!("shutting down: saving the index snapshot");
     let s = state.clone();
     tokio::task::spawn_blocking(move || s.store.save_snapshot()).await??;
+    if state.restart.load(std::sync::atomic::Ordering::SeqCst) {
+        anyhow::bail!(
+            "stopped to reopen the database after a storage failure (space is back): \
+             restart the service (systemd does, Restart=on-failure)"
+        );
+    }
     Ok(())
+}
+
+/// Free space at which a failed store is worth reopening (or a tenth of a smaller disk).
+const RECOVERY_FREE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The store failed (disk full) and its file system has room again.
+// statvfs counts are u32 on 32-bit targets (armv7): the conversions are not useless there.
+#[allow(clippy::useless_conversion)]
+fn storage_recovered(state: &ApiState) -> bool {
+    if state.store.failure().is_none() {
+        return false;
+    }
+    nix::sys::statvfs::statvfs(&state.config.data_dir).is_ok_and(|v| {
+        let block = u64::from(v.fragment_size());
+        let free = u64::from(v.blocks_available()).saturating_mul(block);
+        let total = u64::from(v.blocks()).saturating_mul(block);
+        free >= RECOVERY_FREE_BYTES.min(total / 10)
+    })
 }
 
 /// Binds the Unix socket (a stale file from a killed run is replaced), mode 0660.
