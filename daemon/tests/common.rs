@@ -60,3 +60,20 @@ pub fn tempdir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).expect("temp dir");
     d
 }
+
+/// The fp32 pipeline with default detector, quality and limits, from the shipped models.
+pub fn fp32_pipeline(
+    store: &facegate_daemon::pipeline::models::ModelStore,
+) -> facegate_daemon::pipeline::Pipeline {
+    use facegate_daemon::pipeline::{PipelineConfig, models::Precision};
+    facegate_daemon::pipeline::Pipeline::load(
+        store,
+        PipelineConfig {
+            detector: Default::default(),
+            quality: Default::default(),
+            limits: Default::default(),
+            precision: Precision::Fp32,
+        },
+    )
+    .unwrap()
+}

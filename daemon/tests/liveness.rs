@@ -6,13 +6,10 @@
 mod common;
 
 use common::{data, facegate, stdout_json};
-use facegate_daemon::pipeline::decode::DecodeLimits;
-use facegate_daemon::pipeline::detect::DetectorConfig;
-use facegate_daemon::pipeline::models::{ModelStore, Precision};
+use facegate_daemon::pipeline::Pipeline;
+use facegate_daemon::pipeline::models::ModelStore;
 use facegate_daemon::pipeline::obstacles::{self, ObstacleScores};
-use facegate_daemon::pipeline::quality::QualityConfig;
 use facegate_daemon::pipeline::stream::LiveModels;
-use facegate_daemon::pipeline::{Pipeline, PipelineConfig};
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
@@ -124,16 +121,7 @@ fn models() -> &'static (Pipeline, LiveModels) {
     static M: std::sync::OnceLock<(Pipeline, LiveModels)> = std::sync::OnceLock::new();
     M.get_or_init(|| {
         let store = ModelStore::open_first(&[common::models_dir()]).unwrap();
-        let pipeline = Pipeline::load(
-            &store,
-            PipelineConfig {
-                detector: DetectorConfig::default(),
-                quality: QualityConfig::default(),
-                limits: DecodeLimits::default(),
-                precision: Precision::Fp32,
-            },
-        )
-        .unwrap();
+        let pipeline = common::fp32_pipeline(&store);
         (pipeline, LiveModels::load(&store).unwrap())
     })
 }

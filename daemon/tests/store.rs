@@ -8,12 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use facegate_daemon::pipeline::decode::DecodeLimits;
-use facegate_daemon::pipeline::detect::DetectorConfig;
 use facegate_daemon::pipeline::embed::EMBEDDING_DIM;
-use facegate_daemon::pipeline::models::{ModelStore, Precision};
-use facegate_daemon::pipeline::quality::QualityConfig;
-use facegate_daemon::pipeline::{Pipeline, PipelineConfig};
+use facegate_daemon::pipeline::models::ModelStore;
 use facegate_daemon::store::crypto::SecretKey;
 use facegate_daemon::store::index::Quantization;
 use facegate_daemon::store::keys::{self, KEY_FILE, KeySources};
@@ -34,16 +30,7 @@ fn open(dir: &Path, q: Quantization) -> (Store, facegate_daemon::store::OpenRepo
 /// Real templates: the first ORL photo of people s01..s0n.
 fn orl_templates(n: usize) -> Vec<Vec<f32>> {
     let models = ModelStore::open_first(&[common::models_dir()]).unwrap();
-    let p = Pipeline::load(
-        &models,
-        PipelineConfig {
-            detector: DetectorConfig::default(),
-            quality: QualityConfig::default(),
-            limits: DecodeLimits::default(),
-            precision: Precision::Fp32,
-        },
-    )
-    .unwrap();
+    let p = common::fp32_pipeline(&models);
     (1..=n)
         .map(|s| {
             let bytes = std::fs::read(common::data(&format!("faces/orl/s{s:02}/01.pgm"))).unwrap();

@@ -305,6 +305,13 @@ impl Daemon {
         format!("Bearer {}", v["jwt_token"].as_str().unwrap())
     }
 
+    /// Creates a session (`POST path` with `body`, expecting 201); its `session_token`.
+    pub fn session(&self, auth: &str, path: &str, body: &serde_json::Value) -> String {
+        let (s, v) = self.post(path, Some(("Authorization", auth)), body);
+        assert_eq!(s, 201, "{v}");
+        v["session_token"].as_str().unwrap().to_owned()
+    }
+
     /// A WebSocket on the session `token`.
     pub fn ws(&self, token: &str) -> Ws {
         let url = format!(

@@ -165,12 +165,7 @@ fn oversized_and_corrupt_websocket_frames() {
     let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
     let d = Daemon::start(&dir, &[]);
     let auth = d.login(&a);
-    let (_, v) = d.post(
-        "/api/auth/authentication/",
-        Some(("Authorization", &auth)),
-        &json!({}),
-    );
-    let token = v["session_token"].as_str().unwrap().to_owned();
+    let token = d.session(&auth, "/api/auth/authentication/", &json!({}));
     let mut sock = d.ws(&token);
     assert_eq!(next(&mut sock).unwrap()["type"], "connection_established");
     // Corrupt JPEG bytes and a text frame that is not base64: an `error` each, session goes on.
@@ -228,12 +223,11 @@ fn frames_beyond_the_workers_are_shed_with_429_not_queued() {
     };
     let tokens: Vec<String> = (0..6)
         .map(|_| {
-            let (_, v) = d.post(
+            d.session(
+                &auth,
                 "/api/auth/authentication/",
-                Some(("Authorization", &auth)),
                 &json!({"metadata": {"max_frames": 100}}),
-            );
-            v["session_token"].as_str().unwrap().to_owned()
+            )
         })
         .collect();
     // Six sessions send a frame at the same instant to one worker with no queue: whoever
@@ -330,12 +324,8 @@ fn shutdown_closes_open_websockets_with_1001() {
     let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
     let d = Daemon::start(&dir, &[]);
     let auth = d.login(&a);
-    let (_, v) = d.post(
-        "/api/auth/authentication/",
-        Some(("Authorization", &auth)),
-        &json!({}),
-    );
-    let mut sock = d.ws(v["session_token"].as_str().unwrap());
+    let token = d.session(&auth, "/api/auth/authentication/", &json!({}));
+    let mut sock = d.ws(&token);
     assert_eq!(next(&mut sock).unwrap()["type"], "connection_established");
     // SIGTERM with a kiosk still connected: the socket is told "going away" and the daemon
     // exits (it does not wait for the kiosk to hang up).
@@ -364,12 +354,11 @@ fn a_session_left_to_expire_is_an_audited_attempt() {
     let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
     let d = Daemon::start(&dir, &[]);
     let auth = d.login(&a);
-    let (s, v) = d.post(
+    d.session(
+        &auth,
         "/api/auth/authentication/",
-        Some(("Authorization", &auth)),
         &json!({"user_id": "visitor", "metadata": {"timeout_seconds": 5}}),
     );
-    assert_eq!(s, 201, "{v}");
     // Nobody sends a frame: within the expiry plus one sweep (5 s) the attempt is audited.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let m = loop {

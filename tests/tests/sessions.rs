@@ -152,12 +152,11 @@ fn enroll_then_authenticate_over_rest() {
     );
     assert_eq!(s, 400, "{v}");
     // A session that will have expired by the time the enrollment is done (5 s is the least).
-    let (_, v) = d.post(
+    let short = d.session(
+        &auth,
         "/api/auth/authentication/",
-        Some(("Authorization", &auth)),
         &json!({"metadata": {"timeout_seconds": 5}}),
     );
-    let short = v["session_token"].as_str().unwrap().to_owned();
     let short_started = std::time::Instant::now();
     let (done, sent) = run(
         &d,
@@ -240,12 +239,7 @@ fn enroll_then_authenticate_over_rest() {
     }
 
     // Another person (single_face: blinks at 0008-0010) is live but matches nobody.
-    let (_, v) = d.post(
-        "/api/auth/authentication/",
-        Some(("Authorization", &auth)),
-        &json!({}),
-    );
-    let t = v["session_token"].as_str().unwrap().to_owned();
+    let t = d.session(&auth, "/api/auth/authentication/", &json!({}));
     let (r, _) = run(
         &d,
         &auth,
@@ -260,12 +254,11 @@ fn enroll_then_authenticate_over_rest() {
     );
 
     // The same still photo of the enrolled person, sent 20 times: never live.
-    let (_, v) = d.post(
+    let t = d.session(
+        &auth,
         "/api/auth/authentication/",
-        Some(("Authorization", &auth)),
         &json!({"metadata": {"max_frames": 20}}),
     );
-    let t = v["session_token"].as_str().unwrap().to_owned();
     let still = frame("pexels_eyes_hand", 150);
     let (r, sent) = run(
         &d,
@@ -286,12 +279,7 @@ fn enroll_then_authenticate_over_rest() {
     assert_eq!(r["reason"], "no_match_found", "{r}");
 
     // Cancel: the session takes no more frames.
-    let (_, v) = d.post(
-        "/api/auth/authentication/",
-        Some(("Authorization", &auth)),
-        &json!({}),
-    );
-    let t = v["session_token"].as_str().unwrap().to_owned();
+    let t = d.session(&auth, "/api/auth/authentication/", &json!({}));
     let (s, v) = d.delete(
         &format!("/api/auth/session/{t}/"),
         Some(("Authorization", &auth)),
