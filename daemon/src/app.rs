@@ -89,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Attack {
             photo,
+            clip,
             kind,
             out,
             frames,
@@ -96,7 +97,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
         } => {
             let pipeline = load_pipeline(&models()?, &config, None)?;
-            tools::pad_eval::write_attack(&pipeline, &photo, kind, &out, frames, fps, seed)
+            tools::pad_eval::write_attack(
+                &pipeline,
+                photo.as_deref(),
+                clip.as_deref(),
+                kind,
+                &out,
+                frames,
+                fps,
+                seed,
+            )
         }
         Command::PadEval {
             photos,
@@ -104,7 +114,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             frames,
             fps,
             seeds,
+            window_frames,
             window_stride,
+            session_frames,
+            face_widths,
             json,
         } => {
             let (pipeline, live) = load_live(&models()?, &config)?;
@@ -112,14 +125,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &pipeline,
                 &live,
                 &config.liveness,
-                &config.obstacles,
                 &tools::pad_eval::Options {
                     photos,
                     clips,
                     frames,
                     fps,
                     seeds,
+                    window_frames,
                     window_stride,
+                    session_frames,
+                    face_widths,
                     json,
                 },
             )

@@ -111,10 +111,14 @@ pub enum Command {
         json: bool,
     },
     /// Render a SYNTHETIC presentation attack (a photo held up as a print, bent print or
-    /// screen) as a folder of PNG frames.
+    /// screen; a print with the eyes cut out and a clip's real eyes behind it; a screen
+    /// replaying a clip) as a folder of PNG frames.
     Attack {
-        #[arg(long, value_name = "IMAGE")]
-        photo: PathBuf,
+        #[arg(long, value_name = "IMAGE", required_unless_present = "clip")]
+        photo: Option<PathBuf>,
+        /// Real frames: the eyes behind an eye-cut print, the video of a replay.
+        #[arg(long, value_name = "DIR")]
+        clip: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "print")]
         kind: crate::tools::attack::AttackKind,
         #[arg(long, value_name = "DIR")]
@@ -126,25 +130,37 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// APCER per synthetic attack type over photos, BPCER over windows of real clips.
+    /// APCER per synthetic attack type (from photos and clips); time to a live verdict and
+    /// BPCER per window of real clips, at their own size and downscaled.
     PadEval {
         /// Photos (or folders of photos) to make attacks from.
         #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
         photos: Vec<PathBuf>,
-        /// Folders of real frames (bona fide).
+        /// Folders of real frames (bona fide; also the eyes of eye-cut prints and the videos of
+        /// replays).
         #[arg(long, value_name = "DIR", num_args = 1..)]
         clips: Vec<PathBuf>,
-        /// Frames per sequence (attack length and bona fide window).
-        #[arg(long, default_value_t = 30)]
+        /// Frames per attack sequence.
+        #[arg(long, default_value_t = 50)]
         frames: usize,
         #[arg(long, default_value_t = 10.0)]
         fps: f64,
-        /// Attack sequences per photo and type (different motion, size, glare).
+        /// Attack sequences per photo (or clip) and type (different motion, size, glare).
         #[arg(long, default_value_t = 1)]
         seeds: u64,
+        /// Bona fide window for BPCER, frames.
+        #[arg(long, default_value_t = 50)]
+        window_frames: usize,
         /// Step between bona fide windows, frames.
         #[arg(long, default_value_t = 10)]
         window_stride: usize,
+        /// A session's frame budget (time-to-live sessions start every second).
+        #[arg(long, default_value_t = 50)]
+        session_frames: usize,
+        /// Face widths (pixels) of the downscaled copies of each clip (only smaller than its
+        /// own).
+        #[arg(long, value_name = "PX", num_args = 0.., default_values_t = [120.0, 80.0])]
+        face_widths: Vec<f32>,
         #[arg(long)]
         json: bool,
     },

@@ -28,7 +28,8 @@ fn every_labelled_blink_is_found_and_false_blinks_are_few() {
             path(&data("video/pexels_eyes_hand")),
             "--json",
         ],
-        &[],
+        // The contract's hand threshold (advisory by default: see default.toml).
+        &[("FACEGATE_OBSTACLES__HAND", "0.3")],
     ));
     let found: Vec<u64> = v["blinks"]
         .as_array()
@@ -79,22 +80,47 @@ fn every_labelled_blink_is_found_and_false_blinks_are_few() {
     }
 }
 
-/// SYNTHETIC attacks (a photo held up as a print, a bent print, a screen) from two shared
-/// photos are not accepted as live; the clips of real people are.
+/// Every real person in ../shared/data/video, at its own size and with the face shrunk to
+/// ~80 px wide, is verified live by some session (sessions start every second), except
+/// grid_lbbc2a, a face that does not blink in its 3 s (labelled): never verified, and judged
+/// `unknown` (ask to blink), never `spoof`. SYNTHETIC photo attacks (print, bent print, screen)
+/// from two shared photos are never accepted, at any frame. The eye-cut print and the replayed
+/// clip are rendered with a detectable face; their APCER is reported, not bounded (blinks and
+/// a real head's motion are genuinely in them: see ARCHITECTURE.md).
 #[test]
-fn synthetic_photo_attacks_are_not_accepted_as_live() {
-    let v = stdout_json(&facegate(
-        &[
-            "pad-eval",
-            "--photos",
-            path(&data("photos/single_face.jpg")),
-            path(&data("photos/astronaut.png")),
-            "--clips",
-            path(&data("video/single_face")),
-            "--json",
-        ],
-        &[],
-    ));
+fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
+    let clips: Vec<String> = std::fs::read_dir(data("video"))
+        .unwrap()
+        .map(|e| e.unwrap().path().to_str().unwrap().to_owned())
+        .collect();
+    assert!(clips.len() >= 17, "{clips:?}");
+    let (photo_a, photo_b) = (data("photos/single_face.jpg"), data("photos/astronaut.png"));
+    let mut args = vec![
+        "pad-eval",
+        "--photos",
+        path(&photo_a),
+        path(&photo_b),
+        "--face-widths",
+        "80",
+        "--json",
+        "--clips",
+    ];
+    args.extend(clips.iter().map(String::as_str));
+    let v = stdout_json(&facegate(&args, &[]));
+    let per_clip = v["bona_fide"]["per_clip"].as_array().unwrap();
+    for c in per_clip {
+        let name = c["clip"].as_str().unwrap();
+        let never = c["never_share"].as_f64().unwrap();
+        if name == "grid_lbbc2a" {
+            assert_eq!(never, 1.0, "no blink, no head movement: {c}");
+        } else {
+            assert!(never < 1.0, "{name} at {} never verified: {c}", c["scale"]);
+        }
+        assert!(c["sessions"].as_u64().unwrap() >= 1, "{c}");
+    }
+    let scales = |s: &str| per_clip.iter().filter(|c| c["scale"] == s).count();
+    assert_eq!(scales("native"), clips.len(), "{v}");
+    assert!(scales("80px") >= clips.len() - 2, "{v}");
     for kind in ["print", "bent_print", "screen"] {
         let k = &v["synthetic_attacks"][kind];
         assert_eq!(k["sequences"], 2, "{v}");
@@ -112,8 +138,52 @@ fn synthetic_photo_attacks_are_not_accepted_as_live() {
             > 0.5,
         "{v}"
     );
-    assert_eq!(v["bona_fide"]["windows"], 1);
-    assert_eq!(v["bona_fide"]["bpcer"], 0.0, "{v}");
+    for kind in ["eye_cut_print", "replay_screen"] {
+        let k = &v["synthetic_attacks"][kind];
+        let n = k["sequences"].as_u64().unwrap();
+        assert!(n >= 2, "{v}");
+        // A replayed 192x144 or 320x240 clip on a phone screen may show no detectable face.
+        assert!(
+            k["no_face"].as_u64().unwrap() * 5 <= n,
+            "{kind} must show a detectable face: {v}"
+        );
+    }
+    eprintln!(
+        "bona fide: {}; APCER eye_cut_print {}, replay_screen {}",
+        v["bona_fide"]["time_to_live"],
+        v["synthetic_attacks"]["eye_cut_print"]["apcer"],
+        v["synthetic_attacks"]["replay_screen"]["apcer"]
+    );
+
+    // The face that never blinks is `unknown`, not `spoof`.
+    let lbbc2a = stdout_json(&facegate(
+        &[
+            "liveness",
+            "--frames",
+            path(&data("video/grid_lbbc2a")),
+            "--json",
+        ],
+        &[],
+    ));
+    assert_eq!(lbbc2a["verdict"], "unknown", "{lbbc2a}");
+}
+
+/// Close-up real faces are not blocked by phantom obstacles under the default thresholds (the
+/// palm detector sees hands in chins and ears: the hand is advisory by default).
+#[test]
+fn close_up_real_faces_have_no_blocking_obstacles_by_default() {
+    for clip in ["video/lp_d9", "video/lp_d6"] {
+        let v = stdout_json(&facegate(
+            &["liveness", "--frames", path(&data(clip)), "--json"],
+            &[],
+        ));
+        let blocked: u64 = ["mask", "hand", "sunglasses", "hat"]
+            .iter()
+            .map(|k| v["obstacle_frames"][k].as_u64().unwrap())
+            .sum();
+        assert_eq!(blocked, 0, "{clip}: {}", v["obstacle_frames"]);
+        assert_eq!(v["verdict"], "live", "{clip}");
+    }
 }
 
 /// The fp32 pipeline and the liveness models, loaded once per test binary.
@@ -166,7 +236,11 @@ fn obstacle_scores_on_the_shared_photos() {
         "photos/single_face.jpg",
         "photos/hand_on_forehead.png",
     ];
-    let t = facegate_daemon::pipeline::obstacles::ObstacleThresholds::default();
+    // The contract's thresholds (the hand is advisory by default: see default.toml).
+    let t = facegate_daemon::pipeline::obstacles::ObstacleThresholds {
+        hand: 0.3,
+        ..Default::default()
+    };
     // [tp, fp, fn, tn] per obstacle: mask, hand, glasses, hat.
     let mut confusion = [[0usize; 4]; 4];
     let mut wrong = Vec::new();

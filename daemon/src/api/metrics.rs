@@ -86,6 +86,7 @@ impl Metrics {
                 ("decode", c.decode_ms),
                 ("detect", st.detect_ms),
                 ("eyes", st.eyes_ms),
+                ("mesh", st.mesh_ms),
                 ("mask", st.mask_ms),
                 ("palm", st.palm_ms),
                 ("liveness_cues", st.cues_ms),

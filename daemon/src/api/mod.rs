@@ -11,6 +11,7 @@ pub mod auth;
 pub mod enrollments;
 pub mod error;
 pub mod events;
+pub mod frames;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiJson};
 use super::limits::Bucket;
 use crate::pipeline::PipelineError;
 use crate::pipeline::decode::DecodeError;
-use crate::sessions::{FrameError, Handle, Kind, Session, Status, rfc3339_ms};
+use crate::sessions::{Ending, FrameError, FrameResult, Handle, Kind, Session, Status, rfc3339_ms};
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct EnrollmentMeta {
@@ -243,13 +243,14 @@ pub fn frame_bytes(frame_data: &str, max_bytes: usize) -> Result<Vec<u8>, ApiErr
         .map_err(|_| ApiError::bad_request("frame_data is not valid base64 (or a data URL)"))
 }
 
-/// Runs one frame through a session on the bounded worker pool.
+/// Runs one frame through a session on the bounded worker pool: the typed result and its wire
+/// body (with `encrypted_data` on a successful completion).
 pub async fn run_frame(
     state: &Arc<ApiState>,
     client: &str,
     token: &str,
     bytes: Vec<u8>,
-) -> Result<Value, ApiError> {
+) -> Result<(FrameResult, Value), ApiError> {
     let session = state
         .sessions
         .get(client, token)
@@ -308,35 +309,14 @@ pub async fn run_frame(
     })
     .await
     .map_err(ApiError::internal)?;
-    if let Ok(r) = &result
-        && r["session_status"] != "in_progress"
-    {
-        let why = if r["success"] == true {
-            if kind == "enrollment" {
-                "completed"
-            } else {
-                "authenticated"
-            }
-        } else {
-            r["reason"].as_str().unwrap_or("failed")
-        };
-        metrics.decision(kind, why);
-        state.events.decision(client, kind, r);
-    }
-    let mut result = result.map_err(|e| match e {
+    let result = result.map_err(|e| match e {
         FrameError::NotActive(Status::Expired) => {
             ApiError::new(StatusCode::GONE, "the session has expired")
                 .with_details(json!({"reason": "session_expired"}))
         }
         FrameError::NotActive(status) => ApiError::new(
             StatusCode::CONFLICT,
-            format!(
-                "the session is {}",
-                serde_json::to_value(status)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or("closed")
-            ),
+            format!("the session is {}", status.as_str()),
         ),
         FrameError::Image(PipelineError::Decode(
             d @ (DecodeError::TooManyBytes { .. } | DecodeError::TooLarge { .. }),
@@ -344,9 +324,19 @@ pub async fn run_frame(
         FrameError::Image(e) => ApiError::bad_request(e.to_string()),
         FrameError::Internal(e) => ApiError::internal(e),
     })?;
-    if let Some(summary) = super::payload::summary(&result, token) {
+    let mut body = super::frames::body(kind, &result);
+    if let Some(ending) = &result.ending {
+        let why = match ending {
+            Ending::Enrolled { .. } => "completed",
+            Ending::Authenticated { .. } => "authenticated",
+            Ending::Failed { reason } => reason,
+        };
+        metrics.decision(kind, why);
+        state.events.decision(client, kind, &body);
+    }
+    if let Some(summary) = super::payload::summary(&body, token) {
         let client = client.to_owned();
-        result["encrypted_data"] = super::blocking(state, move |s| {
+        body["encrypted_data"] = super::blocking(state, move |s| {
             let Some(c) = s.store.records().client_by_name(&client)? else {
                 return Ok(Value::Null);
             };
@@ -354,7 +344,7 @@ pub async fn run_frame(
         })
         .await?;
     }
-    Ok(result)
+    Ok((result, body))
 }
 
 #[utoipa::path(post, path = "/api/auth/enrollment/process-frame/", tag = "enrollment", request_body = ProcessFrame,
@@ -394,7 +384,9 @@ async fn process_frame(
 ) -> Result<Json<Value>, ApiError> {
     let bytes = frame_bytes(&body.frame_data, state.config.limits.max_image_bytes)?;
     Ok(Json(
-        run_frame(&state, caller.tenant()?, &body.session_token, bytes).await?,
+        run_frame(&state, caller.tenant()?, &body.session_token, bytes)
+            .await?
+            .1,
     ))
 }
 
@@ -411,7 +403,21 @@ pub async fn status(
         .sessions
         .get(caller.tenant()?, &token)
         .ok_or_else(|| ApiError::not_found("no such session"))?;
-    Ok(Json(with_session(h, |s| s.status_json()).await?))
+    let v = with_session(h, |s| s.status_view()).await?;
+    Ok(Json(json!({
+        "session_token": v.token,
+        "status": v.status.as_str(),
+        "session_type": v.session_type,
+        "created_at": rfc3339_ms(v.created_ms),
+        "expires_at": rfc3339_ms(v.expires_ms),
+        "last_activity": rfc3339_ms(v.last_activity_ms),
+        "progress": {
+            "completed_samples": v.completed_samples,
+            "target_samples": v.target_samples,
+            "frames_processed": v.frames_processed,
+            "liveness_checks_passed": v.liveness_passed,
+        },
+    })))
 }
 
 /// Runs `f` on a session off the async runtime: it may wait for a frame in progress.

@@ -1,10 +1,14 @@
 //! `GET /ws/auth/process-image/{session_token}/`: the WebSocket protocol of the contract.
 //! Client -> server: `{type:"frame", image}` or `{type:"process_frame", frame_data}` (data URL or
 //! base64), binary messages with raw JPEG bytes, `{type:"ping"}`, `{type:"cancel"}`.
-//! Server -> client: `connection_established`, `frame_processed` and `enrollment_progress`
-//! (same payload), `frame_rejected`, `liveness_instruction`, `enrollment_complete`,
-//! `authentication_complete` and `authentication_result` (both spellings), `error`, `pong`.
-//! Close codes: 1000 done, 1008 bad or expired token, 4429 frame budget exceeded.
+//! Server -> client: `connection_established` at connect, `pong` to a ping, and exactly ONE
+//! message per frame, named in the client's dialect (`frames::Dialect`) and carrying the whole
+//! progress payload: the completion (`enrollment_complete`, `authentication_result` /
+//! `authentication_complete`), else `frame_rejected`, else `liveness_instruction` when the
+//! instruction changed, else progress (`enrollment_progress` / `frame_processed`); or `error`.
+//! After a completion the socket stays open until the client closes it or 10 s pass (a frame
+//! sent then gets an `error`). Close codes: 1000 done, 1008 bad or expired token, 4429 frame
+//! budget exceeded.
 
 use std::sync::Arc;
 
@@ -16,12 +20,13 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::ApiError;
+use super::frames::Dialect;
 use super::sessions::{frame_bytes, run_frame, with_session};
 use crate::sessions::{Session, Status};
 
 #[utoipa::path(get, path = "/ws/auth/process-image/{token}/", tag = "sessions",
     params(("token" = String, Path, description = "session_token")),
-    responses((status = 101, description = "WebSocket: send `{type:\"frame\", image}`, `{type:\"process_frame\", frame_data}` or binary JPEG; receive `frame_processed`, `enrollment_progress`, `frame_rejected`, `liveness_instruction`, `enrollment_complete`, `authentication_complete` / `authentication_result`, `error`, `pong`. Close 1000 done, 1008 bad token, 4429 frame budget.")))]
+    responses((status = 101, description = "WebSocket: send `{type:\"frame\", image}`, `{type:\"process_frame\", frame_data}` or binary JPEG; exactly one reply per frame, named in the client's dialect and carrying the whole progress payload: the completion (`enrollment_complete`, `authentication_result` for process_frame / `authentication_complete` for frame and binary), else `frame_rejected`, else `liveness_instruction` when the instruction changed, else progress (`enrollment_progress` for process_frame enrollments, else `frame_processed`); `error`; `pong`. The socket stays open 10 s after the completion. Close 1000 done, 1008 bad token, 4429 frame budget.")))]
 /// The session's WebSocket: frames in, progress, instructions and the result out.
 pub async fn upgrade(
     State(state): State<Arc<ApiState>>,
@@ -97,7 +102,16 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
     if !send(&mut socket, &hello).await {
         return;
     }
+    let mut last_instruction = None;
+    // Set once the session ended: the close code and reason, and until when to linger.
+    let mut ended: Option<(u16, &'static str, tokio::time::Instant)> = None;
     loop {
+        let linger = async {
+            match ended {
+                Some((_, _, until)) => tokio::time::sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        };
         let msg = tokio::select! {
             m = socket.recv() => match m {
                 Some(Ok(m)) => m,
@@ -106,9 +120,13 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
             () = &mut shutdown => {
                 return close(socket, 1001, "the terminal is shutting down").await;
             }
+            () = linger => {
+                let (code, reason, _) = ended.unwrap_or((1000, "session ended", tokio::time::Instant::now()));
+                return close(socket, code, reason).await;
+            }
         };
-        let bytes = match msg {
-            Message::Binary(b) => Ok(b.to_vec()),
+        let (bytes, dialect) = match msg {
+            Message::Binary(b) => (Ok(b.to_vec()), Dialect::Guide),
             Message::Text(t) => {
                 let v: Value = match serde_json::from_str(t.as_str()) {
                     Ok(v) => v,
@@ -149,24 +167,48 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
                         .await;
                         return close(socket, 1000, "cancelled").await;
                     }
-                    Some("frame" | "process_frame") => {
-                        let data = v["image"]
+                    Some(t @ ("frame" | "process_frame")) => {
+                        let (field, dialect) = if t == "frame" {
+                            ("image", Dialect::Guide)
+                        } else {
+                            ("frame_data", Dialect::Readme)
+                        };
+                        let data = v[field]
                             .as_str()
+                            .or_else(|| v["image"].as_str())
                             .or_else(|| v["frame_data"].as_str())
                             .unwrap_or("");
-                        frame_bytes(data, state.config.limits.max_image_bytes)
+                        (
+                            frame_bytes(data, state.config.limits.max_image_bytes),
+                            dialect,
+                        )
                     }
-                    _ => Err(ApiError::bad_request("unknown message type")),
+                    _ => (
+                        Err(ApiError::bad_request("unknown message type")),
+                        Dialect::Guide,
+                    ),
                 }
             }
-            Message::Close(_) => return,
+            // Answer the client's close (1000), flushed before the socket is dropped.
+            Message::Close(_) => return close(socket, 1000, "closed by the client").await,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
+        if ended.is_some() {
+            // The session is over: one reply for this frame too, then keep lingering.
+            let e = ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "the session has ended: close the socket",
+            );
+            if !send(&mut socket, &error_message(&e)).await {
+                return;
+            }
+            continue;
+        }
         let result = match bytes {
             Ok(b) => run_frame(&state, &client, &token, b).await,
             Err(e) => Err(e),
         };
-        let r = match result {
+        let (r, mut body) = match result {
             Ok(r) => r,
             Err(e) => {
                 let gone = e.status.as_u16() == 409 || e.status.as_u16() == 410;
@@ -179,75 +221,24 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
                 continue;
             }
         };
-        for m in messages(kind, &r) {
-            if !send(&mut socket, &m).await {
-                return;
-            }
+        body["type"] = json!(dialect.message_type(kind, &r, &mut last_instruction));
+        body["session_token"] = json!(token);
+        if !send(&mut socket, &body).await {
+            return;
         }
-        match r["session_status"].as_str() {
-            Some("in_progress") | None => {}
-            _ => {
-                let budget = r["reason"] == "max_frames_exceeded";
-                return close(socket, if budget { 4429 } else { 1000 }, "session ended").await;
-            }
+        if let Some(ending) = &r.ending {
+            let budget = matches!(
+                ending,
+                crate::sessions::Ending::Failed {
+                    reason: "max_frames_exceeded"
+                }
+            );
+            let code = if budget { 4429 } else { 1000 };
+            ended = Some((code, "session ended", tokio::time::Instant::now() + LINGER));
         }
     }
 }
 
-/// The messages one frame result becomes.
-fn messages(kind: &str, r: &Value) -> Vec<Value> {
-    let with_type = |t: &str| {
-        let mut m = r.clone();
-        m["type"] = json!(t);
-        m
-    };
-    let done = r["session_status"] != "in_progress";
-    if kind == "enrollment" {
-        if done {
-            return vec![with_type("enrollment_complete")];
-        }
-    } else if done {
-        return vec![
-            with_type("authentication_complete"),
-            with_type("authentication_result"),
-        ];
-    }
-    let live = &r["liveness_data"];
-    let mut progress = with_type("frame_processed");
-    progress["frames_processed"] = r["frames_processed"].clone();
-    progress["blinks_detected"] = live["blinks_detected"].clone();
-    progress["motion_events"] = live["motion_events"].clone();
-    progress["liveness_score"] = live["liveness_score"].clone();
-    progress["liveness_verified"] = live["liveness_passed"].clone();
-    progress["no_obstacles"] = json!(r["obstacles"].as_array().is_none_or(|a| a.is_empty()));
-    progress["visual_data"] = json!({
-        "face_bbox": r["face_bbox"],
-        "liveness_indicators": {
-            "ear": live["ear"],
-            "blinks": live["blinks_detected"],
-            "motion_events": live["motion_events"],
-            "frame_counter": r["frames_processed"],
-        },
-    });
-    let mut out = vec![progress.clone()];
-    if kind == "enrollment" {
-        let mut p = progress;
-        p["type"] = json!("enrollment_progress");
-        out.push(p);
-    }
-    if r["obstacles"].as_array().is_some_and(|a| !a.is_empty()) {
-        out.push(json!({
-            "type": "frame_rejected",
-            "reason": "obstacle",
-            "obstacles": r["obstacles"],
-            "obstacle_confidence": r["obstacle_confidence"],
-            "message": r["message"],
-        }));
-    } else if !r["face_detected"].as_bool().unwrap_or(false) {
-        out.push(json!({"type": "frame_rejected", "reason": "no_face", "obstacles": [], "obstacle_confidence": 0.0, "message": r["message"]}));
-    }
-    if let Some(i) = r["instruction"].as_str() {
-        out.push(json!({"type": "liveness_instruction", "instruction": i, "message": r["message"], "timeout_seconds": 10}));
-    }
-    out
-}
+/// How long a socket stays open after its session ended, for the client to read the result
+/// and close.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::eyes::EyeObservation;
+use super::mesh::{MeshObservation, PlaneFit, plane_fit};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,17 +35,31 @@ pub struct LivenessConfig {
     pub blink_baseline_frames: usize,
     /// Below this baseline opening the eyes are not measurable (squint, occlusion): no blinks.
     pub blink_min_baseline: f32,
+    /// A closure must also go this many times the open-eye noise (median frame-to-frame change
+    /// of the baseline openings) below the open level: on a small or blurred face the eye
+    /// model's opening wobbles, and only a dip beyond that wobble is a blink.
+    pub blink_noise_factor: f32,
+    /// After a blink ends, no new closure starts for this long (a slow reopening is one blink).
+    pub blink_refractory_ms: f64,
     /// Median eye sharpness (Laplacian variance of the eye crops) below which a face is too
-    /// blurry or too coarse for its eyelids to count: no blinks are taken from it.
+    /// blurry or coarse for nose parallax to count as evidence of life (blinks are judged on
+    /// their own noise, `blink_noise_factor`).
     pub min_eye_sharpness: f32,
     /// Change of the yaw or pitch cue (see the module doc) that is one head movement.
     pub motion_threshold: f32,
     /// Nose parallax (eye distances) that is evidence of a real head on its own.
     pub parallax_live: f32,
+    /// Foreshortening of the rigid upper face (face-mesh plane fit against the track's first
+    /// frame) beyond which, with no blink or strong parallax, the face moved like a tilted
+    /// sheet; twice it is certain.
+    pub planar_anisotropy: f32,
     /// A presentation-attack score above this is an attack.
     pub spoof_threshold: f32,
     /// Obstacle models (mask, palm) run on a track's first frames and then every N frames.
     pub obstacle_every_frames: u32,
+    /// Inter-ocular distance (pixels, median of recent frames) under which a face is too small
+    /// for its eyelids and head movement to be judged: the person is asked to come closer.
+    pub min_face_iod_px: f32,
 }
 
 impl Default for LivenessConfig {
@@ -55,11 +70,15 @@ impl Default for LivenessConfig {
             blink_max_ms: 800.0,
             blink_baseline_frames: 15,
             blink_min_baseline: 0.15,
+            blink_noise_factor: 3.0,
+            blink_refractory_ms: 250.0,
             min_eye_sharpness: 100.0,
             motion_threshold: 0.06,
-            parallax_live: 0.2,
+            parallax_live: 0.3,
+            planar_anisotropy: 0.035,
             spoof_threshold: 0.5,
             obstacle_every_frames: 5,
+            min_face_iod_px: 16.0,
         }
     }
 }
@@ -95,6 +114,10 @@ pub struct FrameLiveness {
     pub eyelid: Option<f32>,
     /// Opening over the open-eye baseline (the contract's `ear`-like indicator).
     pub eyelid_ratio: Option<f32>,
+    /// How one plane explains the rigid mesh points' motion since the track's first mesh.
+    pub plane: Option<PlaneFit>,
+    /// Inner-lip distance over the eye-corner distance.
+    pub mouth_open: Option<f32>,
 }
 
 /// The homography mapping 4 points onto 4 points (h33 = 1), by Gaussian elimination.
@@ -159,28 +182,6 @@ pub fn nose_parallax(reference: &[[f32; 2]; 5], current: &[[f32; 2]; 5]) -> Opti
     p.iter().all(|v| v.is_finite()).then_some(p)
 }
 
-/// The pose cues of 5 landmarks: (yaw cue, pitch cue, aspect, roll). `None` if degenerate.
-pub fn pose_cues(lm: &[[f32; 2]; 5]) -> Option<[f32; 4]> {
-    let [le, re, nose, ml, mr] = *lm;
-    let iod = (re[0] - le[0]).hypot(re[1] - le[1]);
-    if iod < 1.0 {
-        return None;
-    }
-    let (c, s) = ((re[0] - le[0]) / iod, (re[1] - le[1]) / iod);
-    let rot = |p: [f32; 2], o: [f32; 2]| {
-        let (x, y) = (p[0] - o[0], p[1] - o[1]);
-        [c * x + s * y, -s * x + c * y]
-    };
-    let mid = [(le[0] + re[0]) / 2.0, (le[1] + re[1]) / 2.0];
-    let mouth = [(ml[0] + mr[0]) / 2.0, (ml[1] + mr[1]) / 2.0];
-    let n = rot(nose, mid);
-    let m = rot(mouth, mid);
-    if m[1] < 1.0 {
-        return None;
-    }
-    Some([n[0] / iod, n[1] / m[1], iod / m[1], s.atan2(c)])
-}
-
 fn median(v: impl Iterator<Item = f32>) -> Option<f32> {
     quantile(v, 0.5)
 }
@@ -210,9 +211,19 @@ pub struct LivenessTrack {
     frames: u64,
     baseline: VecDeque<f32>,
     sharpness: VecDeque<f32>,
+    /// Recent inter-ocular distances (pixels).
+    iod: VecDeque<f32>,
+    /// The track's first rigid mesh points.
+    mesh_origin: Option<Vec<[f32; 2]>>,
     eyelids: Eyelids,
     blinks: Vec<Event>,
-    recent_cues: VecDeque<[f32; 4]>,
+    /// Recent foreshortening of the rigid upper face against the first mesh (median of 3).
+    recent_anisotropy: VecDeque<f32>,
+    /// Largest smoothed foreshortening seen.
+    max_anisotropy: f32,
+    /// When the last blink ended (ms), for the refractory period.
+    last_blink_end_ms: Option<f64>,
+
     reference: Option<[[f32; 2]; 5]>,
     recent_parallax: VecDeque<[f32; 2]>,
     /// The track's first landmarks and the recent parallax against them.
@@ -221,9 +232,6 @@ pub struct LivenessTrack {
     /// Largest smoothed nose parallax seen (eye distances).
     max_parallax: f32,
     motion: Vec<Event>,
-    /// Ranges over the track of the smoothed cues: yaw, pitch, aspect (log), roll.
-    lo: [f32; 4],
-    hi: [f32; 4],
 }
 
 impl LivenessTrack {
@@ -235,17 +243,20 @@ impl LivenessTrack {
             frames: 0,
             baseline: VecDeque::new(),
             sharpness: VecDeque::new(),
+            iod: VecDeque::new(),
+            mesh_origin: None,
             eyelids: Eyelids::Open,
             blinks: Vec::new(),
-            recent_cues: VecDeque::new(),
+            recent_anisotropy: VecDeque::new(),
+            max_anisotropy: 0.0,
+            last_blink_end_ms: None,
+
             reference: None,
             recent_parallax: VecDeque::new(),
             origin: None,
             recent_from_origin: VecDeque::new(),
             max_parallax: 0.0,
             motion: Vec::new(),
-            lo: [f32::INFINITY; 4],
-            hi: [f32::NEG_INFINITY; 4],
         }
     }
 
@@ -257,6 +268,7 @@ impl LivenessTrack {
         frame: u64,
         landmarks: &[[f32; 2]; 5],
         eyes: Option<&EyeObservation>,
+        mesh: Option<&MeshObservation>,
     ) -> FrameLiveness {
         let first = *self.first_ms.get_or_insert(t_ms);
         let t_rel = (t_ms - first) / 1000.0;
@@ -267,13 +279,35 @@ impl LivenessTrack {
         self.frames += 1;
         self.last_ms = t_ms;
         let mut out = FrameLiveness::default();
+        let [l, r] = [landmarks[0], landmarks[1]];
+        self.iod.push_back((r[0] - l[0]).hypot(r[1] - l[1]));
+        if self.iod.len() > 5 {
+            self.iod.pop_front();
+        }
+        if let Some(m) = mesh {
+            out.mouth_open = Some(m.mouth_open);
+            let origin = self.mesh_origin.get_or_insert_with(|| m.rigid.clone());
+            out.plane = plane_fit(origin, &m.rigid);
+            if let Some(p) = out.plane {
+                self.recent_anisotropy.push_back(p.anisotropy);
+                if self.recent_anisotropy.len() > 3 {
+                    self.recent_anisotropy.pop_front();
+                }
+                if self.recent_anisotropy.len() == 3 {
+                    let m = median(self.recent_anisotropy.iter().copied()).unwrap_or(0.0);
+                    self.max_anisotropy = self.max_anisotropy.max(m);
+                }
+            }
+        }
         if let Some(e) = eyes {
             self.sharpness.push_back(e.sharpness);
             if self.sharpness.len() > self.cfg.blink_baseline_frames {
                 self.sharpness.pop_front();
             }
         }
-        if let Some(e) = eyes.filter(|_| self.detailed()) {
+        // Eyelids are read on any face large enough to judge; how deep a dip must be to be a
+        // blink follows the opening's own noise (`blink_noise_factor`).
+        if let Some(e) = eyes.filter(|_| self.judgeable()) {
             let o = e.mean_opening();
             out.eyelid = Some(o);
             out.blink = self.eyelid(o, t_ms, frame, first);
@@ -283,10 +317,7 @@ impl LivenessTrack {
             };
             out.eyelid_ratio = base.filter(|b| *b > 0.0).map(|b| o / b);
         }
-        if let Some(cues) = pose_cues(landmarks) {
-            self.pose(cues);
-            out.motion = self.parallax(landmarks, t_rel, frame);
-        }
+        out.motion = self.parallax(landmarks, t_rel, frame);
         out
     }
 
@@ -297,8 +328,23 @@ impl LivenessTrack {
                 let base = (self.baseline.len() >= MIN_BASELINE_FRAMES)
                     .then(|| open_level(&self.baseline))
                     .flatten();
+                let noise = median(
+                    self.baseline
+                        .iter()
+                        .zip(self.baseline.iter().skip(1))
+                        .map(|(a, b)| (b - a).abs()),
+                )
+                .unwrap_or(0.0);
+                let refractory = self
+                    .last_blink_end_ms
+                    .is_some_and(|end| t_ms - end < cfg.blink_refractory_ms);
                 match base {
-                    Some(b) if b >= cfg.blink_min_baseline && o < cfg.blink_close_ratio * b => {
+                    Some(b)
+                        if b >= cfg.blink_min_baseline
+                            && !refractory
+                            && o < (cfg.blink_close_ratio * b)
+                                .min(b - cfg.blink_noise_factor * noise) =>
+                    {
                         self.eyelids = Eyelids::Closed {
                             start_ms: t_ms,
                             start_frame: frame,
@@ -324,6 +370,7 @@ impl LivenessTrack {
                 let lowest = lowest.min(o);
                 if o >= lowest + cfg.blink_reopen_fraction * (baseline - lowest) {
                     self.eyelids = Eyelids::Open;
+                    self.last_blink_end_ms = Some(t_ms);
                     self.baseline.push_back(o);
                     if self.baseline.len() > cfg.blink_baseline_frames {
                         self.baseline.pop_front();
@@ -345,23 +392,6 @@ impl LivenessTrack {
                 }
                 false
             }
-        }
-    }
-
-    /// Tracks the ranges of aspect and roll (plane-like motion).
-    fn pose(&mut self, cues: [f32; 4]) {
-        self.recent_cues.push_back(cues);
-        if self.recent_cues.len() > 3 {
-            self.recent_cues.pop_front();
-        }
-        // Median of the last 3 frames: one jittery landmark is not a movement.
-        let smooth: [f32; 4] = std::array::from_fn(|i| {
-            median(self.recent_cues.iter().map(|c| c[i])).unwrap_or(cues[i])
-        });
-        let tracked = [smooth[0], smooth[1], smooth[2].max(1e-3).ln(), smooth[3]];
-        for (i, v) in tracked.into_iter().enumerate() {
-            self.lo[i] = self.lo[i].min(v);
-            self.hi[i] = self.hi[i].max(v);
         }
     }
 
@@ -410,6 +440,17 @@ impl LivenessTrack {
         median(self.sharpness.iter().copied()).is_some_and(|m| m >= self.cfg.min_eye_sharpness)
     }
 
+    /// Whether the face is large enough (median inter-ocular distance of the last frames) for
+    /// its liveness to be judged.
+    pub fn judgeable(&self) -> bool {
+        median(self.iod.iter().copied()).is_some_and(|m| m >= self.cfg.min_face_iod_px)
+    }
+
+    /// The largest foreshortening of the rigid upper face against the track's first frame.
+    pub fn max_anisotropy(&self) -> f32 {
+        self.max_anisotropy
+    }
+
     /// The largest nose parallax against the track's first frame (eye distances, median of
     /// 3 frames).
     pub fn max_parallax(&self) -> f32 {
@@ -428,18 +469,11 @@ impl LivenessTrack {
         &self.motion
     }
 
-    fn range(&self, i: usize) -> f32 {
-        if self.hi[i] >= self.lo[i] {
-            self.hi[i] - self.lo[i]
-        } else {
-            0.0
-        }
-    }
-
     /// Presentation-attack score in [0, 1]: 0.5 with no evidence either way; towards 0 with a
     /// blink (a print or a screen showing a photo cannot blink) or nose parallax beyond what
     /// the synthetic attacks reach (`parallax_live`); towards 1 when the face moved like a
-    /// plane (foreshortening or roll changed) without such evidence.
+    /// plane (the face mesh's rigid upper face foreshortened beyond `planar_anisotropy`)
+    /// without such evidence.
     ///
     /// Parallax below `parallax_live` is not evidence of life: CenterFace's landmarks on a
     /// tilted photo drift systematically (0.05-0.10 eye distances at 25° of tilt, measured with
@@ -448,15 +482,17 @@ impl LivenessTrack {
     pub fn spoof_score(&self) -> f32 {
         let blinked = if self.blinks.is_empty() { 0.0 } else { 1.0 };
         // Landmarks of a blurry face drift too: parallax counts only on a detailed one.
-        let strong_parallax = if self.detailed() {
+        let strong_parallax = if self.detailed() && self.judgeable() {
             ((self.max_parallax - self.cfg.parallax_live / 2.0) / (self.cfg.parallax_live / 2.0))
                 .clamp(0.0, 1.0)
         } else {
             0.0
         };
         let live = f32::max(blinked, strong_parallax);
-        // Foreshortening of 4 % or a roll of 0.15 rad is clearly visible plane motion.
-        let planar = ((self.range(2) / 0.04) + (self.range(3) / 0.15)).min(1.0) * (1.0 - live);
+        // The rigid upper face foreshortened like a tilted sheet (the mesh, not the mouth or
+        // roll, which a talking or tilting head changes too).
+        let a = self.cfg.planar_anisotropy;
+        let planar = ((self.max_anisotropy - a) / a).clamp(0.0, 1.0) * (1.0 - live);
         (0.5 + 0.5 * planar - 0.5 * live).clamp(0.0, 1.0)
     }
 
@@ -529,12 +565,16 @@ pub struct Evidence<'a> {
     pub obstacles: &'a [&'static str],
     pub spoof_score: f32,
     pub spoof_threshold: f32,
+    /// The face is large and sharp enough for blinks and head movement to be seen.
+    pub judgeable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Missing {
     Obstacle,
+    /// The face is too small or blurred to judge: the person should come closer.
+    Closer,
     Quality,
     Blink,
     Motion,
@@ -586,6 +626,9 @@ pub fn decide(req: &Requirements, ev: &Evidence<'_>) -> Decision {
     if !ev.obstacles.is_empty() {
         missing.push(Missing::Obstacle);
     }
+    if !ev.judgeable {
+        missing.push(Missing::Closer);
+    }
     if ev.quality < req.min_quality {
         missing.push(Missing::Quality);
     }
@@ -611,6 +654,10 @@ pub fn decide(req: &Requirements, ev: &Evidence<'_>) -> Decision {
     }
     let instruction = missing.iter().find_map(|m| match m {
         Missing::Obstacle => ev.obstacles.first().map(|o| obstacle_instruction(o)),
+        Missing::Closer => Some(Instruction {
+            instruction: "come_closer",
+            message: "Please come closer to the camera",
+        }),
         Missing::Quality => Some(Instruction {
             instruction: "face_camera",
             message: "Please face the camera, closer and in good light",
@@ -656,7 +703,7 @@ mod tests {
     fn run(openings: &[f32]) -> LivenessTrack {
         let mut t = LivenessTrack::new(LivenessConfig::default());
         for (i, o) in openings.iter().enumerate() {
-            t.update(i as f64 * 100.0, i as u64, &FACE, Some(&eyes(*o)));
+            t.update(i as f64 * 100.0, i as u64, &FACE, Some(&eyes(*o)), None);
         }
         t
     }
@@ -695,19 +742,40 @@ mod tests {
         })
     }
 
+    /// The rigid mesh points of a face on a sheet tilted by `yaw` (perspective, focal 600 px,
+    /// sheet 600 px away), shifted by `dx`.
+    fn sheet_mesh(yaw: f32, dx: f32) -> MeshObservation {
+        let rigid = (0..52)
+            .map(|i| {
+                let (x, y) = ((i % 8) as f32 * 10.0 - 35.0, (i / 8) as f32 * 10.0 - 30.0);
+                let (xr, zr) = (x * yaw.cos(), 600.0 + x * yaw.sin());
+                [130.0 + dx + 600.0 * xr / zr, 130.0 + 600.0 * y / zr]
+            })
+            .collect();
+        MeshObservation {
+            rigid,
+            mouth_open: 0.05,
+            mouth_width: 0.8,
+            presence: 1.0,
+        }
+    }
+
     #[test]
     fn a_tilted_photo_makes_no_motion_and_scores_as_an_attack() {
         let mut t = LivenessTrack::new(LivenessConfig::default());
         for i in 0..30 {
             let a = i as f32 / 30.0 * std::f32::consts::TAU;
+            let (yaw, dx) = (0.45 * a.sin(), 20.0 * a.sin());
             t.update(
                 i as f64 * 100.0,
                 i,
-                &photo(0.45 * a.sin(), 0.2 * a.cos(), 20.0 * a.sin()),
+                &photo(yaw, 0.2 * a.cos(), dx),
                 None,
+                Some(&sheet_mesh(yaw, dx)),
             );
         }
         assert!(t.motion_events().is_empty());
+        assert!(t.max_anisotropy() > 0.07, "{}", t.max_anisotropy());
         assert!(t.spoof_score() > 0.9, "{}", t.spoof_score());
         assert_eq!(t.verdict(), Verdict::Spoof);
     }
@@ -718,8 +786,8 @@ mod tests {
         for i in 0..20u64 {
             // The nose moves sideways relative to the eyes: the head turns.
             let mut lm = FACE;
-            lm[2][0] += i as f32 * 0.8;
-            t.update(i as f64 * 100.0, i, &lm, Some(&eyes(0.32)));
+            lm[2][0] += i as f32 * 1.1;
+            t.update(i as f64 * 100.0, i, &lm, Some(&eyes(0.32)), None);
         }
         assert!(!t.motion_events().is_empty());
         assert!(t.spoof_score() < 0.1, "{}", t.spoof_score());
@@ -727,7 +795,7 @@ mod tests {
         let still = {
             let mut t = LivenessTrack::new(LivenessConfig::default());
             for i in 0..20u64 {
-                t.update(i as f64 * 100.0, i, &FACE, None);
+                t.update(i as f64 * 100.0, i, &FACE, None, None);
             }
             t
         };
@@ -736,20 +804,44 @@ mod tests {
     }
 
     #[test]
-    fn a_blurry_face_gives_no_blink_or_parallax_evidence() {
+    fn a_dip_within_the_eyes_own_wobble_is_no_blink_and_a_tiny_face_is_not_judged() {
+        // A small, blurred face: the opening wobbles 0.24-0.32; a dip to 0.22 is within it.
+        let wobbly = [
+            0.30, 0.25, 0.32, 0.24, 0.31, 0.26, 0.30, 0.22, 0.29, 0.31, 0.25, 0.30,
+        ];
+        assert!(run(&wobbly).blinks().is_empty());
+        // The same face really closing its eyes (0.08) blinks, however blurred.
+        let mut closed = wobbly;
+        closed[7] = 0.08;
+        assert_eq!(run(&closed).blinks().len(), 1);
+        // A slow reopening (0.08 -> 0.2 -> 0.22 -> 0.3) is one blink, not two.
+        let slow = [
+            0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.08, 0.2, 0.22, 0.3, 0.32, 0.31,
+        ];
+        assert_eq!(run(&slow).blinks().len(), 1);
+        // A face 12 px between the eyes: eyelids are not read at all, parallax is no evidence.
+        let tiny = FACE.map(|[x, y]| [x / 5.0, y / 5.0]);
+        let mut t = LivenessTrack::new(LivenessConfig::default());
+        for (i, o) in closed.iter().enumerate() {
+            let mut lm = tiny;
+            lm[2][0] += i as f32 * 0.3;
+            t.update(i as f64 * 100.0, i as u64, &lm, Some(&eyes(*o)), None);
+        }
+        assert!(!t.judgeable());
+        assert!(t.blinks().is_empty());
+        assert_ne!(t.verdict(), Verdict::Live);
+    }
+
+    #[test]
+    fn a_blurry_face_gives_no_parallax_evidence() {
         let mut blurry = eyes(0.32);
         blurry.sharpness = 20.0;
         let mut t = LivenessTrack::new(LivenessConfig::default());
         for i in 0..20u64 {
             let mut lm = FACE;
             lm[2][0] += i as f32 * 0.8;
-            let mut e = blurry;
-            if i == 10 {
-                e.opening = [0.1, 0.1];
-            }
-            t.update(i as f64 * 100.0, i, &lm, Some(&e));
+            t.update(i as f64 * 100.0, i, &lm, Some(&blurry), None);
         }
-        assert!(t.blinks().is_empty());
         assert!(!t.detailed());
         assert_ne!(t.verdict(), Verdict::Live);
     }
@@ -765,6 +857,7 @@ mod tests {
                 obstacles,
                 spoof_score,
                 spoof_threshold: 0.5,
+                judgeable: true,
             };
         let enroll = Requirements::enrollment(2, 10, 0.5);
         let auth = Requirements::authentication(3, 0.5);
@@ -792,5 +885,13 @@ mod tests {
         let d = decide(&auth, &ev(1, 1, &[], 0.9));
         assert_eq!((d.passed, d.instruction), (false, None));
         assert_eq!(d.missing, vec![Missing::Liveness]);
+        // A face too small to judge is asked to come closer, even with evidence.
+        let small = Evidence {
+            judgeable: false,
+            ..ev(1, 1, &[], 0.1)
+        };
+        let d = decide(&auth, &small);
+        assert!(!d.passed);
+        assert_eq!(d.instruction.unwrap().instruction, "come_closer");
     }
 }

@@ -9,6 +9,7 @@ pub mod detect;
 pub mod embed;
 pub mod eyes;
 pub mod liveness;
+pub mod mesh;
 pub mod models;
 pub mod obstacles;
 pub mod quality;

@@ -55,6 +55,8 @@ pub enum Role {
     Mask,
     /// Palm detector (hand over the face).
     Palm,
+    /// 468-point face mesh (mouth movement, rigid-plane test).
+    Mesh,
 }
 
 #[derive(Debug, Clone, Deserialize)]

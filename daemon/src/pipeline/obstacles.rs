@@ -45,7 +45,9 @@ impl Default for ObstacleThresholds {
     fn default() -> Self {
         ObstacleThresholds {
             mask: 0.3,
-            hand: 0.3,
+            // Advisory by default: the palm detector finds hands in close-up real faces (chin,
+            // ears, cheeks) as often as real hands (ARCHITECTURE.md); 0.3 is the contract's.
+            hand: 1.0,
             sunglasses: 0.5,
             hat: 0.3,
         }

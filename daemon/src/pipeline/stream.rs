@@ -19,6 +19,7 @@ use image::RgbImage;
 use super::detect::Face;
 use super::eyes::{EyeModel, EyeObservation};
 use super::liveness::{FrameLiveness, LivenessConfig, LivenessTrack, Verdict};
+use super::mesh::{MeshModel, MeshObservation};
 use super::models::{ModelError, ModelStore};
 use super::obstacles::{self, ObstacleModels, ObstacleScores};
 use super::track::Tracker;
@@ -33,6 +34,7 @@ const MAX_MISSED: u32 = 5;
 #[derive(Debug)]
 pub struct LiveModels {
     pub eyes: EyeModel,
+    pub mesh: MeshModel,
     pub obstacles: ObstacleModels,
 }
 
@@ -40,6 +42,7 @@ impl LiveModels {
     pub fn load(store: &ModelStore) -> Result<LiveModels, ModelError> {
         Ok(LiveModels {
             eyes: EyeModel::load(store)?,
+            mesh: MeshModel::load(store)?,
             obstacles: ObstacleModels::load(store)?,
         })
     }
@@ -51,6 +54,7 @@ pub struct StageCosts {
     pub decode_ms: f64,
     pub detect_ms: f64,
     pub eyes_ms: f64,
+    pub mesh_ms: f64,
     pub mask_ms: f64,
     pub palm_ms: f64,
     pub cues_ms: f64,
@@ -62,6 +66,7 @@ pub struct FaceReport {
     pub track: u64,
     pub face: Face,
     pub eyes: Option<EyeObservation>,
+    pub mesh: Option<MeshObservation>,
     pub liveness: FrameLiveness,
     /// The latest obstacle scores (carried over on frames the models did not run).
     pub obstacles: ObstacleScores,
@@ -70,6 +75,8 @@ pub struct FaceReport {
     pub motion_events: usize,
     pub spoof_score: f32,
     pub verdict: Verdict,
+    /// Large enough for liveness to be judged (else: come closer).
+    pub judgeable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -161,11 +168,15 @@ impl Stream {
                 obstacles: ObstacleScores::default(),
             });
             let mut eyes = None;
+            let mut mesh = None;
             let mut liveness = FrameLiveness::default();
             if rank < MAX_LIVE_FACES {
                 let t = Instant::now();
                 eyes = models.eyes.observe(img, face).ok();
                 costs.eyes_ms += ms(t);
+                let t = Instant::now();
+                mesh = models.mesh.observe(img, face).ok();
+                costs.mesh_ms += ms(t);
                 if needs_obstacles(state.seen) {
                     let t = Instant::now();
                     state.obstacles.mask = models.obstacles.mask(img, face)?;
@@ -187,6 +198,7 @@ impl Stream {
                     frame,
                     &face.landmarks,
                     eyes.as_ref().filter(|_| eyes_visible),
+                    mesh.as_ref(),
                 );
                 state.seen += 1;
             }
@@ -194,6 +206,7 @@ impl Stream {
                 track: a.track,
                 face: face.clone(),
                 eyes,
+                mesh,
                 liveness,
                 obstacles: state.obstacles,
                 frames: state.live.frames(),
@@ -201,6 +214,7 @@ impl Stream {
                 motion_events: state.live.motion_events().len(),
                 spoof_score: state.live.spoof_score(),
                 verdict: state.live.verdict(),
+                judgeable: state.live.judgeable(),
             });
         }
         Ok(FrameReport {

@@ -9,18 +9,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::{Value, json};
-
-use crate::pipeline::liveness::{Decision, Evidence, LivenessConfig, Requirements, decide};
+use crate::pipeline::liveness::{
+    Decision, Evidence, Instruction, LivenessConfig, Requirements, decide,
+};
 use crate::pipeline::obstacles::ObstacleThresholds;
 use crate::pipeline::stream::{LiveModels, Stream};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::store::Store;
 use crate::store::records::{AuditAction, AuditRow, new_token_id, now_ms};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Active,
     Completed,
@@ -45,6 +43,18 @@ pub enum Kind {
         min_confidence: f32,
         require_liveness: bool,
     },
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+            Status::Expired => "expired",
+        }
+    }
 }
 
 impl Kind {
@@ -78,8 +88,8 @@ pub struct Session {
     /// The tracked face the samples come from: another person stepping in starts them over, so
     /// one person's blinks never vouch for another's template.
     track: Option<u64>,
-    /// The completion payload once the session has ended.
-    pub outcome: Option<Value>,
+    /// The last frame's result once the session has ended.
+    pub outcome: Option<FrameResult>,
     /// What the last processed frame cost, per stage (for `/metrics`).
     pub last_costs: Option<FrameCosts>,
     /// The audit row of an end without a decision (expired, cancelled) has been written.
@@ -250,8 +260,96 @@ pub enum FrameError {
     Internal(String),
 }
 
+/// A session's status and progress, as `GET .../status/` shows it.
+#[derive(Debug, Clone)]
+pub struct StatusView {
+    pub token: String,
+    pub status: Status,
+    pub session_type: &'static str,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub last_activity_ms: u64,
+    pub completed_samples: u64,
+    pub target_samples: u64,
+    pub frames_processed: u64,
+    pub liveness_passed: bool,
+}
+
+/// What one frame showed of the face a session follows.
+#[derive(Debug, Clone)]
+pub struct FaceSummary {
+    pub bbox: [f32; 4],
+    pub quality: f32,
+    /// Eyelid opening over the person's open-eye level (the contract's `ear` indicator).
+    pub eyelid_ratio: Option<f32>,
+    pub blinks: usize,
+    pub motion_events: usize,
+    /// 1 - the presentation-attack score.
+    pub liveness_score: f32,
+    pub obstacles: Vec<&'static str>,
+    pub obstacle_confidence: f32,
+}
+
+/// Where a session stands after a frame: every reply carries all of it.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub frames_processed: u64,
+    pub completed_samples: usize,
+    /// Enrollment: samples to collect; authentication: frames required.
+    pub target_samples: usize,
+    pub quality_threshold: f32,
+    pub blinks_required: usize,
+    pub motion_required: usize,
+    /// The face of this frame, if one was seen.
+    pub face: Option<FaceSummary>,
+    pub liveness_passed: bool,
+    /// What the person should do next, if anything.
+    pub instruction: Option<Instruction>,
+    pub message: &'static str,
+    /// Why this frame could not count: `no_face`, `multiple_faces` or `obstacle`.
+    pub rejection: Option<&'static str>,
+}
+
+/// How a session ended on this frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    Enrolled {
+        enrollment_id: String,
+        user_id: String,
+    },
+    Authenticated {
+        user_id: String,
+        enrollment_id: String,
+        confidence: f32,
+    },
+    /// `reason`: `no_match_found`, `liveness_failed`, `obstacle`, `poor_quality`,
+    /// `multiple_faces`, `max_frames_exceeded`, `store_error`, `internal_error`.
+    Failed { reason: &'static str },
+}
+
+/// The result of one frame: progress, and the ending if the session ended on it.
+#[derive(Debug, Clone)]
+pub struct FrameResult {
+    pub progress: Progress,
+    pub ending: Option<Ending>,
+    pub processing_ms: f64,
+}
+
+impl FrameResult {
+    pub fn done(&self) -> bool {
+        self.ending.is_some()
+    }
+
+    pub fn success(&self) -> bool {
+        matches!(
+            self.ending,
+            Some(Ending::Enrolled { .. } | Ending::Authenticated { .. })
+        )
+    }
+}
+
 impl Session {
-    pub fn status_json(&mut self) -> Value {
+    pub fn status_view(&mut self) -> StatusView {
         self.expire_if_due();
         let (completed, target) = match &self.kind {
             Kind::Enrollment { target_samples, .. } => {
@@ -259,20 +357,18 @@ impl Session {
             }
             Kind::Authentication { min_frames, .. } => (self.frames, *min_frames),
         };
-        json!({
-            "session_token": self.token,
-            "status": self.status,
-            "session_type": self.kind.type_name(),
-            "created_at": rfc3339_ms(self.created_ms),
-            "expires_at": rfc3339_ms(self.expires_ms),
-            "last_activity": rfc3339_ms(self.last_activity_ms),
-            "progress": {
-                "completed_samples": completed,
-                "target_samples": target,
-                "frames_processed": self.frames,
-                "liveness_checks_passed": self.liveness_passed,
-            },
-        })
+        StatusView {
+            token: self.token.clone(),
+            status: self.status,
+            session_type: self.kind.type_name(),
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            last_activity_ms: self.last_activity_ms,
+            completed_samples: completed,
+            target_samples: target,
+            frames_processed: self.frames,
+            liveness_passed: self.liveness_passed,
+        }
     }
 
     /// Writes the audit row of a session that ended without a decision (expired or
@@ -326,13 +422,14 @@ impl Session {
         }
     }
 
-    /// Processes one encoded frame. Returns the contract's response for this frame.
+    /// Processes one encoded frame: where the session stands after it, and how it ended if it
+    /// did.
     pub fn process(
         &mut self,
         engine: &Engine,
         store: &Store,
         bytes: &[u8],
-    ) -> Result<Value, FrameError> {
+    ) -> Result<FrameResult, FrameError> {
         self.expire_if_due();
         if self.status != Status::Active {
             return Err(FrameError::NotActive(self.status));
@@ -352,47 +449,56 @@ impl Session {
             .process(&engine.pipeline, &engine.live, &img, t_ms)
             .map_err(|e| FrameError::Internal(e.to_string()))?;
         costs.stages = report.costs;
-        let Some(main) = report.faces.first() else {
-            let decided = Instant::now();
-            let out = self.frame_result(engine, store, None, started);
-            costs.decide_ms = decided.elapsed().as_secs_f64() * 1000.0;
-            costs.total_ms = started.elapsed().as_secs_f64() * 1000.0;
-            self.last_costs = Some(costs);
-            return Ok(out);
-        };
-        let multiple = report
-            .faces
-            .get(1)
-            .is_some_and(|second| second.face.area() > 0.6 * main.face.area());
-        let embedding_started = Instant::now();
-        let analysis = engine
-            .pipeline
-            .analyze(&img, &main.face)
-            .map_err(|e| FrameError::Internal(e.to_string()))?;
-        costs.embed_ms = embedding_started.elapsed().as_secs_f64() * 1000.0;
-        if self.track != Some(main.track) {
-            self.track = Some(main.track);
-            self.samples.clear();
-        }
-        let obstacles = main.obstacles.blocking(&engine.obstacles);
-        let view = FrameView {
-            face_bbox: main.face.bbox,
-            quality: analysis.quality.score,
-            eyelid_ratio: main.liveness.eyelid_ratio,
-            blinks: main.blinks,
-            motion_events: main.motion_events,
-            spoof_score: main.spoof_score,
-            obstacles: obstacles.clone(),
-            obstacle_confidence: main.obstacles.max(),
-            multiple,
-            embedding: analysis.embedding.as_slice().to_vec(),
+        let view = match report.faces.first() {
+            None => None,
+            Some(main) => {
+                let multiple = report
+                    .faces
+                    .get(1)
+                    .is_some_and(|second| second.face.area() > 0.6 * main.face.area());
+                let embedding_started = Instant::now();
+                let analysis = engine
+                    .pipeline
+                    .analyze(&img, &main.face)
+                    .map_err(|e| FrameError::Internal(e.to_string()))?;
+                costs.embed_ms = embedding_started.elapsed().as_secs_f64() * 1000.0;
+                if self.track != Some(main.track) {
+                    self.track = Some(main.track);
+                    self.samples.clear();
+                }
+                let obstacles = main.obstacles.blocking(&engine.obstacles);
+                Some(FrameView {
+                    summary: FaceSummary {
+                        bbox: main.face.bbox,
+                        quality: analysis.quality.score,
+                        eyelid_ratio: main.liveness.eyelid_ratio,
+                        blinks: main.blinks,
+                        motion_events: main.motion_events,
+                        liveness_score: 1.0 - main.spoof_score,
+                        obstacles,
+                        obstacle_confidence: main.obstacles.max(),
+                    },
+                    spoof_score: main.spoof_score,
+                    judgeable: main.judgeable,
+                    multiple,
+                    embedding: analysis.embedding.as_slice().to_vec(),
+                })
+            }
         };
         let decided = Instant::now();
-        let out = self.frame_result(engine, store, Some(view), started);
+        let (progress, ending) = self.frame_result(engine, store, view, started);
         costs.decide_ms = decided.elapsed().as_secs_f64() * 1000.0;
         costs.total_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.last_costs = Some(costs);
-        Ok(out)
+        let result = FrameResult {
+            progress,
+            ending,
+            processing_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        if result.done() {
+            self.outcome = Some(result.clone());
+        }
+        Ok(result)
     }
 
     fn frame_result(
@@ -401,7 +507,7 @@ impl Session {
         store: &Store,
         view: Option<FrameView>,
         started: Instant,
-    ) -> Value {
+    ) -> (Progress, Option<Ending>) {
         match self.kind.clone() {
             Kind::Enrollment {
                 user_id,
@@ -448,32 +554,43 @@ impl Session {
         target: usize,
         required_blinks: usize,
         min_quality: f32,
-    ) -> Value {
+    ) -> (Progress, Option<Ending>) {
         let Some(v) = view else {
-            return self.progress(None, None, "No face detected: please face the camera");
+            let p = self.progress(None, None, NO_FACE, Some("no_face"));
+            return (p, None);
         };
-        let usable = v.obstacles.is_empty() && !v.multiple && v.quality >= min_quality;
+        let f = &v.summary;
+        let usable = f.obstacles.is_empty() && !v.multiple && f.quality >= min_quality;
         if usable && self.samples.len() < target {
-            self.samples.push((v.embedding.clone(), v.quality));
+            self.samples.push((v.embedding.clone(), f.quality));
         }
         let decision = decide(
             &Requirements::enrollment(required_blinks, target as u64, min_quality),
             &Evidence {
-                blinks: v.blinks,
-                motion_events: v.motion_events,
+                blinks: f.blinks,
+                motion_events: f.motion_events,
                 frames: self.samples.len() as u64,
-                quality: v.quality,
-                obstacles: &v.obstacles,
+                quality: f.quality,
+                obstacles: &f.obstacles,
                 spoof_score: v.spoof_score,
                 spoof_threshold: engine.liveness.spoof_threshold,
+                judgeable: v.judgeable,
             },
         );
-        self.liveness_passed = v.blinks >= required_blinks && v.motion_events >= 1;
-        if !decision.passed {
-            let message = decision
-                .instruction
-                .map_or("Keep looking at the camera", |i| i.message);
-            return self.progress(Some(&v), Some(&decision), message);
+        self.liveness_passed = f.blinks >= required_blinks && f.motion_events >= 1;
+        let rejection = v.rejection();
+        if !decision.passed || v.multiple {
+            let message = if v.multiple {
+                MULTIPLE
+            } else {
+                decision
+                    .instruction
+                    .map_or("Keep looking at the camera", |i| i.message)
+            };
+            return (
+                self.progress(Some(&v), Some(&decision), message, rejection),
+                None,
+            );
         }
         // Complete: the quality-weighted mean of the samples, L2-normalised.
         let dim = self.samples[0].0.len();
@@ -513,13 +630,12 @@ impl Session {
                     None,
                     ms,
                 );
-                let mut out = self.progress(Some(&v), Some(&decision), "Enrollment completed");
-                out["session_status"] = json!("completed");
-                out["enrollment_id"] = json!(e.id);
-                out["user_id"] = json!(e.user_id);
-                out["liveness_verified"] = json!(true);
-                self.outcome = Some(out.clone());
-                out
+                let p = self.progress(Some(&v), Some(&decision), "Enrollment completed", None);
+                let ending = Ending::Enrolled {
+                    enrollment_id: e.id,
+                    user_id: e.user_id,
+                };
+                (p, Some(ending))
             }
             Err(err) => {
                 store.note_failure(&err);
@@ -534,45 +650,51 @@ impl Session {
                     None,
                     ms,
                 );
-                let mut out = self.progress(
+                let p = self.progress(
                     Some(&v),
                     Some(&decision),
                     "The enrollment could not be stored",
+                    None,
                 );
-                out["success"] = json!(false);
-                out["session_status"] = json!("failed");
-                out
+                (
+                    p,
+                    Some(Ending::Failed {
+                        reason: "store_error",
+                    }),
+                )
             }
         }
     }
 
-    fn progress(&self, v: Option<&FrameView>, d: Option<&Decision>, message: &str) -> Value {
-        let target = match &self.kind {
-            Kind::Enrollment { target_samples, .. } => *target_samples,
-            Kind::Authentication { min_frames, .. } => *min_frames as usize,
+    fn progress(
+        &self,
+        v: Option<&FrameView>,
+        d: Option<&Decision>,
+        message: &'static str,
+        rejection: Option<&'static str>,
+    ) -> Progress {
+        let (target, quality_threshold, blinks_required, motion_required) = match &self.kind {
+            Kind::Enrollment {
+                target_samples,
+                required_blinks,
+                min_quality,
+                ..
+            } => (*target_samples, *min_quality, *required_blinks, 1),
+            Kind::Authentication { min_frames, .. } => (*min_frames as usize, 0.0, 1, 0),
         };
-        json!({
-            "success": true,
-            "session_status": "in_progress",
-            "completed_samples": self.samples.len(),
-            "frames_processed": self.frames,
-            "target_samples": target,
-            "quality_score": v.map_or(0.0, |v| v.quality),
-            "face_detected": v.is_some(),
-            "liveness_data": {
-                "blinks_detected": v.map_or(0, |v| v.blinks),
-                "motion_events": v.map_or(0, |v| v.motion_events),
-                "motion_score": v.map_or(0.0, |v| (v.motion_events as f32).min(1.0)),
-                "liveness_passed": self.liveness_passed,
-                "liveness_score": v.map_or(0.5, |v| 1.0 - v.spoof_score),
-                "ear": v.and_then(|v| v.eyelid_ratio),
-            },
-            "obstacles": v.map_or(Vec::new(), |v| v.obstacles.clone()),
-            "obstacle_confidence": v.map_or(0.0, |v| v.obstacle_confidence),
-            "face_bbox": v.map(|v| v.face_bbox),
-            "instruction": d.and_then(|d| d.instruction).map(|i| i.instruction),
-            "message": message,
-        })
+        Progress {
+            frames_processed: self.frames,
+            completed_samples: self.samples.len(),
+            target_samples: target,
+            quality_threshold,
+            blinks_required,
+            motion_required,
+            face: v.map(|v| v.summary.clone()),
+            liveness_passed: self.liveness_passed,
+            instruction: d.and_then(|d| d.instruction),
+            message,
+            rejection,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -586,10 +708,15 @@ impl Session {
         (min_frames, max_frames): (u64, u64),
         min_confidence: f32,
         require_liveness: bool,
-    ) -> Value {
+    ) -> (Progress, Option<Ending>) {
         let ms = || started.elapsed().as_secs_f64() * 1000.0;
         let over_budget = self.frames >= max_frames;
-        let fail = |s: &mut Session, reason: &str, message: &str, confidence: f32| {
+        let fail = |s: &mut Session,
+                    reason: &'static str,
+                    message: &'static str,
+                    confidence: f32,
+                    v: Option<&FrameView>,
+                    d: Option<&Decision>| {
             s.status = Status::Failed;
             s.audit(
                 store,
@@ -600,28 +727,8 @@ impl Session {
                 Some(confidence),
                 ms(),
             );
-            let out = json!({
-                "success": false,
-                "authenticated": false,
-                "session_status": "failed",
-                "reason": reason,
-                "confidence": confidence,
-                "message": message,
-                "processing_time_ms": ms(),
-            });
-            s.outcome = Some(out.clone());
-            out
-        };
-        let pending = |s: &Session,
-                       reason: &str,
-                       message: &str,
-                       d: Option<&Decision>,
-                       v: Option<&FrameView>| {
-            let mut out = s.progress(v, d, message);
-            out["authenticated"] = json!(false);
-            out["reason"] = json!(reason);
-            out["success"] = json!(false);
-            out
+            let p = s.progress(v, d, message, None);
+            (p, Some(Ending::Failed { reason }))
         };
         let Some(v) = view else {
             if over_budget {
@@ -630,15 +737,11 @@ impl Session {
                     "max_frames_exceeded",
                     "No face was seen in the frame budget",
                     0.0,
+                    None,
+                    None,
                 );
             }
-            return pending(
-                self,
-                "no_face",
-                "No face detected: please face the camera",
-                None,
-                None,
-            );
+            return (self.progress(None, None, NO_FACE, Some("no_face")), None);
         };
         if v.multiple {
             if over_budget {
@@ -647,37 +750,38 @@ impl Session {
                     "multiple_faces",
                     "More than one face in front of the camera",
                     0.0,
+                    Some(&v),
+                    None,
                 );
             }
-            return pending(
-                self,
-                "multiple_faces",
-                "One person at a time, please",
+            return (
+                self.progress(Some(&v), None, MULTIPLE, Some("multiple_faces")),
                 None,
-                Some(&v),
             );
         }
+        let f = &v.summary;
         let decision = decide(
             &Requirements::authentication(min_frames, engine.min_quality),
             &Evidence {
-                blinks: if require_liveness { v.blinks } else { 1 },
-                motion_events: v.motion_events,
+                blinks: if require_liveness { f.blinks } else { 1 },
+                motion_events: f.motion_events,
                 frames: self.frames,
-                quality: v.quality,
-                obstacles: &v.obstacles,
+                quality: f.quality,
+                obstacles: &f.obstacles,
                 spoof_score: if require_liveness { v.spoof_score } else { 0.0 },
                 spoof_threshold: engine.liveness.spoof_threshold,
+                judgeable: v.judgeable || !require_liveness,
             },
         );
         self.liveness_passed = !require_liveness
-            || ((v.blinks > 0 || v.motion_events > 0)
+            || ((f.blinks > 0 || f.motion_events > 0)
                 && v.spoof_score < engine.liveness.spoof_threshold);
         if !decision.passed {
             if over_budget {
                 use crate::pipeline::liveness::Missing;
                 let reason = match decision.missing.first() {
                     Some(Missing::Obstacle) => "obstacle",
-                    Some(Missing::Quality) => "poor_quality",
+                    Some(Missing::Quality | Missing::Closer) => "poor_quality",
                     Some(Missing::Blink | Missing::Motion | Missing::Liveness) => "liveness_failed",
                     _ => "max_frames_exceeded",
                 };
@@ -686,17 +790,15 @@ impl Session {
                     reason,
                     "The frame budget ended before the checks passed",
                     0.0,
+                    Some(&v),
+                    Some(&decision),
                 );
             }
-            let reason = if v.obstacles.is_empty() {
-                "in_progress"
-            } else {
-                "obstacle"
-            };
             let message = decision
                 .instruction
                 .map_or("Keep looking at the camera", |i| i.message);
-            return pending(self, reason, message, Some(&decision), Some(&v));
+            let p = self.progress(Some(&v), Some(&decision), message, v.rejection());
+            return (p, None);
         }
         let matched = match user_id {
             Some(u) => store
@@ -718,26 +820,21 @@ impl Session {
                     Some(m.similarity),
                     ms(),
                 );
-                let out = json!({
-                    "success": true,
-                    "authenticated": true,
-                    "session_status": "completed",
-                    "confidence": m.similarity,
-                    "user_id": m.user_id,
-                    "matched_enrollment_id": m.enrollment_id,
-                    "liveness_passed": self.liveness_passed,
-                    "processing_time_ms": ms(),
-                    "metadata": {"face_quality": v.quality, "liveness_score": 1.0 - v.spoof_score},
-                    "message": "Authenticated",
-                });
-                self.outcome = Some(out.clone());
-                out
+                let p = self.progress(Some(&v), Some(&decision), "Authenticated", None);
+                let ending = Ending::Authenticated {
+                    user_id: m.user_id,
+                    enrollment_id: m.enrollment_id,
+                    confidence: m.similarity,
+                };
+                (p, Some(ending))
             }
             Ok(None) => fail(
                 self,
                 "no_match_found",
                 "No enrolled person matches this face",
                 0.0,
+                Some(&v),
+                Some(&decision),
             ),
             Err(e) => {
                 tracing::error!(error = %e, "matching failed");
@@ -746,6 +843,8 @@ impl Session {
                     "internal_error",
                     "The terminal could not match the face",
                     0.0,
+                    Some(&v),
+                    None,
                 )
             }
         }
@@ -780,17 +879,28 @@ impl Session {
     }
 }
 
-/// What one frame showed of the main face.
+const NO_FACE: &str = "No face detected: please face the camera";
+const MULTIPLE: &str = "One person at a time, please";
+
+/// What one frame showed of the main face, with what only the session needs.
 #[derive(Debug, Clone)]
 struct FrameView {
-    face_bbox: [f32; 4],
-    quality: f32,
-    eyelid_ratio: Option<f32>,
-    blinks: usize,
-    motion_events: usize,
+    summary: FaceSummary,
     spoof_score: f32,
-    obstacles: Vec<&'static str>,
-    obstacle_confidence: f32,
+    /// The face is large and sharp enough for its liveness to be judged.
+    judgeable: bool,
     multiple: bool,
     embedding: Vec<f32>,
+}
+
+impl FrameView {
+    fn rejection(&self) -> Option<&'static str> {
+        if self.multiple {
+            Some("multiple_faces")
+        } else if !self.summary.obstacles.is_empty() {
+            Some("obstacle")
+        } else {
+            None
+        }
+    }
 }

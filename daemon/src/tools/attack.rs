@@ -4,6 +4,11 @@
 //! These are synthetic attacks, named so everywhere; they stand in for real print/replay
 //! captures, which no registry package provides.
 //!
+//! Two kinds carry real motion: a **replay screen** plays a real clip of a person (blinking,
+//! talking, turning) on the moving screen, and an **eye-cut print** is a print of a photo with
+//! the eyes cut out and a real person's blinking eyes behind the holes (their eye regions from
+//! a real clip, warped onto the photo's eyes frame by frame).
+//!
 //! Geometry: a pinhole camera (640x480, focal 600 px) looks at the sheet; every output pixel's
 //! ray is intersected with the sheet (a plane, or a cylinder for a bent print) and the photo
 //! is sampled there bilinearly. The motion is smooth sway (yaw up to 25°, pitch up to 18°,
@@ -27,18 +32,134 @@ pub enum AttackKind {
     BentPrint,
     /// A phone or tablet screen showing the photo: bezel, emitted light, moiré, glare.
     Screen,
+    /// A print with the eyes cut out and real blinking eyes behind it (needs --clip).
+    EyeCutPrint,
+    /// A screen replaying a real clip of a person (needs --clip; --photo is not used).
+    ReplayScreen,
 }
 
 impl AttackKind {
-    pub const ALL: [AttackKind; 3] = [AttackKind::Print, AttackKind::BentPrint, AttackKind::Screen];
+    pub const ALL: [AttackKind; 5] = [
+        AttackKind::Print,
+        AttackKind::BentPrint,
+        AttackKind::Screen,
+        AttackKind::EyeCutPrint,
+        AttackKind::ReplayScreen,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             AttackKind::Print => "print",
             AttackKind::BentPrint => "bent_print",
             AttackKind::Screen => "screen",
+            AttackKind::EyeCutPrint => "eye_cut_print",
+            AttackKind::ReplayScreen => "replay_screen",
         }
     }
+
+    /// Whether the attack plays a real clip (the eyes of an eye-cut print, a replay).
+    pub fn needs_clip(self) -> bool {
+        matches!(self, AttackKind::EyeCutPrint | AttackKind::ReplayScreen)
+    }
+
+    fn screen(self) -> bool {
+        matches!(self, AttackKind::Screen | AttackKind::ReplayScreen)
+    }
+}
+
+/// What the sheet shows.
+#[derive(Debug, Clone, Copy)]
+pub enum Content<'a> {
+    /// A still photo.
+    Photo(&'a RgbImage),
+    /// A real clip, looped (a replay).
+    Clip(&'a [RgbImage]),
+    /// A photo whose eyes (image-left, image-right) are cut out, with the eyes of a real clip
+    /// behind the holes (`clip_eyes`: that clip's eye landmarks per frame, where seen).
+    EyeCut {
+        photo: &'a RgbImage,
+        photo_eyes: [[f32; 2]; 2],
+        clip: &'a [RgbImage],
+        clip_eyes: &'a [Option<[[f32; 2]; 2]>],
+    },
+}
+
+impl Content<'_> {
+    /// The sheet in frame `i` (all frames of a clip share its size).
+    fn sheet(
+        &self,
+        i: usize,
+        last_eyes: &mut Option<[[f32; 2]; 2]>,
+    ) -> std::borrow::Cow<'_, RgbImage> {
+        use std::borrow::Cow;
+        match *self {
+            Content::Photo(p) => Cow::Borrowed(p),
+            Content::Clip(c) => Cow::Borrowed(&c[i % c.len().max(1)]),
+            Content::EyeCut {
+                photo,
+                photo_eyes,
+                clip,
+                clip_eyes,
+            } => {
+                let j = i % clip.len().max(1);
+                if let Some(e) = clip_eyes.get(j).copied().flatten() {
+                    *last_eyes = Some(e);
+                }
+                match *last_eyes {
+                    Some(eyes) => Cow::Owned(eye_cut(photo, photo_eyes, &clip[j], eyes)),
+                    None => Cow::Borrowed(photo),
+                }
+            }
+        }
+    }
+}
+
+/// The photo with elliptical holes at its eyes, showing `real`'s eyes behind them (a similarity
+/// maps the photo's eye pair onto the real eye pair), the hole's cut edge in shadow.
+fn eye_cut(
+    photo: &RgbImage,
+    eyes: [[f32; 2]; 2],
+    real: &RgbImage,
+    real_eyes: [[f32; 2]; 2],
+) -> RgbImage {
+    let mut out = photo.clone();
+    let (a, b) = (eyes[0], eyes[1]);
+    let (ra, rb) = (real_eyes[0], real_eyes[1]);
+    let iod = (b[0] - a[0]).hypot(b[1] - a[1]).max(1.0);
+    // Similarity photo -> real: z' = ra + k (z - a), k complex.
+    let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
+    let (ex, ey) = (rb[0] - ra[0], rb[1] - ra[1]);
+    let den = dx * dx + dy * dy;
+    let (kr, ki) = ((ex * dx + ey * dy) / den, (ey * dx - ex * dy) / den);
+    let (rx, ry) = (0.34 * iod, 0.2 * iod);
+    let angle = dy.atan2(dx);
+    let (c, sn) = (angle.cos(), angle.sin());
+    for centre in eyes {
+        let x0 = (centre[0] - rx).floor().max(0.0) as u32;
+        let x1 = ((centre[0] + rx).ceil() as u32).min(photo.width().saturating_sub(1));
+        let y0 = (centre[1] - rx).floor().max(0.0) as u32;
+        let y1 = ((centre[1] + rx).ceil() as u32).min(photo.height().saturating_sub(1));
+        for y in y0..=y1 {
+            for x in x0..=x1 {
+                let (px, py) = (x as f32 - centre[0], y as f32 - centre[1]);
+                let (u, v) = (c * px + sn * py, -sn * px + c * py);
+                let r = ((u / rx).powi(2) + (v / ry).powi(2)).sqrt();
+                if r > 1.0 {
+                    continue;
+                }
+                let (zx, zy) = (x as f32 - a[0], y as f32 - a[1]);
+                let (qx, qy) = (ra[0] + kr * zx - ki * zy, ra[1] + ki * zx + kr * zy);
+                let Some(mut p) = bilinear(real, qx, qy) else {
+                    continue;
+                };
+                if r > 0.85 {
+                    p = p.map(|v| v * 0.55);
+                }
+                out.put_pixel(x, y, Rgb(p.map(|v| v.clamp(0.0, 255.0) as u8)));
+            }
+        }
+    }
+    out
 }
 
 impl Rng {
@@ -135,9 +256,7 @@ fn bilinear(img: &RgbImage, x: f32, y: f32) -> Option<[f32; 3]> {
     }))
 }
 
-/// Renders `frames` frames of `kind` from `photo`. `face` is the box (photo pixels) of the face
-/// to present: the sheet is placed so that this face appears 120-220 px wide near the image
-/// centre, as a face at a door does.
+/// Renders `frames` frames of `kind` from a still `photo` (print, bent print, screen).
 pub fn generate(
     photo: &RgbImage,
     face: [f32; 4],
@@ -146,6 +265,23 @@ pub fn generate(
     fps: f32,
     seed: u64,
 ) -> Vec<RgbImage> {
+    render(Content::Photo(photo), face, kind, frames, fps, seed)
+}
+
+/// Renders `frames` frames of `kind` showing `content`. `face` is the box (sheet pixels; for a
+/// clip, in its first frame) of the face to present: the sheet is placed so that this face
+/// appears 120-220 px wide near the image centre, as a face at a door does.
+pub fn render(
+    content: Content<'_>,
+    face: [f32; 4],
+    kind: AttackKind,
+    frames: usize,
+    fps: f32,
+    seed: u64,
+) -> Vec<RgbImage> {
+    let mut last_eyes = None;
+    let first = content.sheet(0, &mut last_eyes).into_owned();
+    let photo = &first;
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let target = rng.range(120.0, 220.0);
     // Distance (in sheet pixels) at which the face appears `target` px wide.
@@ -222,6 +358,8 @@ pub fn generate(
                 pw * (glare[0] + 0.1 * (0.8 * t).sin()),
                 ph * (glare[1] + 0.1 * (0.6 * t).cos()),
             ];
+            let sheet = content.sheet(i, &mut last_eyes);
+            let photo: &RgbImage = &sheet;
             let mut frame = RgbImage::from_fn(WIDTH, HEIGHT, |x, y| {
                 let noise = rng.range(-4.0, 4.0);
                 let bg = |k: usize| background[k] * (0.8 + 0.2 * y as f32 / HEIGHT as f32) + noise;
@@ -230,7 +368,7 @@ pub fn generate(
                 };
                 let (u, v) = (sx + pw / 2.0, sy + ph / 2.0);
                 let border = 0.06 * pw;
-                let inside_bezel = kind == AttackKind::Screen
+                let inside_bezel = kind.screen()
                     && (-border..pw + border).contains(&u)
                     && (-border..ph + border).contains(&v);
                 let Some(mut c) = bilinear(photo, u, v) else {
@@ -239,7 +377,7 @@ pub fn generate(
                     }));
                 };
                 match kind {
-                    AttackKind::Screen => {
+                    AttackKind::Screen | AttackKind::ReplayScreen => {
                         // Emitted light (lifted blacks, cool cast) and moiré from the pixel grid.
                         let m = 1.0
                             - moire[2]
@@ -253,7 +391,7 @@ pub fn generate(
                             (30.0 + 0.95 * c[2]) * m,
                         ];
                     }
-                    AttackKind::Print | AttackKind::BentPrint => {
+                    AttackKind::Print | AttackKind::BentPrint | AttackKind::EyeCutPrint => {
                         // Paper: lower contrast, warmer.
                         c = [12.0 + 0.9 * c[0], 10.0 + 0.88 * c[1], 8.0 + 0.84 * c[2]];
                     }

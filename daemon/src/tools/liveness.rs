@@ -54,6 +54,9 @@ pub struct SequenceResult {
     pub eyelid: Vec<Option<f32>>,
     /// Per frame: the main track's eye sharpness (Laplacian variance).
     pub eye_sharpness: Vec<Option<f32>>,
+    /// Per frame: the main track's raw signals (opening, iod, mouth, plane residual and
+    /// anisotropy since the first frame), for tuning.
+    pub signals: Vec<Option<[f32; 5]>>,
     pub spoof_score: f32,
     pub max_parallax: f32,
     pub verdict: Verdict,
@@ -99,10 +102,22 @@ pub fn run_sequence(
     let mut obstacle_frames = [0usize; 4];
     let mut eyelid = Vec::with_capacity(reports.len());
     let mut eye_sharpness = Vec::with_capacity(reports.len());
+    let mut signals = Vec::with_capacity(reports.len());
     for r in &reports {
         let f = r.faces.iter().find(|f| Some(f.track) == main);
         eyelid.push(f.and_then(|f| f.liveness.eyelid));
         eye_sharpness.push(f.and_then(|f| f.eyes.map(|e| e.sharpness)));
+        signals.push(f.map(|f| {
+            let [l, r] = [f.face.landmarks[0], f.face.landmarks[1]];
+            let plane = f.liveness.plane;
+            [
+                f.eyes.map_or(f32::NAN, |e| e.mean_opening()),
+                (r[0] - l[0]).hypot(r[1] - l[1]),
+                f.liveness.mouth_open.unwrap_or(f32::NAN),
+                plane.map_or(f32::NAN, |p| p.residual),
+                plane.map_or(f32::NAN, |p| p.anisotropy),
+            ]
+        }));
         if let Some(f) = f {
             let o = f.obstacles;
             obstacles.mask = obstacles.mask.max(o.mask);
@@ -128,6 +143,7 @@ pub fn run_sequence(
             .unwrap_or_default(),
         eyelid,
         eye_sharpness,
+        signals,
         spoof_score: track.map_or(0.5, |t| t.spoof_score()),
         max_parallax: track.map_or(0.0, |t| t.max_parallax()),
         verdict: track.map_or(Verdict::Unknown, |t| t.verdict()),
@@ -184,6 +200,7 @@ pub fn run(
                 "hat": r.obstacle_frames[3],
             },
             "track_frames": r.track_frames,
+            "signals": r.signals.iter().map(|s| s.map(|v| v.map(|x| if x.is_finite() { json!(x) } else { json!(null) }))).collect::<Vec<_>>(),
         }));
     }
     println!(
@@ -249,14 +266,15 @@ pub fn bench(
         10.0,
     )?;
     type Stage = (&'static str, fn(&StageCosts) -> f64);
-    let stages: [Stage; 6] = [
+    let stages: [Stage; 7] = [
         ("detect", |c| c.detect_ms),
         ("eyes", |c| c.eyes_ms),
+        ("mesh", |c| c.mesh_ms),
         ("mask", |c| c.mask_ms),
         ("palm", |c| c.palm_ms),
         ("cues", |c| c.cues_ms),
         ("total", |c| {
-            c.detect_ms + c.eyes_ms + c.mask_ms + c.palm_ms + c.cues_ms
+            c.detect_ms + c.eyes_ms + c.mesh_ms + c.mask_ms + c.palm_ms + c.cues_ms
         }),
     ];
     let table: Vec<(String, f64, f64, f64, usize)> = stages

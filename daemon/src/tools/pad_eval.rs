@@ -1,30 +1,214 @@
-//! `facegate pad-eval`: presentation-attack detection measured ISO/IEC 30107-3 style.
-//! Attack presentations: SYNTHETIC attacks (`attack.rs`) rendered from every given photo, per
-//! attack type; APCER = share of attack sequences the liveness verdict accepts as live.
-//! Bona fide presentations: windows of the given real clips; BPCER = share of windows not
-//! accepted as live. Each sequence is a fresh stream, judged on its own frames only.
+//! `facegate pad-eval`: presentation-attack detection measured ISO/IEC 30107-3 style, and how
+//! fast real people are verified.
+//!
+//! Attack presentations: SYNTHETIC attacks (`attack.rs`) rendered from every given photo (print,
+//! bent print, screen, eye-cut print with a real clip's blinking eyes) and from every given clip
+//! (a screen replaying it), per attack type; an attack is accepted when the liveness verdict is
+//! `live` at ANY frame of it (a session stops at the first live verdict); APCER = share accepted.
+//!
+//! Bona fide presentations: every clip at its own size and at downscaled copies (the frame
+//! shrunk around its centre on a canvas of the same size, so the face is ~120 and ~80 px wide in
+//! a frame as large as the original). Per clip and scale: sessions starting every second, each
+//! with the session frame budget, give the time to a live verdict under the authentication
+//! rules (at least 3 frames, blink or head movement, attack score under the threshold, face large
+//! enough to judge); windows of `--window-frames` give BPCER (share of windows never live).
+//!
+//! Every sequence is judged by a fresh `LivenessTrack` fed the observations (landmarks, eyes,
+//! mesh) one stream pass made of the frames: the track is pure over its observations, so this is
+//! what a session starting at that frame would have decided.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
+use image::RgbImage;
 use serde_json::json;
 
-use super::attack::{self, AttackKind};
-use super::liveness::{decode_file, decode_frames, frame_files, run_sequence};
-use crate::pipeline::liveness::{LivenessConfig, Verdict};
-use crate::pipeline::obstacles::ObstacleThresholds;
-use crate::pipeline::stream::LiveModels;
+use super::attack::{self, AttackKind, Content};
+use super::liveness::{decode_file, frame_files};
+use crate::pipeline::eyes::EyeObservation;
+use crate::pipeline::liveness::{LivenessConfig, LivenessTrack, Verdict};
+use crate::pipeline::mesh::MeshObservation;
+use crate::pipeline::stream::{LiveModels, Stream};
 use crate::pipeline::{Pipeline, largest};
 
 #[derive(Debug)]
 pub struct Options {
     pub photos: Vec<PathBuf>,
     pub clips: Vec<PathBuf>,
+    /// Frames per attack sequence.
     pub frames: usize,
     pub fps: f64,
     pub seeds: u64,
+    /// Bona fide window length (BPCER) and step between windows, frames.
+    pub window_frames: usize,
     pub window_stride: usize,
+    /// A session's frame budget (time-to-live sessions).
+    pub session_frames: usize,
+    /// Face widths (pixels) of the downscaled copies of each clip.
+    pub face_widths: Vec<f32>,
     pub json: bool,
+}
+
+/// What one stream pass saw of the largest face in one frame.
+#[derive(Debug, Clone)]
+struct Obs {
+    track: u64,
+    width: f32,
+    landmarks: [[f32; 2]; 5],
+    eyes: Option<EyeObservation>,
+    mesh: Option<MeshObservation>,
+}
+
+/// The judgement of one sequence by a fresh track.
+#[derive(Debug, Clone, Default)]
+struct Judged {
+    /// Frames until the first live verdict (1-based), if any.
+    frames_to_live: Option<usize>,
+    blinked: bool,
+    moved: bool,
+    spoof_score: f32,
+    spoof: bool,
+    seen: bool,
+}
+
+/// Authentication needs at least this many frames.
+const MIN_FRAMES: usize = 3;
+
+fn judge(obs: &[Option<Obs>], cfg: &LivenessConfig, fps: f64) -> Judged {
+    let mut track: Option<(u64, LivenessTrack)> = None;
+    let mut out = Judged::default();
+    for (k, o) in obs.iter().enumerate() {
+        let Some(o) = o else { continue };
+        if track.as_ref().is_none_or(|(id, _)| *id != o.track) {
+            track = Some((o.track, LivenessTrack::new(cfg.clone())));
+        }
+        let Some((_, t)) = track.as_mut() else {
+            continue;
+        };
+        t.update(
+            k as f64 * 1000.0 / fps,
+            k as u64,
+            &o.landmarks,
+            o.eyes.as_ref(),
+            o.mesh.as_ref(),
+        );
+        out.seen = true;
+        out.blinked |= !t.blinks().is_empty();
+        out.moved |= !t.motion_events().is_empty();
+        out.spoof_score = t.spoof_score();
+        out.spoof = t.verdict() == Verdict::Spoof;
+        if out.frames_to_live.is_none()
+            && k + 1 >= MIN_FRAMES
+            && t.judgeable()
+            && t.verdict() == Verdict::Live
+        {
+            out.frames_to_live = Some(k + 1);
+        }
+    }
+    out
+}
+
+/// One stream pass over `frames`: the largest face's observations per frame.
+fn observe(
+    pipeline: &Pipeline,
+    models: &LiveModels,
+    cfg: &LivenessConfig,
+    frames: impl Iterator<Item = anyhow::Result<RgbImage>>,
+    fps: f64,
+) -> anyhow::Result<Vec<Option<Obs>>> {
+    let mut stream = Stream::new(cfg.clone());
+    let mut out = Vec::new();
+    for (i, img) in frames.enumerate() {
+        let r = stream.process(pipeline, models, &img?, i as f64 * 1000.0 / fps)?;
+        out.push(r.faces.first().map(|f| Obs {
+            track: f.track,
+            width: f.face.bbox[2] - f.face.bbox[0],
+            landmarks: f.face.landmarks,
+            // As the stream does: eyes behind dark lenses are not evidence.
+            eyes: f.eyes.filter(|_| f.obstacles.sunglasses <= 0.5),
+            mesh: f.mesh.clone(),
+        }));
+    }
+    Ok(out)
+}
+
+/// The frame shrunk by `s` around its centre, on a grey canvas of the same size.
+fn shrink(img: &RgbImage, s: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (sw, sh) = (
+        ((w as f32 * s).round() as u32).max(1),
+        ((h as f32 * s).round() as u32).max(1),
+    );
+    let small = image::imageops::resize(img, sw, sh, image::imageops::FilterType::Triangle);
+    let mut canvas = RgbImage::from_pixel(w, h, image::Rgb([118, 118, 118]));
+    image::imageops::overlay(
+        &mut canvas,
+        &small,
+        i64::from((w - sw) / 2),
+        i64::from((h - sh) / 2),
+    );
+    canvas
+}
+
+fn photo_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            out.extend(frame_files(p)?);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `jobs` on every core, keeping the results in order.
+fn parallel<J: Sync, R: Send>(
+    jobs: &[J],
+    f: impl Fn(&J) -> anyhow::Result<R> + Sync,
+) -> anyhow::Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<anyhow::Result<R>>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let r = f(job);
+                    if let Ok(mut all) = results.lock() {
+                        all[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a worker panicked"))?
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("a job did not run"))))
+        .collect()
+}
+
+/// A bona fide clip at one scale.
+#[derive(Debug)]
+struct ClipResult {
+    name: String,
+    /// `native` or the target face width.
+    scale: String,
+    face_px: f32,
+    /// Seconds to a live verdict per session (None: not within the session).
+    sessions: Vec<Option<f64>>,
+    windows: usize,
+    windows_live: usize,
+    rejected_windows: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -44,114 +228,335 @@ impl Tally {
     }
 }
 
-fn photo_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            out.extend(frame_files(p)?);
-        } else {
-            out.push(p.clone());
-        }
+fn median_width(obs: &[Option<Obs>]) -> f32 {
+    let mut w: Vec<f32> = obs.iter().flatten().map(|o| o.width).collect();
+    w.sort_by(f32::total_cmp);
+    w.get(w.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn evaluate_clip(
+    name: &str,
+    scale: String,
+    obs: &[Option<Obs>],
+    cfg: &LivenessConfig,
+    opts: &Options,
+) -> ClipResult {
+    let fps_frames = opts.fps.round().max(1.0) as usize;
+    // Sessions every second, each with the session budget; a start needs 2 s of frames left.
+    let min_left = (2 * fps_frames).min(obs.len());
+    let mut sessions = Vec::new();
+    let mut start = 0;
+    while start + min_left <= obs.len() {
+        let end = (start + opts.session_frames).min(obs.len());
+        let j = judge(&obs[start..end], cfg, opts.fps);
+        sessions.push(j.frames_to_live.map(|n| n as f64 / opts.fps));
+        start += fps_frames;
     }
-    Ok(out)
+    let window = opts.window_frames.min(obs.len());
+    let (mut windows, mut windows_live, mut rejected) = (0, 0, Vec::new());
+    let mut start = 0;
+    while window > 0 && start + window <= obs.len() {
+        windows += 1;
+        if judge(&obs[start..start + window], cfg, opts.fps)
+            .frames_to_live
+            .is_some()
+        {
+            windows_live += 1;
+        } else {
+            rejected.push(format!("{name}@{scale} frames {start}..{}", start + window));
+        }
+        start += opts.window_stride.max(1);
+    }
+    ClipResult {
+        name: name.to_owned(),
+        scale,
+        face_px: median_width(obs),
+        sessions,
+        windows,
+        windows_live,
+        rejected_windows: rejected,
+    }
+}
+
+/// Median and 95th percentile (nearest rank; sessions never verified count as infinite), and
+/// the share never verified.
+fn ttl_stats(sessions: &[Option<f64>]) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = sessions
+        .iter()
+        .map(|s| s.unwrap_or(f64::INFINITY))
+        .collect();
+    v.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i]
+    };
+    let never = sessions.iter().filter(|s| s.is_none()).count() as f64 / v.len().max(1) as f64;
+    (pick(0.5), pick(0.95), never)
+}
+
+fn secs(v: f64) -> serde_json::Value {
+    if v.is_finite() { json!(v) } else { json!(null) }
+}
+
+fn fmt_s(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.1}")
+    } else {
+        "never".to_owned()
+    }
+}
+
+/// A clip's first frames, decoded, and the eye landmarks and first face box seen in them.
+#[derive(Debug)]
+struct ClipSource {
+    frames: Vec<RgbImage>,
+    eyes: Vec<Option<[[f32; 2]; 2]>>,
+    face: Option<[f32; 4]>,
+}
+
+enum AttackJob<'a> {
+    Photo {
+        path: &'a Path,
+        img: &'a RgbImage,
+        face: crate::pipeline::detect::Face,
+        kind: AttackKind,
+        seed: u64,
+        clip: usize,
+    },
+    Replay {
+        clip: usize,
+        seed: u64,
+    },
 }
 
 pub fn run(
     pipeline: &Pipeline,
     models: &LiveModels,
     cfg: &LivenessConfig,
-    thresholds: &ObstacleThresholds,
     opts: &Options,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        opts.fps > 0.0 && opts.fps.is_finite(),
+        "--fps must be positive"
+    );
+    // Bona fide: one stream pass per clip at its own size, then per downscaled copy.
+    let native: Vec<(String, Vec<Option<Obs>>)> = parallel(&opts.clips, |clip| {
+        let files = frame_files(clip)?;
+        let obs = observe(
+            pipeline,
+            models,
+            cfg,
+            files.iter().map(|p| decode_file(pipeline, p)),
+            opts.fps,
+        )?;
+        let name = clip.file_name().map_or_else(
+            || clip.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Ok((name, obs))
+    })?;
+    let mut scaled_jobs = Vec::new();
+    for (i, (_, obs)) in native.iter().enumerate() {
+        let w = median_width(obs);
+        for &target in &opts.face_widths {
+            if w > 0.0 && target / w < 0.95 {
+                scaled_jobs.push((i, target, target / w));
+            }
+        }
+    }
+    let scaled: Vec<Vec<Option<Obs>>> = parallel(&scaled_jobs, |&(i, _, s)| {
+        let files = frame_files(&opts.clips[i])?;
+        observe(
+            pipeline,
+            models,
+            cfg,
+            files
+                .iter()
+                .map(|p| decode_file(pipeline, p).map(|img| shrink(&img, s))),
+            opts.fps,
+        )
+    })?;
+    let mut clips: Vec<ClipResult> = native
+        .iter()
+        .map(|(name, obs)| evaluate_clip(name, "native".to_owned(), obs, cfg, opts))
+        .collect();
+    for ((i, target, _), obs) in scaled_jobs.iter().zip(&scaled) {
+        clips.push(evaluate_clip(
+            &native[*i].0,
+            format!("{target:.0}px"),
+            obs,
+            cfg,
+            opts,
+        ));
+    }
+    clips.sort_by(|a, b| (&a.name, &a.scale).cmp(&(&b.name, &b.scale)));
+
+    // Attack material: the clips' first frames with their eyes, the photos with their faces.
+    let sources: Vec<ClipSource> = opts
+        .clips
+        .iter()
+        .zip(&native)
+        .map(|(clip, (_, obs))| {
+            let files = frame_files(clip)?;
+            let frames = files
+                .iter()
+                .take(opts.frames)
+                .map(|p| decode_file(pipeline, p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let eyes = obs
+                .iter()
+                .take(frames.len())
+                .map(|o| o.as_ref().map(|o| [o.landmarks[0], o.landmarks[1]]))
+                .collect();
+            let face = obs.iter().flatten().next().map(|o| {
+                let [le, re] = [o.landmarks[0], o.landmarks[1]];
+                let c = [(le[0] + re[0]) / 2.0, (le[1] + re[1]) / 2.0];
+                let h = o.width / 2.0;
+                [c[0] - h, c[1] - h * 0.8, c[0] + h, c[1] + h * 1.4]
+            });
+            Ok(ClipSource { frames, eyes, face })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut photos = Vec::new();
+    for path in photo_files(&opts.photos)? {
+        let img = decode_file(pipeline, &path)?;
+        let faces = pipeline.detect(&img)?;
+        match largest(&faces).cloned() {
+            Some(face) => photos.push((path, img, face)),
+            None => {
+                tracing::warn!(photo = %path.display(), "no face in the photo: no attack made from it");
+            }
+        }
+    }
+    let mut jobs = Vec::new();
+    for (pi, (path, img, face)) in photos.iter().enumerate() {
+        for kind in AttackKind::ALL {
+            if kind == AttackKind::ReplayScreen || (kind.needs_clip() && sources.is_empty()) {
+                continue;
+            }
+            for seed in 0..opts.seeds {
+                jobs.push(AttackJob::Photo {
+                    path,
+                    img,
+                    face: face.clone(),
+                    kind,
+                    seed: seed + 1,
+                    clip: (pi + seed as usize) % sources.len().max(1),
+                });
+            }
+        }
+    }
+    for clip in 0..sources.len() {
+        for seed in 0..opts.seeds {
+            jobs.push(AttackJob::Replay {
+                clip,
+                seed: seed + 1,
+            });
+        }
+    }
+    let judged = parallel(&jobs, |job| {
+        let (kind, frames, what) = match job {
+            AttackJob::Photo {
+                path,
+                img,
+                face,
+                kind,
+                seed,
+                clip,
+            } => {
+                let content = if *kind == AttackKind::EyeCutPrint {
+                    let src = &sources[*clip];
+                    Content::EyeCut {
+                        photo: img,
+                        photo_eyes: [face.landmarks[0], face.landmarks[1]],
+                        clip: &src.frames,
+                        clip_eyes: &src.eyes,
+                    }
+                } else {
+                    Content::Photo(img)
+                };
+                let frames = attack::render(
+                    content,
+                    face.bbox,
+                    *kind,
+                    opts.frames,
+                    opts.fps as f32,
+                    *seed,
+                );
+                let what = match kind {
+                    AttackKind::EyeCutPrint => format!(
+                        "{} {} with the eyes of {} seed {seed}",
+                        kind.name(),
+                        path.display(),
+                        native[*clip].0
+                    ),
+                    _ => format!("{} {} seed {seed}", kind.name(), path.display()),
+                };
+                (*kind, frames, what)
+            }
+            AttackJob::Replay { clip, seed } => {
+                let src = &sources[*clip];
+                let Some(face) = src.face else {
+                    return Ok(None);
+                };
+                let frames = attack::render(
+                    Content::Clip(&src.frames),
+                    face,
+                    AttackKind::ReplayScreen,
+                    opts.frames,
+                    opts.fps as f32,
+                    *seed,
+                );
+                let what = format!("replay_screen of {} seed {seed}", native[*clip].0);
+                (AttackKind::ReplayScreen, frames, what)
+            }
+        };
+        let obs = observe(pipeline, models, cfg, frames.into_iter().map(Ok), opts.fps)?;
+        Ok(Some((kind, judge(&obs, cfg, opts.fps), what)))
+    })?;
     let mut attacks: Vec<(AttackKind, Tally)> = AttackKind::ALL
         .iter()
         .map(|k| (*k, Tally::default()))
         .collect();
     let mut accepted_attacks = Vec::new();
-    for path in photo_files(&opts.photos)? {
-        let img = decode_file(pipeline, &path)?;
-        let faces = pipeline.detect(&img)?;
-        let Some(face) = largest(&faces) else {
-            tracing::warn!(photo = %path.display(), "no face in the photo: no attack made from it");
+    for (kind, j, what) in judged.into_iter().flatten() {
+        let Some((_, tally)) = attacks.iter_mut().find(|(k, _)| *k == kind) else {
             continue;
         };
-        for (kind, tally) in attacks.iter_mut() {
-            for seed in 0..opts.seeds {
-                let frames = attack::generate(
-                    &img,
-                    face.bbox,
-                    *kind,
-                    opts.frames,
-                    opts.fps as f32,
-                    seed + 1,
-                );
-                let r = run_sequence(
-                    pipeline,
-                    models,
-                    cfg,
-                    thresholds,
-                    frames.into_iter().map(Ok),
-                    opts.fps,
-                )?;
-                tally.sequences += 1;
-                tally.score_sum += f64::from(r.spoof_score);
-                tally.with_blink += usize::from(!r.blinks.is_empty());
-                tally.with_motion += usize::from(!r.motion_events.is_empty());
-                tally.spoof_verdicts += usize::from(r.verdict == Verdict::Spoof);
-                tally.no_face += usize::from(r.track_frames == 0);
-                if r.verdict == Verdict::Live {
-                    tally.accepted += 1;
-                    accepted_attacks.push(format!(
-                        "{} {} seed {}",
-                        kind.name(),
-                        path.display(),
-                        seed + 1
-                    ));
-                }
-            }
+        tally.sequences += 1;
+        tally.score_sum += f64::from(j.spoof_score);
+        tally.with_blink += usize::from(j.blinked);
+        tally.with_motion += usize::from(j.moved);
+        tally.spoof_verdicts += usize::from(j.spoof);
+        tally.no_face += usize::from(!j.seen);
+        if let Some(n) = j.frames_to_live {
+            tally.accepted += 1;
+            accepted_attacks.push(format!("{what} (live at frame {n})"));
         }
     }
-    let mut bona = Tally::default();
-    let mut rejected_windows = Vec::new();
-    for clip in &opts.clips {
-        let decoded = decode_frames(pipeline, clip)?;
-        let window = opts.frames.min(decoded.len());
-        let mut start = 0;
-        while start + window <= decoded.len() {
-            let r = run_sequence(
-                pipeline,
-                models,
-                cfg,
-                thresholds,
-                decoded[start..start + window].iter().cloned().map(Ok),
-                opts.fps,
-            )?;
-            bona.sequences += 1;
-            bona.score_sum += f64::from(r.spoof_score);
-            bona.with_blink += usize::from(!r.blinks.is_empty());
-            bona.with_motion += usize::from(!r.motion_events.is_empty());
-            bona.spoof_verdicts += usize::from(r.verdict == Verdict::Spoof);
-            bona.no_face += usize::from(r.track_frames == 0);
-            if r.verdict == Verdict::Live {
-                bona.accepted += 1;
-            } else {
-                rejected_windows.push(format!(
-                    "{} frames {}..{}: {:?}",
-                    clip.display(),
-                    start,
-                    start + window,
-                    r.verdict
-                ));
-            }
-            start += opts.window_stride.max(1);
-        }
-    }
-    let total_attacks: Tally = attacks.iter().fold(Tally::default(), |mut a, (_, t)| {
+    report(opts, &clips, &attacks, &accepted_attacks)
+}
+
+fn report(
+    opts: &Options,
+    clips: &[ClipResult],
+    attacks: &[(AttackKind, Tally)],
+    accepted_attacks: &[String],
+) -> anyhow::Result<()> {
+    let total = attacks.iter().fold(Tally::default(), |mut a, (_, t)| {
         a.sequences += t.sequences;
         a.accepted += t.accepted;
         a
     });
-    let bpcer = 1.0 - bona.rate();
+    let all_sessions: Vec<Option<f64>> = clips.iter().flat_map(|c| c.sessions.clone()).collect();
+    let (median, p95, never) = ttl_stats(&all_sessions);
+    let windows: usize = clips.iter().map(|c| c.windows).sum();
+    let windows_live: usize = clips.iter().map(|c| c.windows_live).sum();
+    let bpcer = 1.0 - windows_live as f64 / windows.max(1) as f64;
+    let rejected: Vec<&String> = clips.iter().flat_map(|c| &c.rejected_windows).collect();
     if opts.json {
         let per_kind: serde_json::Map<String, serde_json::Value> = attacks
             .iter()
@@ -171,34 +576,88 @@ pub fn run(
                 )
             })
             .collect();
+        let per_clip: Vec<serde_json::Value> = clips
+            .iter()
+            .map(|c| {
+                let (m, p, n) = ttl_stats(&c.sessions);
+                json!({
+                    "clip": c.name,
+                    "scale": c.scale,
+                    "face_px": c.face_px,
+                    "sessions": c.sessions.len(),
+                    "time_to_live_s": c.sessions,
+                    "median_s": secs(m),
+                    "p95_s": secs(p),
+                    "never_share": n,
+                    "windows": c.windows,
+                    "windows_live": c.windows_live,
+                    "bpcer": 1.0 - c.windows_live as f64 / c.windows.max(1) as f64,
+                })
+            })
+            .collect();
         return super::print_json(&json!({
             "synthetic_attacks": per_kind,
-            "apcer_all": total_attacks.rate(),
+            "apcer_all": total.rate(),
             "accepted_attacks": accepted_attacks,
             "bona_fide": {
-                "windows": bona.sequences,
-                "accepted": bona.accepted,
+                "sessions": all_sessions.len(),
+                "time_to_live": {"median_s": secs(median), "p95_s": secs(p95), "never_share": never},
+                "windows": windows,
+                "accepted": windows_live,
                 "bpcer": bpcer,
-                "with_blink": bona.with_blink,
-                "with_motion": bona.with_motion,
-                "mean_spoof_score": bona.score_sum / bona.sequences.max(1) as f64,
-                "rejected": rejected_windows,
+                "rejected": rejected,
+                "per_clip": per_clip,
             },
-            "frames_per_sequence": opts.frames,
+            "frames_per_attack": opts.frames,
+            "window_frames": opts.window_frames,
+            "session_frames": opts.session_frames,
             "fps": opts.fps,
         }));
     }
     println!(
-        "PAD evaluation: {} frames per sequence at {} fps; attacks are SYNTHETIC (facegate attack)",
-        opts.frames, opts.fps
+        "PAD evaluation at {} fps: attacks of {} frames are SYNTHETIC (facegate attack); bona fide \
+         sessions start every second with a {}-frame budget; BPCER over {}-frame windows",
+        opts.fps, opts.frames, opts.session_frames, opts.window_frames
     );
     println!(
-        "{:<22} {:>9} {:>9} {:>8} {:>7} {:>7} {:>10}",
-        "presentation", "sequences", "accepted", "rate", "blink", "motion", "mean score"
+        "{:<18} {:>7} {:>6} {:>8} {:>8} {:>6} {:>8} {:>8}",
+        "bona fide clip", "scale", "face", "sessions", "median s", "p95 s", "never", "BPCER"
     );
-    for (k, t) in &attacks {
+    for c in clips {
+        let (m, p, n) = ttl_stats(&c.sessions);
         println!(
-            "{:<22} {:>9} {:>9} {:>7.1}% {:>7} {:>7} {:>10.2}",
+            "{:<18} {:>7} {:>6.0} {:>8} {:>8} {:>6} {:>7.0}% {:>7.1}%",
+            c.name,
+            c.scale,
+            c.face_px,
+            c.sessions.len(),
+            fmt_s(m),
+            fmt_s(p),
+            100.0 * n,
+            100.0 * (1.0 - c.windows_live as f64 / c.windows.max(1) as f64)
+        );
+    }
+    println!(
+        "{:<18} {:>7} {:>6} {:>8} {:>8} {:>6} {:>7.0}% {:>7.1}%   ({} of {} windows live)",
+        "all",
+        "",
+        "",
+        all_sessions.len(),
+        fmt_s(median),
+        fmt_s(p95),
+        100.0 * never,
+        100.0 * bpcer,
+        windows_live,
+        windows
+    );
+    println!();
+    println!(
+        "{:<26} {:>9} {:>9} {:>7} {:>7} {:>7} {:>10}",
+        "presentation", "sequences", "accepted", "APCER", "blink", "motion", "mean score"
+    );
+    for (k, t) in attacks {
+        println!(
+            "{:<26} {:>9} {:>9} {:>6.1}% {:>7} {:>7} {:>10.2}",
             format!("synthetic {}", k.name()),
             t.sequences,
             t.accepted,
@@ -209,58 +668,104 @@ pub fn run(
         );
     }
     println!(
-        "{:<22} {:>9} {:>9} {:>7.1}%   (APCER, all synthetic attacks)",
-        "all attacks",
-        total_attacks.sequences,
-        total_attacks.accepted,
-        100.0 * total_attacks.rate()
+        "{:<26} {:>9} {:>9} {:>6.1}%",
+        "all synthetic attacks",
+        total.sequences,
+        total.accepted,
+        100.0 * total.rate()
     );
-    println!(
-        "{:<22} {:>9} {:>9} {:>7.1}% {:>7} {:>7} {:>10.2}   (BPCER = {:.1}%)",
-        "bona fide windows",
-        bona.sequences,
-        bona.accepted,
-        100.0 * bona.rate(),
-        bona.with_blink,
-        bona.with_motion,
-        bona.score_sum / bona.sequences.max(1) as f64,
-        100.0 * bpcer
-    );
-    for a in &accepted_attacks {
+    for a in accepted_attacks {
         println!("  accepted attack: {a}");
     }
-    for w in &rejected_windows {
-        println!("  rejected bona fide: {w}");
+    for w in rejected {
+        println!("  bona fide window never live: {w}");
     }
     Ok(())
 }
 
-/// Writes one synthetic attack sequence as PNG frames (0001.png, ...).
+/// Writes one synthetic attack sequence as PNG frames (0001.png, ...). `clip`: the real frames
+/// an eye-cut print's eyes or a replay come from.
+#[allow(clippy::too_many_arguments)]
 pub fn write_attack(
     pipeline: &Pipeline,
-    photo: &Path,
+    photo: Option<&Path>,
+    clip: Option<&Path>,
     kind: AttackKind,
     out: &Path,
     frames: usize,
     fps: f64,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let bytes = super::read_image(photo)?;
-    let img = pipeline.decode(&bytes)?;
-    let faces = pipeline.detect(&img)?;
-    let face = largest(&faces).with_context(|| format!("no face in {}", photo.display()))?;
+    let clip_frames = match clip {
+        Some(dir) => frame_files(dir)?
+            .iter()
+            .take(frames)
+            .map(|p| decode_file(pipeline, p))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    anyhow::ensure!(
+        !kind.needs_clip() || !clip_frames.is_empty(),
+        "a SYNTHETIC {} needs --clip DIR (real frames)",
+        kind.name()
+    );
+    let largest_face =
+        |img: &RgbImage, what: &str| -> anyhow::Result<crate::pipeline::detect::Face> {
+            let faces = pipeline.detect(img)?;
+            largest(&faces)
+                .cloned()
+                .with_context(|| format!("no face in {what}"))
+        };
+    let clip_eyes: Vec<Option<[[f32; 2]; 2]>> = if kind == AttackKind::EyeCutPrint {
+        clip_frames
+            .iter()
+            .map(|f| {
+                let faces = pipeline.detect(f).ok()?;
+                largest(&faces).map(|f| [f.landmarks[0], f.landmarks[1]])
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let photo_img = match photo {
+        Some(p) => Some(decode_file(pipeline, p)?),
+        None => None,
+    };
+    let rendered = if kind == AttackKind::ReplayScreen {
+        let face = largest_face(&clip_frames[0], "the clip's first frame")?;
+        attack::render(
+            Content::Clip(&clip_frames),
+            face.bbox,
+            kind,
+            frames,
+            fps as f32,
+            seed,
+        )
+    } else {
+        let img = photo_img
+            .as_ref()
+            .context("this attack needs --photo IMAGE")?;
+        let face = largest_face(img, "the photo")?;
+        let content = if kind == AttackKind::EyeCutPrint {
+            Content::EyeCut {
+                photo: img,
+                photo_eyes: [face.landmarks[0], face.landmarks[1]],
+                clip: &clip_frames,
+                clip_eyes: &clip_eyes,
+            }
+        } else {
+            Content::Photo(img)
+        };
+        attack::render(content, face.bbox, kind, frames, fps as f32, seed)
+    };
     std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
-    for (i, f) in attack::generate(&img, face.bbox, kind, frames, fps as f32, seed)
-        .iter()
-        .enumerate()
-    {
+    for (i, f) in rendered.iter().enumerate() {
         let path = out.join(format!("{:04}.png", i + 1));
         f.save(&path).with_context(|| path.display().to_string())?;
     }
     println!(
-        "{frames} frames of a SYNTHETIC {} attack from {} in {}",
+        "{frames} frames of a SYNTHETIC {} attack in {}",
         kind.name(),
-        photo.display(),
         out.display()
     );
     Ok(())
