@@ -4,7 +4,6 @@
 //! Invariant: every key is known (`deny_unknown_fields`); a bad key or value is an error that
 //! names it, never a silently ignored setting.
 
-use crate::api::ApiConfig;
 use crate::pipeline::liveness::LivenessConfig;
 use crate::pipeline::obstacles::ObstacleThresholds;
 use std::collections::BTreeMap;
@@ -317,4 +316,40 @@ mod tests {
         assert!(e.contains("c.toml"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// The local API server (`[api]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to serve on; keep it on loopback unless a reverse proxy fronts the terminal.
+    pub listen: std::net::SocketAddr,
+    /// Also serve on this Unix socket (mode 0660), for local clients managed by file access.
+    #[serde(default)]
+    pub unix_socket: Option<std::path::PathBuf>,
+    /// Lifetime of access tokens (clients and operators), seconds.
+    pub token_ttl_s: u64,
+    /// Lifetime of operator refresh tokens, seconds.
+    pub refresh_ttl_s: u64,
+    /// Largest request body (a 10 MB frame as base64 is ~13.4 MB).
+    pub max_body_bytes: usize,
+    /// A request taking longer than this is answered 503.
+    pub request_timeout_s: u64,
+    /// Requests in flight at once; more wait for a slot.
+    pub max_concurrent_requests: usize,
+    /// Frames processed at once (blocking workers).
+    pub frame_workers: usize,
+    /// Frames that may wait for a busy worker, and for how long (ms); beyond either, 429.
+    pub frame_queue: usize,
+    pub frame_queue_wait_ms: u64,
+    /// Default session lifetime, seconds.
+    pub session_ttl_s: u64,
+    /// Per client: authentication sessions per hour, enrollment sessions per hour, frames per
+    /// minute (429 with Retry-After beyond).
+    pub authentication_sessions_per_hour: u32,
+    pub enrollment_sessions_per_hour: u32,
+    pub frames_per_minute: u32,
+    /// Failed logins per minute, for the whole terminal, separately for clients and operators;
+    /// beyond, logins are refused (429) until the minute is over.
+    pub failed_logins_per_minute: u32,
 }

@@ -11,8 +11,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use zeroize::Zeroizing;
 
-use super::operators::{hash_secret, verify_secret};
 use super::records::{RecordError, Records, aad, new_id, now_ms};
+use super::secrets::{HashError, hash_secret, verify_secret};
 
 /// How a client's `encrypted_data` payloads are sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -92,6 +92,8 @@ pub enum ClientError {
     WeakPassword(usize),
     #[error("hashing the API secret failed: {0}")]
     Hash(String),
+    #[error(transparent)]
+    Secret(#[from] HashError),
     #[error(transparent)]
     Record(#[from] RecordError),
 }

@@ -12,6 +12,7 @@ pub mod index;
 pub mod keys;
 pub mod operators;
 pub mod records;
+pub mod secrets;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

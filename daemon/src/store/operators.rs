@@ -3,12 +3,11 @@
 //! Invariant: the password exists only as an Argon2id hash inside a sealed record; the email
 //! is sealed too and found through an HMAC slot, never stored in clear.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 
 use super::clients::ClientError;
 use super::records::{RecordError, Records, aad, new_id, now_ms};
+use super::secrets::{hash_secret, verify_secret};
 
 /// Shortest accepted operator password.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -33,22 +32,6 @@ impl std::fmt::Debug for Operator {
 
 fn normalise(email: &str) -> String {
     email.trim().to_lowercase()
-}
-
-pub(super) fn hash_secret(secret: &[u8]) -> Result<String, ClientError> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| ClientError::Hash(e.to_string()))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| ClientError::Hash(e.to_string()))?;
-    Ok(Argon2::default()
-        .hash_password(secret, &salt)
-        .map_err(|e| ClientError::Hash(e.to_string()))?
-        .to_string())
-}
-
-pub(super) fn verify_secret(secret: &[u8], phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(secret, &h).is_ok())
-        .unwrap_or(false)
 }
 
 impl Records {
