@@ -88,8 +88,6 @@ pub struct Session {
     /// The tracked face the samples come from: another person stepping in starts them over, so
     /// one person's blinks never vouch for another's template.
     track: Option<u64>,
-    /// The last frame's result once the session has ended.
-    pub outcome: Option<FrameResult>,
     /// What the last processed frame cost, per stage (for `/metrics`).
     pub last_costs: Option<FrameCosts>,
     /// The audit row of an end without a decision (expired, cancelled) has been written.
@@ -190,7 +188,6 @@ impl Sessions {
                 samples: Vec::new(),
                 liveness_passed: false,
                 track: None,
-                outcome: None,
                 last_costs: None,
                 end_recorded: false,
             }),
@@ -490,15 +487,11 @@ impl Session {
         costs.decide_ms = decided.elapsed().as_secs_f64() * 1000.0;
         costs.total_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.last_costs = Some(costs);
-        let result = FrameResult {
+        Ok(FrameResult {
             progress,
             ending,
             processing_ms: started.elapsed().as_secs_f64() * 1000.0,
-        };
-        if result.done() {
-            self.outcome = Some(result.clone());
-        }
-        Ok(result)
+        })
     }
 
     fn frame_result(
