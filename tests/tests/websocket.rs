@@ -203,9 +203,13 @@ fn reference_clients_enroll_and_authenticate_over_websocket() {
     sock.send(Message::binary(jpeg("pexels_eyes_hand", 161)))
         .unwrap();
     assert_eq!(next(&mut sock).unwrap()["type"], "error");
-    // The client closes; the server answers its close handshake.
-    sock.close(None).unwrap();
-    assert!(next(&mut sock).is_err());
+    // The client closes (1000); the server answers its close handshake.
+    sock.close(Some(tungstenite::protocol::CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    }))
+    .unwrap();
+    assert_eq!(next(&mut sock), Err(1000));
 
     // --- seed 003: lockstep 1:1 authentication of the same person on later frames.
     let token = d.session(

@@ -189,8 +189,12 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
                     ),
                 }
             }
-            // Answer the client's close (1000), flushed before the socket is dropped.
-            Message::Close(_) => return close(socket, 1000, "closed by the client").await,
+            // The client closed: reading on lets the close reply go out before the drop.
+            Message::Close(_) => {
+                let drain = async { while let Some(Ok(_)) = socket.recv().await {} };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+                return;
+            }
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         if ended.is_some() {
