@@ -1,5 +1,7 @@
 //! Enrollment and authentication sessions: state machines over frames, with expiry, frame
-//! budgets, the liveness rules (`pipeline::liveness::decide`) and their instructions.
+//! budgets, the liveness rules (`pipeline::liveness::decide`) and their instructions. Each
+//! frame gives a typed `FrameResult` (progress, and the ending if the session ended on it);
+//! `api/frames.rs` turns it into the wire's JSON.
 //!
 //! Invariant: a session belongs to one client and is only visible to it; its frames are
 //! processed one at a time (the session's lock) on the caller's blocking thread; a session
