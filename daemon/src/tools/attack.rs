@@ -256,18 +256,6 @@ fn bilinear(img: &RgbImage, x: f32, y: f32) -> Option<[f32; 3]> {
     }))
 }
 
-/// Renders `frames` frames of `kind` from a still `photo` (print, bent print, screen).
-pub fn generate(
-    photo: &RgbImage,
-    face: [f32; 4],
-    kind: AttackKind,
-    frames: usize,
-    fps: f32,
-    seed: u64,
-) -> Vec<RgbImage> {
-    render(Content::Photo(photo), face, kind, frames, fps, seed)
-}
-
 /// Renders `frames` frames of `kind` showing `content`. `face` is the box (sheet pixels; for a
 /// clip, in its first frame) of the face to present: the sheet is placed so that this face
 /// appears 120-220 px wide near the image centre, as a face at a door does.
