@@ -755,8 +755,6 @@ mod tests {
         MeshObservation {
             rigid,
             mouth_open: 0.05,
-            mouth_width: 0.8,
-            presence: 1.0,
         }
     }
 

@@ -29,11 +29,9 @@ pub const RIGID: [usize; 52] = [
     127, 356, 234, 454, 93, 323, 162, 389, // temples and outline
 ];
 
-/// Inner lips (upper, lower), mouth corners, outer eye corners.
+/// Inner lips (upper, lower), outer eye corners.
 const LIP_UPPER: usize = 13;
 const LIP_LOWER: usize = 14;
-const MOUTH_LEFT: usize = 61;
-const MOUTH_RIGHT: usize = 291;
 const EYE_OUTER_R: usize = 33;
 const EYE_OUTER_L: usize = 263;
 
@@ -44,10 +42,6 @@ pub struct MeshObservation {
     pub rigid: Vec<[f32; 2]>,
     /// Inner-lip distance over the outer eye-corner distance.
     pub mouth_open: f32,
-    /// Mouth-corner distance over the outer eye-corner distance.
-    pub mouth_width: f32,
-    /// The model's face-presence probability.
-    pub presence: f32,
 }
 
 #[derive(Debug)]
@@ -100,15 +94,12 @@ impl MeshModel {
             .collect();
         let tensor = Tensor::from_shape(&[1, SIDE, SIDE, 3], &input).map_err(err)?;
         let out = models::run(&self.plan, tensor).map_err(err)?;
-        let (pts, flag) = match (out.first(), out.get(1)) {
-            (Some(p), Some(f)) => (
-                models::as_f32(p).map_err(err)?,
-                models::as_f32(f).map_err(err)?,
-            ),
-            _ => {
+        let pts = match out.first() {
+            Some(p) => models::as_f32(p).map_err(err)?,
+            None => {
                 return Err(PipelineError::Inference {
                     stage: "mesh",
-                    message: "the mesh model gave fewer than 2 outputs".to_owned(),
+                    message: "the mesh model gave no output".to_owned(),
                 });
             }
         };
@@ -123,12 +114,9 @@ impl MeshModel {
             [m[0] * u + m[1] * v + m[2], m[3] * u + m[4] * v + m[5]]
         };
         let eyes = dist(point(EYE_OUTER_R), point(EYE_OUTER_L)).max(1e-3);
-        let logit = flag.first().copied().unwrap_or(0.0);
         Ok(MeshObservation {
             rigid: RIGID.iter().map(|&i| point(i)).collect(),
             mouth_open: dist(point(LIP_UPPER), point(LIP_LOWER)) / eyes,
-            mouth_width: dist(point(MOUTH_LEFT), point(MOUTH_RIGHT)) / eyes,
-            presence: 1.0 / (1.0 + (-logit).exp()),
         })
     }
 }
