@@ -401,6 +401,14 @@ pub fn ws_next(sock: &mut Ws) -> Result<serde_json::Value, u16> {
     }
 }
 
+/// Whether a socket error is only a read timeout (nothing arrived yet), not a failure.
+pub fn read_timed_out(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(io) if matches!(
+        io.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ))
+}
+
 /// base64url without padding (for hand-made tokens in tests).
 pub fn b64url(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -94,11 +94,7 @@ fn event_driven(
                     }
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if facegate_blackbox::read_timed_out(&e) => {}
                 Err(e) => panic!("socket failed: {e}"),
             }
         }

@@ -129,11 +129,7 @@ fn stream(
                 }
             }
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if facegate_blackbox::read_timed_out(&e) => {}
             Err(e) => {
                 eprintln!("socket error: {e}");
                 in_flight.clear();
