@@ -97,11 +97,11 @@ fn stream(
         match ws.read() {
             Ok(Message::Text(text)) => {
                 let m: Value = serde_json::from_str(text.as_str()).unwrap();
-                let primary = matches!(
+                // Every frame gets exactly one reply (connection_established and pong aside).
+                if matches!(
                     m["type"].as_str(),
-                    Some("frame_processed" | "authentication_complete" | "error")
-                );
-                if !primary {
+                    Some("connection_established" | "pong") | None
+                ) {
                     continue;
                 }
                 let Some(sent_at) = in_flight.pop_front() else {
@@ -115,6 +115,17 @@ fn stream(
                         t.latencies_ms
                             .push(sent_at.elapsed().as_secs_f64() * 1000.0);
                     }
+                }
+                // The session decided: the server keeps the socket open for us to close; a door
+                // client closes it and starts the next session (frames in flight are dropped).
+                if m["type"] == "authentication_complete" {
+                    let _ = ws.close(None);
+                    in_flight.clear();
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    ws = open_session(d, auth);
+                    t.sessions += 1;
                 }
             }
             Ok(Message::Close(_))
