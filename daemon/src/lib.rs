@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod app;
+pub mod camera;
 pub mod cli;
 pub mod config;
 pub mod pipeline;
