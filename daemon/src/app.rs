@@ -27,9 +27,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     })?;
     tracing::debug!(data_dir = %config.data_dir.display(), "configuration loaded");
     let models = || open_models(&config);
-    let command = cli.command.unwrap_or(Command::Run { listen: None });
+    let command = cli.command.unwrap_or(Command::Run {
+        listen: None,
+        cameras: Vec::new(),
+        door: false,
+    });
     match command {
-        Command::Run { listen } => serve(config.clone(), listen, models),
+        Command::Run {
+            listen,
+            cameras,
+            door,
+        } => {
+            let mut config = config.clone();
+            if !cameras.is_empty() {
+                config.cameras = cameras
+                    .into_iter()
+                    .map(|source| crate::config::CameraConfig {
+                        source,
+                        id: None,
+                        door,
+                        clients: Vec::new(),
+                    })
+                    .collect();
+                config.camera_specs()?;
+            } else if door {
+                anyhow::bail!("--door applies to the cameras given with --camera: none given");
+            }
+            serve(config, listen, models)
+        }
+        Command::Cameras { json } => tools::cameras::run(json),
         Command::Detect { image, json } => {
             tools::detect::run(&load_pipeline(&models()?, &config, None)?, &image, json)
         }
@@ -254,6 +280,7 @@ fn serve(
         top_k: config.matching.top_k,
     };
     let store = open_store(&config)?;
+    let cameras = start_cameras(&config)?;
     let secret = store.records().derive_secret("api-jwt-hs256");
     let state = std::sync::Arc::new(crate::api::ApiState {
         jwt: crate::api::auth::JwtKeys::new(secret.as_slice()),
@@ -272,7 +299,15 @@ fn serve(
         events: crate::api::events::Events::default(),
         open_sockets: std::sync::atomic::AtomicUsize::new(0),
         restart: std::sync::atomic::AtomicBool::new(false),
+        cameras,
     });
+    for e in &state.cameras {
+        if let Some(door) = &e.door {
+            let host: std::sync::Arc<dyn crate::door::Host> = state.clone();
+            crate::door::spawn(door.clone(), state.config.door.clone(), host)
+                .context("starting a door thread")?;
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("facegate-api")
@@ -293,6 +328,36 @@ fn serve(
         }
         crate::api::serve(listener, state).await
     })
+}
+
+/// Starts every configured camera's capture thread (a camera that cannot be opened yet is
+/// retried in the background and shown `reconnecting`, it does not stop the start).
+fn start_cameras(config: &Config) -> anyhow::Result<Vec<crate::api::cameras::CameraEntry>> {
+    let specs = config.camera_specs()?;
+    let mut out = Vec::new();
+    for (spec, cc) in specs.into_iter().zip(&config.cameras) {
+        let door = if cc.door {
+            Some(crate::door::relay::Relay::new(&config.door)?)
+        } else {
+            None
+        };
+        tracing::info!(camera = %spec.id, source = %spec.source.describe(), door = cc.door, "starting camera");
+        let camera = crate::camera::Camera::start(spec, config.limits.max_image_pixels);
+        let door = door.map(|relay| {
+            std::sync::Arc::new(crate::door::DoorHandle {
+                camera: camera.clone(),
+                view: std::sync::Mutex::default(),
+                clients: cc.clients.clone(),
+                relay,
+            })
+        });
+        out.push(crate::api::cameras::CameraEntry {
+            camera,
+            door,
+            clients: cc.clients.clone(),
+        });
+    }
+    Ok(out)
 }
 
 fn other(p: Precision) -> Precision {

@@ -42,6 +42,18 @@ pub enum Command {
         /// Address to listen on (default from the configuration: 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        /// A camera to read: `[NAME=]v4l:/dev/videoN[:WxH][@FPS]`, `[NAME=]replay:DIR[@FPS][,once]`
+        /// or `[NAME=]replay:FILE.mjpeg[@FPS][,once]` (repeatable; replaces `[[cameras]]`).
+        #[arg(long = "camera", value_name = "SPEC")]
+        cameras: Vec<String>,
+        /// Door mode on the cameras given with --camera (decide visits: granted / denied / unknown).
+        #[arg(long)]
+        door: bool,
+    },
+    /// List the V4L2 capture devices with their formats, sizes and rates.
+    Cameras {
+        #[arg(long)]
+        json: bool,
     },
     /// Detect faces (boxes, 5 landmarks, quality) in one image.
     Detect {

@@ -36,6 +36,51 @@ pub struct Config {
     pub liveness: LivenessConfig,
     pub obstacles: ObstacleThresholds,
     pub api: ApiConfig,
+    pub door: DoorConfig,
+    /// Cameras the daemon reads itself (`[[cameras]]`); `facegate run --camera` replaces them.
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// One camera (`[[cameras]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// `v4l:/dev/videoN[:WxH][@FPS]`, `replay:DIR[@FPS][,once]` or `replay:FILE.mjpeg[@FPS][,once]`,
+    /// optionally prefixed `NAME=`.
+    pub source: String,
+    /// Overrides the name (default: the `NAME=` prefix, else `cam0`, `cam1`, ...).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Door mode: detect, track, check liveness and identify continuously; one decision per visit.
+    #[serde(default)]
+    pub door: bool,
+    /// Clients (ids or names) whose enrollments this door admits; empty: every client's.
+    #[serde(default)]
+    pub clients: Vec<String>,
+}
+
+/// Door mode (`[door]`): how visits are decided and what a grant triggers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoorConfig {
+    /// Seconds a visit may take to pass liveness before it is denied (once).
+    pub window_s: f64,
+    /// Seconds after a grant during which the same person is not granted again.
+    pub cooldown_s: f64,
+    /// Frames a track needs before it can be decided.
+    pub min_frames: u64,
+    /// Live frames without a match before the person is called unknown.
+    pub unknown_attempts: u32,
+    /// Command run on every grant (argv; `{user_id}`, `{camera}`, `{client}` substituted; also
+    /// in FACEGATE_USER_ID / FACEGATE_CAMERA / FACEGATE_CLIENT). Empty: none.
+    pub relay_command: Vec<String>,
+    /// Seconds after which a relay command still running is killed (and counted as failed).
+    pub relay_timeout_s: f64,
+    /// GPIO line pulsed on every grant: `/dev/gpiochipN:LINE`. Empty: none.
+    pub relay_gpio: String,
+    /// How long the GPIO line is held active.
+    pub relay_pulse_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,7 +203,38 @@ impl Config {
         if q.sharpness_scale <= 0.0 {
             return bad("quality.sharpness_scale", "must be positive");
         }
+        let dc = &self.door;
+        if !(dc.window_s > 0.0 && dc.window_s <= 600.0) {
+            return bad("door.window_s", "must be within (0, 600]");
+        }
+        if !(0.0..=86400.0).contains(&dc.cooldown_s) {
+            return bad("door.cooldown_s", "must be within [0, 86400]");
+        }
+        if dc.unknown_attempts == 0 {
+            return bad("door.unknown_attempts", "must be at least 1");
+        }
+        self.camera_specs()?;
         Ok(())
+    }
+
+    /// The configured cameras, parsed (ids unique).
+    pub fn camera_specs(&self) -> Result<Vec<crate::camera::CameraSpec>, ConfigError> {
+        let mut out: Vec<crate::camera::CameraSpec> = Vec::new();
+        for (i, c) in self.cameras.iter().enumerate() {
+            let mut spec = crate::camera::CameraSpec::parse(&c.source, i)
+                .map_err(|e| ConfigError::Invalid(format!("cameras[{i}].source: {e}")))?;
+            if let Some(id) = &c.id {
+                spec.id = id.clone();
+            }
+            if out.iter().any(|o| o.id == spec.id) {
+                return Err(ConfigError::Invalid(format!(
+                    "cameras[{i}]: the id `{}` is used twice",
+                    spec.id
+                )));
+            }
+            out.push(spec);
+        }
+        Ok(out)
     }
 }
 

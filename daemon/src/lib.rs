@@ -5,6 +5,7 @@ pub mod app;
 pub mod camera;
 pub mod cli;
 pub mod config;
+pub mod door;
 pub mod pipeline;
 pub mod sessions;
 pub mod store;

@@ -248,6 +248,6 @@ pub async fn prometheus(State(state): State<Arc<ApiState>>) -> impl IntoResponse
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&gauges),
+        state.metrics.render(&gauges) + &super::cameras::prometheus(&state),
     )
 }

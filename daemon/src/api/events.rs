@@ -25,8 +25,9 @@ const BACKLOG: usize = 256;
 
 #[derive(Debug)]
 struct Event {
-    /// The tenant it belongs to; `None`: every listener's (system events).
-    client: Option<String>,
+    /// The tenants it belongs to; empty: every listener's (system events, doors that admit
+    /// every tenant).
+    clients: Vec<String>,
     body: Value,
 }
 
@@ -47,15 +48,23 @@ impl Events {
     /// Sends `body` (with a `timestamp`) to the listeners who may see `client`'s data; free
     /// when nobody listens.
     pub fn publish(&self, client: Option<&str>, mut body: Value) {
+        if let Some(c) = client {
+            body["client"] = json!(c);
+        }
+        self.publish_to(
+            &client.map(str::to_owned).into_iter().collect::<Vec<_>>(),
+            body,
+        );
+    }
+
+    /// Sends `body` to the listeners who may see any of `clients` (empty: every listener).
+    pub fn publish_to(&self, clients: &[String], mut body: Value) {
         if self.tx.receiver_count() == 0 {
             return;
         }
         body["timestamp"] = json!(super::error::now_rfc3339());
-        if let Some(c) = client {
-            body["client"] = json!(c);
-        }
         let _ = self.tx.send(Arc::new(Event {
-            client: client.map(str::to_owned),
+            clients: clients.to_vec(),
             body,
         }));
     }
@@ -135,7 +144,7 @@ async fn listen(state: Arc<ApiState>, caller: Caller, mut socket: WebSocket) {
         tokio::select! {
             e = rx.recv() => match e {
                 Ok(ev) => {
-                    if ev.client.as_deref().is_none_or(|c| caller.sees(c))
+                    if (ev.clients.is_empty() || ev.clients.iter().any(|c| caller.sees(c)))
                         && !send(&mut socket, &ev.body).await
                     {
                         return;

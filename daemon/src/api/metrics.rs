@@ -111,6 +111,15 @@ impl Metrics {
         *self.lock().decisions.entry((kind, result)).or_default() += 1;
     }
 
+    /// One door-mode frame (detection, tracking, liveness, and matching when due).
+    pub fn door_frame(&self, ms: f64) {
+        self.lock()
+            .stages
+            .entry("door_frame")
+            .or_default()
+            .observe(ms / 1000.0);
+    }
+
     pub fn session_created(&self, kind: &'static str) {
         *self.lock().sessions_created.entry(kind).or_default() += 1;
     }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod analytics;
 pub mod auth;
+pub mod cameras;
 pub mod enrollments;
 pub mod error;
 pub mod events;
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub restart: std::sync::atomic::AtomicBool,
     /// WebSockets open now (shutdown waits a moment for their close frames).
     pub open_sockets: std::sync::atomic::AtomicUsize,
+    /// The terminal's cameras (and doors), started with the server.
+    pub cameras: Vec<cameras::CameraEntry>,
 }
 
 /// Runs store work on the blocking pool and maps its errors to a logged 500.
@@ -116,7 +119,7 @@ async fn health(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<serde_j
                 "store": store,
                 "index": {"status": if index == enrollments { "ok" } else { "degraded" }, "size": index},
                 "models": {"status": "ok"},
-                "cameras": {"status": "none", "count": 0},
+                "cameras": cameras::health(&state),
             },
         })),
     )
@@ -168,7 +171,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/api/admin/clients/",
             get(admin::list_clients).post(admin::add_client),
         )
-        .route("/api/admin/keys/rotate/", post(admin::rotate_keys));
+        .route("/api/admin/keys/rotate/", post(admin::rotate_keys))
+        .route("/api/cameras/", get(cameras::list))
+        .route("/api/cameras/{id}/snapshot.jpg", get(cameras::snapshot))
+        .route("/api/cameras/{id}/stream.mjpeg", get(cameras::stream));
     let timeout = Duration::from_secs(cfg.request_timeout_s.max(1));
     let docs: Router<Arc<ApiState>> = utoipa_swagger_ui::SwaggerUi::new("/api/schema/swagger-ui")
         .url("/api/schema/", openapi::document())
@@ -306,6 +312,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     sweeper.abort();
+    for e in &state.cameras {
+        e.camera.stop();
+    }
     let s = state.clone();
     tokio::task::spawn_blocking(move || s.sessions.record_ends(&s.store)).await?;
     tracing::info!("shutting down: saving the index snapshot");
@@ -369,6 +378,10 @@ impl Default for Shutdown {
 impl Shutdown {
     pub fn trigger(&self) {
         self.0.send_replace(true);
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
     }
 
     pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {

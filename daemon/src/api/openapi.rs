@@ -53,6 +53,9 @@ impl Modify for Security {
     paths(
         super::health,
         super::analytics::prometheus,
+        super::cameras::list,
+        super::cameras::snapshot,
+        super::cameras::stream,
         super::auth::client_login,
         super::auth::operator_login,
         super::auth::operator_refresh,
@@ -85,6 +88,7 @@ impl Modify for Security {
         (name = "analytics", description = "Figures from audit rows and the running daemon"),
         (name = "admin", description = "Operators only: API clients, key rotation"),
         (name = "health", description = "Liveness of the daemon, Prometheus metrics"),
+        (name = "cameras", description = "The terminal's own cameras: health, snapshot, MJPEG preview"),
     )
 )]
 pub struct ApiDoc;

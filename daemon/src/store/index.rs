@@ -131,6 +131,18 @@ impl VectorIndex {
         self.clients.values().map(|c| c.entries.len()).sum()
     }
 
+    /// The tenants that have at least one template, sorted.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.entries.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        t.sort();
+        t
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

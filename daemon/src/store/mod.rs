@@ -334,6 +334,11 @@ impl Store {
         Ok((best, hits))
     }
 
+    /// The tenants (client names) that have enrollments.
+    pub fn tenants(&self) -> Vec<String> {
+        self.read_index().tenants()
+    }
+
     /// 1:1: exact cosine against the user's stored template.
     pub fn verify(
         &self,

@@ -7,6 +7,7 @@ pub mod attack;
 pub mod bench;
 pub mod bench_index;
 pub mod bench_store;
+pub mod cameras;
 pub mod detect;
 pub mod eval;
 pub mod liveness;

@@ -1,0 +1,436 @@
+//! Door mode: a camera's frames, continuously, through detection, tracking and liveness; a
+//! visit (one tracked face) is identified 1:N against the enrollments the door admits once it
+//! has passed liveness, and gets exactly one decision: `granted` (with the person), `unknown`
+//! (live, but nobody enrolled), or `denied` (no liveness, an obstacle or a poor face within the
+//! visit's window). A person granted is not granted again within the cool-down.
+//!
+//! Invariant: a visit ends with at most one decision, and only a face that passed the
+//! authentication liveness rules (`pipeline::liveness::decide`) is ever embedded or matched;
+//! every decision writes an audit row (sealed by the store) before anyone is told; the relay
+//! runs off the camera's thread and its failures never hold up the next frame.
+
+pub mod relay;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+use crate::camera::Camera;
+use crate::config::DoorConfig;
+use crate::pipeline::PipelineError;
+use crate::pipeline::liveness::{Evidence, Instruction, Missing, Requirements, decide};
+use crate::pipeline::stream::Stream;
+use crate::sessions::Engine;
+use crate::store::Store;
+use crate::store::records::{AuditAction, AuditRow, now_ms};
+
+/// How a visit ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Granted {
+        client: String,
+        user_id: String,
+        enrollment_id: String,
+        confidence: f32,
+    },
+    /// Live, of good quality, and matching nobody this door admits.
+    Unknown { best_confidence: f32 },
+    /// `liveness_failed`, `obstacle` or `poor_quality`: the window ended first.
+    Denied { reason: &'static str },
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Granted { .. } => "granted",
+            Outcome::Unknown { .. } => "unknown",
+            Outcome::Denied { .. } => "denied",
+        }
+    }
+}
+
+/// One decision of a door.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DoorDecision {
+    pub camera: String,
+    /// The visit (track id, unique per camera run).
+    pub visit: u64,
+    pub outcome: Outcome,
+    pub liveness_passed: bool,
+    /// From the visit's first frame to the decision (capture clock).
+    pub latency_ms: f64,
+    /// Frames the visit took.
+    pub frames: u64,
+    pub at_ms: u64,
+}
+
+/// What a door shows of its last frame (the kiosk preview, `?overlay=1`).
+#[derive(Debug, Clone, Default)]
+pub struct DoorView {
+    pub frame_seq: u64,
+    /// Boxes of the faces in the frame, with the visit's state (`checking`, `granted`, ...).
+    pub faces: Vec<([f32; 4], &'static str)>,
+    /// What the person in front should do, if anything.
+    pub prompt: Option<Instruction>,
+    pub last_decision: Option<DoorDecision>,
+}
+
+#[derive(Debug)]
+struct Visit {
+    first_t_ms: f64,
+    decided: Option<&'static str>,
+    attempts: u32,
+}
+
+/// The decision logic of one door (no threads: `run` drives it).
+#[derive(Debug)]
+pub struct Door {
+    camera: String,
+    /// Tenants (client names) this door admits; empty: every tenant with enrollments.
+    clients: Vec<String>,
+    cfg: DoorConfig,
+    stream: Stream,
+    visits: HashMap<u64, Visit>,
+    /// (client, user) -> time of the last grant (capture clock).
+    granted_at: HashMap<(String, String), f64>,
+}
+
+/// Faces per frame that a door decides (largest first; the stream judges liveness on these).
+const DECIDED_FACES: usize = 3;
+
+impl Door {
+    pub fn new(camera: &str, clients: Vec<String>, cfg: DoorConfig, engine: &Engine) -> Door {
+        Door {
+            camera: camera.to_owned(),
+            clients,
+            cfg,
+            stream: Stream::new(engine.liveness.clone()),
+            visits: HashMap::new(),
+            granted_at: HashMap::new(),
+        }
+    }
+
+    /// One frame taken at `t_ms` (capture clock): the decisions it brought (audited), and what
+    /// the frame shows.
+    pub fn process(
+        &mut self,
+        engine: &Engine,
+        store: &Store,
+        img: &RgbImage,
+        t_ms: f64,
+    ) -> Result<(Vec<DoorDecision>, DoorView), PipelineError> {
+        let report = self
+            .stream
+            .process(&engine.pipeline, &engine.live, img, t_ms)?;
+        for (id, _) in &report.ended {
+            self.visits.remove(id);
+        }
+        let cooldown_ms = self.cfg.cooldown_s * 1000.0;
+        self.granted_at.retain(|_, t| t_ms - *t < cooldown_ms);
+        let mut decisions = Vec::new();
+        let mut view = DoorView::default();
+        for (rank, face) in report.faces.iter().enumerate() {
+            if rank >= DECIDED_FACES {
+                view.faces.push((face.face.bbox, "waiting"));
+                continue;
+            }
+            let visit = self.visits.entry(face.track).or_insert(Visit {
+                first_t_ms: t_ms,
+                decided: None,
+                attempts: 0,
+            });
+            if let Some(state) = visit.decided {
+                view.faces.push((face.face.bbox, state));
+                continue;
+            }
+            let quality = engine
+                .pipeline
+                .quality(img, &face.face)
+                .map_or(0.0, |q| q.score);
+            let obstacles = face.obstacles.blocking(&engine.obstacles);
+            let decision = decide(
+                &Requirements::authentication(self.cfg.min_frames, engine.min_quality),
+                &Evidence {
+                    blinks: face.blinks,
+                    motion_events: face.motion_events,
+                    frames: face.frames,
+                    quality,
+                    obstacles: &obstacles,
+                    spoof_score: face.spoof_score,
+                    spoof_threshold: engine.liveness.spoof_threshold,
+                    judgeable: face.judgeable,
+                },
+            );
+            if rank == 0 {
+                view.prompt = decision.instruction;
+            }
+            let elapsed = t_ms - visit.first_t_ms;
+            let outcome = if decision.passed {
+                let analysis = engine.pipeline.analyze(img, &face.face)?;
+                match best_match(store, &self.clients, engine, analysis.embedding.as_slice()) {
+                    Ok((Some(m), _)) => Some(m),
+                    Ok((None, best)) => {
+                        visit.attempts += 1;
+                        (visit.attempts >= self.cfg.unknown_attempts).then_some(Outcome::Unknown {
+                            best_confidence: best,
+                        })
+                    }
+                    Err(e) => {
+                        store.note_failure(&e);
+                        tracing::error!(camera = %self.camera, error = %e, "door matching failed");
+                        None
+                    }
+                }
+            } else if elapsed >= self.cfg.window_s * 1000.0 {
+                let reason = match decision.missing.first() {
+                    Some(Missing::Obstacle) => "obstacle",
+                    Some(Missing::Quality | Missing::Closer) => "poor_quality",
+                    _ => "liveness_failed",
+                };
+                Some(Outcome::Denied { reason })
+            } else {
+                None
+            };
+            let Some(outcome) = outcome else {
+                view.faces.push((face.face.bbox, "checking"));
+                continue;
+            };
+            let state = outcome.as_str();
+            visit.decided = Some(state);
+            view.faces.push((face.face.bbox, state));
+            if let Outcome::Granted {
+                client, user_id, ..
+            } = &outcome
+            {
+                let key = (client.clone(), user_id.clone());
+                if self.granted_at.contains_key(&key) {
+                    // The same person, still at the door (a re-found track): no second grant.
+                    tracing::debug!(camera = %self.camera, visit = face.track, "granted within the cool-down: not repeated");
+                    continue;
+                }
+                self.granted_at.insert(key, t_ms);
+            }
+            let d = DoorDecision {
+                camera: self.camera.clone(),
+                visit: face.track,
+                liveness_passed: decision.passed,
+                outcome,
+                latency_ms: elapsed,
+                frames: face.frames,
+                at_ms: now_ms(),
+            };
+            audit(store, &self.clients, &d);
+            decisions.push(d);
+        }
+        Ok((decisions, view))
+    }
+}
+
+/// The best match over the admitted clients (`Some` at or above the threshold), and the best
+/// similarity seen.
+fn best_match(
+    store: &Store,
+    clients: &[String],
+    engine: &Engine,
+    query: &[f32],
+) -> Result<(Option<Outcome>, f32), crate::store::StoreError> {
+    let all;
+    let clients = if clients.is_empty() {
+        all = store.tenants();
+        &all
+    } else {
+        clients
+    };
+    let mut best: Option<(String, crate::store::Match)> = None;
+    let mut best_any = 0f32;
+    for c in clients {
+        let (m, hits) = store.identify(c, query, engine.top_k, engine.match_threshold)?;
+        if let Some(h) = hits.first() {
+            best_any = best_any.max(h.similarity);
+        }
+        if let Some(m) = m
+            && best
+                .as_ref()
+                .is_none_or(|(_, b)| m.similarity > b.similarity)
+        {
+            best_any = best_any.max(m.similarity);
+            best = Some((c.clone(), m));
+        }
+    }
+    Ok((
+        best.map(|(client, m)| Outcome::Granted {
+            client,
+            user_id: m.user_id,
+            enrollment_id: m.enrollment_id,
+            confidence: m.similarity,
+        }),
+        best_any,
+    ))
+}
+
+/// One audit row per decision: a grant under the person's client; a denial or an unknown
+/// person under every client the door admits (each tenant sees the attempts at its doors).
+fn audit(store: &Store, clients: &[String], d: &DoorDecision) {
+    let session = format!("camera:{}", d.camera);
+    let rows: Vec<AuditRow> = match &d.outcome {
+        Outcome::Granted {
+            client,
+            user_id,
+            confidence,
+            ..
+        } => vec![AuditRow {
+            at_ms: d.at_ms,
+            action: AuditAction::Authenticate,
+            client: client.clone(),
+            user_id: Some(user_id.clone()),
+            session_id: Some(session),
+            success: true,
+            reason: "match_found".into(),
+            confidence: Some(*confidence),
+            processing_ms: d.latency_ms,
+        }],
+        other => {
+            let reason = match other {
+                Outcome::Denied { reason } => *reason,
+                _ => "no_match_found",
+            };
+            let all;
+            let clients = if clients.is_empty() {
+                all = store.tenants();
+                &all
+            } else {
+                clients
+            };
+            clients
+                .iter()
+                .map(|c| AuditRow {
+                    at_ms: d.at_ms,
+                    action: AuditAction::Authenticate,
+                    client: c.clone(),
+                    user_id: None,
+                    session_id: Some(session.clone()),
+                    success: false,
+                    reason: reason.into(),
+                    confidence: None,
+                    processing_ms: d.latency_ms,
+                })
+                .collect()
+        }
+    };
+    for row in rows {
+        if let Err(e) = store.records().audit(&row) {
+            store.note_failure(&e);
+            tracing::error!(error = %e, "a door audit row could not be written");
+        }
+    }
+}
+
+/// What a door's thread needs from the daemon.
+pub trait Host: Send + Sync + 'static {
+    fn engine(&self) -> &Engine;
+    fn store(&self) -> &Store;
+    /// A decision was made (and audited): tell listeners, count it.
+    fn decided(&self, d: &DoorDecision);
+    /// The prompt for the person in front changed.
+    fn prompt(&self, camera: &str, prompt: Option<Instruction>);
+    /// A frame was processed in `ms`.
+    fn frame_done(&self, camera: &str, ms: f64);
+    fn stopping(&self) -> bool;
+}
+
+/// A running door: its camera and what it last saw.
+#[derive(Debug)]
+pub struct DoorHandle {
+    pub camera: Arc<Camera>,
+    pub view: Mutex<DoorView>,
+    /// Tenants (client names) this door admits (empty: all).
+    pub clients: Vec<String>,
+    pub relay: relay::Relay,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DoorHandle {
+    pub fn view(&self) -> DoorView {
+        lock(&self.view).clone()
+    }
+}
+
+/// Drives a door on its own thread until the host stops or the recording ends.
+pub fn spawn(
+    handle: Arc<DoorHandle>,
+    cfg: DoorConfig,
+    host: Arc<dyn Host>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("door-{}", handle.camera.id))
+        .spawn(move || run(&handle, cfg, host.as_ref()))
+}
+
+fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {
+    use std::sync::atomic::Ordering;
+    let cam = &handle.camera;
+    let mut door = Door::new(&cam.id, handle.clients.clone(), cfg, host.engine());
+    let mut last_seq = 0u64;
+    let mut clock: Option<Instant> = None;
+    let mut last_prompt: Option<Instruction> = None;
+    tracing::info!(camera = %cam.id, "door mode on");
+    while !host.stopping() {
+        let Some(frame) = cam.next_after(last_seq, Duration::from_millis(500)) else {
+            if matches!(
+                cam.state(),
+                crate::camera::CameraState::Ended | crate::camera::CameraState::Stopped
+            ) {
+                break;
+            }
+            continue;
+        };
+        if last_seq > 0 && frame.seq > last_seq + 1 {
+            cam.counters
+                .dropped
+                .fetch_add(frame.seq - last_seq - 1, Ordering::Relaxed);
+        }
+        last_seq = frame.seq;
+        let origin = *clock.get_or_insert(frame.captured);
+        let t_ms = frame
+            .captured
+            .saturating_duration_since(origin)
+            .as_secs_f64()
+            * 1000.0;
+        let started = Instant::now();
+        let result = door.process(host.engine(), host.store(), &frame.image, t_ms);
+        cam.counters.processed.fetch_add(1, Ordering::Relaxed);
+        host.frame_done(&cam.id, started.elapsed().as_secs_f64() * 1000.0);
+        match result {
+            Ok((decisions, mut view)) => {
+                view.frame_seq = frame.seq;
+                if view.prompt != last_prompt {
+                    last_prompt = view.prompt;
+                    host.prompt(&cam.id, view.prompt);
+                }
+                {
+                    let mut v = lock(&handle.view);
+                    view.last_decision = decisions.last().cloned().or(v.last_decision.take());
+                    *v = view;
+                }
+                for d in &decisions {
+                    tracing::info!(camera = %d.camera, visit = d.visit, decision = d.outcome.as_str(),
+                        latency_ms = d.latency_ms as u64, "door decision");
+                    if let Outcome::Granted {
+                        client, user_id, ..
+                    } = &d.outcome
+                    {
+                        handle.relay.fire(&cam.id, client, user_id);
+                    }
+                    host.decided(d);
+                }
+            }
+            Err(e) => tracing::warn!(camera = %cam.id, error = %e, "door frame failed"),
+        }
+    }
+    tracing::info!(camera = %cam.id, "door mode off");
+}
