@@ -144,9 +144,20 @@ impl Daemon {
 
     /// `start` with more arguments (e.g. `--config FILE`).
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
+        Daemon::start_run(data_dir, env, args, &[])
+    }
+
+    /// `start` with global arguments and arguments of `run` (e.g. `--camera SPEC --door`).
+    pub fn start_run(
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        run_args: &[&str],
+    ) -> Daemon {
         let mut child = command(data_dir, env)
             .args(args)
             .args(["run", "--listen", "127.0.0.1:0"])
+            .args(run_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -200,6 +211,58 @@ impl Daemon {
             req = req.header(h, v);
         }
         Self::read(req.call().unwrap())
+    }
+
+    /// GET of a binary body: the status, the content type and the bytes.
+    pub fn get_bytes(&self, path: &str, auth: Option<(&str, &str)>) -> (u16, String, Vec<u8>) {
+        let mut req = Self::agent().get(format!("{}{path}", self.base));
+        if let Some((h, v)) = auth {
+            req = req.header(h, v);
+        }
+        let resp = req.call().unwrap();
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = resp.into_body().read_to_vec().unwrap_or_default();
+        (status, ct, bytes)
+    }
+
+    /// The first bytes of a streaming body (an MJPEG preview): up to `limit` bytes, or what
+    /// arrived within `timeout`.
+    pub fn get_prefix(
+        &self,
+        path: &str,
+        limit: usize,
+        timeout: Duration,
+    ) -> (u16, String, Vec<u8>) {
+        use std::io::Read as _;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        let resp = agent.get(format!("{}{path}", self.base)).call().unwrap();
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let mut out = Vec::new();
+        let mut reader = resp.into_body().into_reader();
+        let mut buf = [0u8; 16384];
+        while out.len() < limit {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        (status, ct, out)
     }
 
     /// GET with headers; the status, the response headers (lower-case names) and the body.

@@ -65,9 +65,12 @@ pub fn open(spec: &SourceSpec, max_pixels: u64) -> Result<Box<dyn FrameSource>, 
         } => Box::new(v4l2::V4l2Source::open(
             path, *width, *height, *fps, max_pixels,
         )?),
-        SourceSpec::Replay { path, fps, once } => {
-            Box::new(replay::ReplaySource::open(path, *fps, *once, max_pixels)?)
-        }
+        SourceSpec::Replay {
+            path,
+            fps,
+            once,
+            delay_s,
+        } => Box::new(replay::ReplaySource::open(path, *fps, *once, max_pixels)?.delayed(*delay_s)),
     })
 }
 

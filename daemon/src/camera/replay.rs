@@ -26,6 +26,7 @@ pub struct ReplaySource {
     next: usize,
     seq: u64,
     started: Option<Instant>,
+    delay: Duration,
     pool: BufferPool,
     max_pixels: u64,
 }
@@ -85,9 +86,16 @@ impl ReplaySource {
             next: 0,
             seq: 0,
             started: None,
+            delay: Duration::ZERO,
             pool: BufferPool::default(),
             max_pixels,
         })
+    }
+
+    /// Waits `seconds` before the first frame.
+    pub fn delayed(mut self, seconds: f64) -> ReplaySource {
+        self.delay = Duration::from_secs_f64(seconds.max(0.0));
+        self
     }
 
     fn len(&self) -> usize {
@@ -136,6 +144,9 @@ impl FrameSource for ReplaySource {
                 return Ok(None);
             }
             self.next = 0;
+        }
+        if self.started.is_none() && !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
         }
         let started = *self.started.get_or_insert_with(Instant::now);
         // Frame n is due at n / fps after the first: a slow reader gets the frames it missed

@@ -16,7 +16,13 @@ pub enum SourceSpec {
     },
     /// Recorded frames: a folder of images (sorted by name) or one `.mjpeg` file
     /// (concatenated JPEGs), paced at `fps`, looping unless `once`.
-    Replay { path: PathBuf, fps: f64, once: bool },
+    Replay {
+        path: PathBuf,
+        fps: f64,
+        once: bool,
+        /// Seconds to wait before the first frame (tests and demos: listeners connect first).
+        delay_s: f64,
+    },
 }
 
 /// A camera: its id and its source.
@@ -47,10 +53,20 @@ impl SourceSpec {
                 height,
                 fps,
             } => format!("v4l:{}:{width}x{height}@{fps}", path.display()),
-            SourceSpec::Replay { path, fps, once } => format!(
-                "replay:{}@{fps}{}",
+            SourceSpec::Replay {
+                path,
+                fps,
+                once,
+                delay_s,
+            } => format!(
+                "replay:{}@{fps}{}{}",
                 path.display(),
-                if *once { ",once" } else { "" }
+                if *once { ",once" } else { "" },
+                if *delay_s > 0.0 {
+                    format!(",delay={delay_s}")
+                } else {
+                    String::new()
+                }
             ),
         }
     }
@@ -132,10 +148,27 @@ fn parse_size(size: &str) -> Result<(u32, u32), String> {
 }
 
 fn parse_replay(rest: &str) -> Result<SourceSpec, String> {
-    let (rest, once) = match rest.strip_suffix(",once") {
-        Some(r) => (r, true),
-        None => (rest.strip_suffix(",loop").unwrap_or(rest), false),
-    };
+    // Options after the last `@FPS` (or the path): `,once`, `,loop`, `,delay=S`.
+    let mut parts = rest.split(',');
+    let rest = parts.next().unwrap_or_default();
+    let (mut once, mut delay_s) = (false, 0.0);
+    for opt in parts {
+        match opt {
+            "once" => once = true,
+            "loop" => once = false,
+            _ => match opt
+                .strip_prefix("delay=")
+                .and_then(|d| d.parse::<f64>().ok())
+            {
+                Some(d) if (0.0..=60.0).contains(&d) => delay_s = d,
+                _ => {
+                    return Err(format!(
+                        "unknown replay option `{opt}` (once, loop, delay=0-60)"
+                    ));
+                }
+            },
+        }
+    }
     let (path, fps) = match rest.rsplit_once('@') {
         Some((p, f)) => (
             p,
@@ -153,6 +186,7 @@ fn parse_replay(rest: &str) -> Result<SourceSpec, String> {
         path: PathBuf::from(path),
         fps,
         once,
+        delay_s,
     })
 }
 
@@ -176,13 +210,14 @@ mod tests {
         let c = CameraSpec::parse("front=v4l:/dev/video0", 3).unwrap();
         assert_eq!(c.id, "front");
         assert_eq!(c.source.describe(), "v4l:/dev/video0:640x480@15");
-        let c = CameraSpec::parse("replay:/data/clip@30,once", 1).unwrap();
+        let c = CameraSpec::parse("replay:/data/clip@30,once,delay=1.5", 1).unwrap();
         assert_eq!(
             c.source,
             SourceSpec::Replay {
                 path: "/data/clip".into(),
                 fps: 30.0,
-                once: true
+                once: true,
+                delay_s: 1.5,
             }
         );
         let c = CameraSpec::parse("replay:/data/a.mjpeg", 1).unwrap();
@@ -195,6 +230,8 @@ mod tests {
             "v4l:/dev/video0@0",
             "replay:",
             "replay:/x@fast",
+            "replay:/x,twice",
+            "replay:/x,delay=99",
             "bad name=replay:/x",
         ] {
             let e = CameraSpec::parse(bad, 0).unwrap_err();

@@ -1,0 +1,308 @@
+#![allow(clippy::unwrap_used)]
+//! Door mode against the real binary over replayed real frames (`--camera replay:... --door`):
+//! - two cameras at once: the enrolled person's clip yields exactly one `granted` with her
+//!   user id on `/ws/events`, in the audit rows (analytics) and through the relay command; a
+//!   stranger's clip yields `unknown`;
+//! - a replayed still photo of the enrolled person and a SYNTHETIC print attack of her yield
+//!   no grant; the photo gets one `denied: liveness_failed` after the visit's window;
+//! - the camera routes: `/api/cameras/` health and last decision, a snapshot JPEG, the MJPEG
+//!   preview (auth required), camera counters in `/metrics` and `/health/`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use facegate_blackbox::{Daemon, Ws, cli, cli_json, data, read_timed_out, tempdir};
+use serde_json::{Value, json};
+
+/// Copies frames `range` of a shared clip into a fresh folder (a replay source).
+fn clip(tag: &str, name: &str, range: std::ops::RangeInclusive<usize>) -> PathBuf {
+    let dir = tempdir(tag);
+    for n in range {
+        let f = format!("{n:04}.jpg");
+        std::fs::copy(data(&format!("video/{name}/{f}")), dir.join(&f)).unwrap();
+    }
+    dir
+}
+
+/// Every event until `until` is true of the events so far, or `limit` passes.
+fn collect(sock: &mut Ws, limit: Duration, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = sock.get_ref() {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+    }
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    while Instant::now() < deadline && !until(&out) {
+        match sock.read() {
+            Ok(tungstenite::Message::Text(t)) => {
+                out.push(serde_json::from_str(t.as_str()).unwrap())
+            }
+            Ok(_) => {}
+            Err(e) if read_timed_out(&e) => {}
+            Err(e) => panic!("events socket failed: {e}"),
+        }
+    }
+    out
+}
+
+fn decisions<'a>(events: &'a [Value], camera: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "access_decision" && e["camera"] == camera)
+        .collect()
+}
+
+fn relay_config(dir: &Path, out: &Path) -> PathBuf {
+    let cfg = dir.join("door.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[door]\nrelay_command = [\"sh\", \"-c\", \"echo $FACEGATE_USER_ID {{camera}} {{client}} >> {}\"]\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
+    let dir = tempdir("door");
+    let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    let photo = |n: usize| data(&format!("video/pexels_eyes_hand/{n:04}.jpg"));
+    let (p1, p5, p9) = (photo(1), photo(5), photo(9));
+    let out = cli(
+        &dir,
+        &[
+            "enroll",
+            "--client",
+            "door-a",
+            "--user-id",
+            "lady",
+            p1.to_str().unwrap(),
+            p5.to_str().unwrap(),
+            p9.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let relay_out = dir.join("relay.log");
+    let cfg = relay_config(&dir, &relay_out);
+
+    // --- Two cameras at once: the enrolled woman (6 s of later frames), a GRID stranger (3 s).
+    let lady = clip("door-lady", "pexels_eyes_hand", 110..=170);
+    let stranger = clip("door-stranger", "grid_bbaf2n", 1..=30);
+    let cam = |name: &str, d: &Path| format!("{name}=replay:{}@10,once,delay=2", d.display());
+    let d = Daemon::start_run(
+        &dir,
+        &[],
+        &["--config", cfg.to_str().unwrap()],
+        &[
+            "--camera",
+            &cam("front", &lady),
+            "--camera",
+            &cam("side", &stranger),
+            "--door",
+        ],
+    );
+    let auth = d.login(&a);
+    let mut ev = d.events(Some(&auth), None);
+    let events = collect(&mut ev, Duration::from_secs(25), |e| {
+        !decisions(e, "front").is_empty() && !decisions(e, "side").is_empty()
+    });
+    // Let both recordings end (no second decision may follow).
+    let more = collect(&mut ev, Duration::from_secs(6), |_| false);
+    let events: Vec<Value> = events.into_iter().chain(more).collect();
+    let front = decisions(&events, "front");
+    assert_eq!(front.len(), 1, "one decision per visit: {front:?}");
+    let g = front[0];
+    assert_eq!(
+        (
+            g["decision"].as_str(),
+            g["user_id"].as_str(),
+            g["source"].as_str()
+        ),
+        (Some("granted"), Some("lady"), Some("camera:front")),
+        "{g}"
+    );
+    assert_eq!(g["liveness_passed"], true);
+    assert!(g["confidence"].as_f64().unwrap() >= 0.5, "{g}");
+    eprintln!(
+        "granted after {} ms, {} frames",
+        g["latency_ms"], g["frames"]
+    );
+    let side = decisions(&events, "side");
+    assert_eq!(side.len(), 1, "{side:?}");
+    assert_eq!(side[0]["decision"], "unknown", "{}", side[0]);
+    assert!(side[0]["user_id"].is_null());
+    assert!(
+        events.iter().any(|e| e["type"] == "door_prompt"),
+        "the person is told what to do"
+    );
+    // Nothing in an event is a template, an image or a token.
+    for e in &events {
+        let text = e.to_string();
+        assert!(text.len() < 2000 && !text.contains("embedding") && !text.contains("base64"));
+    }
+
+    // The audit log: one grant and one stranger for door-a.
+    let (s, m) = d.get(
+        "/api/analytics/authentication-metrics/",
+        Some(("Authorization", &auth)),
+    );
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(
+        (
+            m["successful_authentications"].as_u64(),
+            m["failure_reasons"].clone()
+        ),
+        (Some(1), json!({"no_match_found": 1})),
+        "{m}"
+    );
+    // The relay command ran once, for her.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !relay_out.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&relay_out).unwrap().trim(),
+        "lady front door-a"
+    );
+
+    // Camera routes and health.
+    let (s, v) = d.get("/api/cameras/", Some(("Authorization", &auth)));
+    assert_eq!(s, 200, "{v}");
+    let cams = v["cameras"].as_array().unwrap();
+    assert_eq!(cams.len(), 2);
+    let f = cams.iter().find(|c| c["id"] == "front").unwrap();
+    assert_eq!(
+        (
+            f["status"].as_str(),
+            f["frames_captured"].as_u64(),
+            f["door"].as_bool()
+        ),
+        (Some("ended"), Some(61), Some(true)),
+        "{f}"
+    );
+    assert_eq!(f["last_decision"]["decision"], "granted");
+    let processed = f["frames_processed"].as_u64().unwrap();
+    let dropped = f["frames_dropped"].as_u64().unwrap();
+    eprintln!("front: {processed} processed, {dropped} dropped of 61");
+    assert!(processed + dropped <= 61 && processed >= 30, "{f}");
+    assert_eq!(d.get("/api/cameras/", None).0, 401);
+    let (s, ct, jpeg) = d.get_bytes(
+        "/api/cameras/front/snapshot.jpg?overlay=1",
+        Some(("Authorization", &auth)),
+    );
+    assert_eq!((s, ct.as_str()), (200, "image/jpeg"));
+    assert!(jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.len() > 5000);
+    assert_eq!(d.get_bytes("/api/cameras/front/snapshot.jpg", None).0, 401);
+    assert_eq!(
+        d.get(
+            "/api/cameras/nope/snapshot.jpg",
+            Some(("Authorization", &auth))
+        )
+        .0,
+        404
+    );
+    let (_, _, metrics) = d.get_text("/metrics", &[]);
+    assert!(
+        metrics.contains("facegate_camera_frames_total{camera=\"front\",kind=\"captured\"} 61"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("facegate_relay_total{camera=\"front\",result=\"fired\"} 1"));
+    assert!(metrics.contains("facegate_decisions_total{kind=\"door\",result=\"authenticated\"} 1"));
+    let (_, h) = d.get("/health/", None);
+    assert_eq!(h["services"]["cameras"]["count"], 2, "{h}");
+    drop(ev);
+    assert!(d.stop().success());
+
+    // --- A still photo of her (looping) and a SYNTHETIC print attack of her: no grant.
+    std::fs::remove_file(&relay_out).unwrap();
+    let still = tempdir("door-still");
+    std::fs::copy(photo(120), still.join("0001.jpg")).unwrap();
+    let print = tempdir("door-print");
+    let out = cli(
+        &dir,
+        &[
+            "attack",
+            "--photo",
+            photo(120).to_str().unwrap(),
+            "--kind",
+            "print",
+            "--frames",
+            "80",
+            "--out",
+            print.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = Daemon::start_run(
+        &dir,
+        &[],
+        &["--config", cfg.to_str().unwrap()],
+        &[
+            "--camera",
+            &format!("photo=replay:{}@10,delay=2", still.display()),
+            "--camera",
+            &cam("print", &print),
+            "--door",
+        ],
+    );
+    let auth = d.login(&a);
+    let mut ev = d.events(Some(&auth), None);
+    // The MJPEG preview of the looping photo camera: multipart JPEG parts.
+    let token = auth.strip_prefix("Bearer ").unwrap();
+    let (s, ct, body) = d.get_prefix(
+        &format!("/api/cameras/photo/stream.mjpeg?overlay=1&fps=5&token={token}"),
+        200_000,
+        Duration::from_secs(6),
+    );
+    assert_eq!(s, 200);
+    assert!(
+        ct.starts_with("multipart/x-mixed-replace; boundary="),
+        "{ct}"
+    );
+    let parts = body
+        .windows(b"Content-Type: image/jpeg".len())
+        .filter(|w| *w == b"Content-Type: image/jpeg")
+        .count();
+    assert!(parts >= 2, "{parts} parts in {} bytes", body.len());
+    let events = collect(&mut ev, Duration::from_secs(12), |e| {
+        !decisions(e, "photo").is_empty()
+    });
+    let more = collect(&mut ev, Duration::from_secs(2), |_| false);
+    let events: Vec<Value> = events.into_iter().chain(more).collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["type"] != "access_decision" || e["decision"] != "granted"),
+        "no grant for a photo or a print: {events:?}"
+    );
+    let photo_d = decisions(&events, "photo");
+    assert_eq!(photo_d.len(), 1, "{photo_d:?}");
+    assert_eq!(
+        (
+            photo_d[0]["decision"].as_str(),
+            photo_d[0]["reason"].as_str()
+        ),
+        (Some("denied"), Some("liveness_failed")),
+        "{}",
+        photo_d[0]
+    );
+    let lat = photo_d[0]["latency_ms"].as_f64().unwrap();
+    assert!(
+        (5000.0..7000.0).contains(&lat),
+        "denied at the window's end: {lat}"
+    );
+    assert!(!relay_out.exists(), "the relay never fired");
+    drop(ev);
+    assert!(d.stop().success());
+}
