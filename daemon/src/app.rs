@@ -300,6 +300,7 @@ fn serve(
         open_sockets: std::sync::atomic::AtomicUsize::new(0),
         restart: std::sync::atomic::AtomicBool::new(false),
         cameras,
+        feeds: crate::api::sessions::Feeds::default(),
     });
     for e in &state.cameras {
         if let Some(door) = &e.door {

@@ -305,4 +305,75 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
     assert!(!relay_out.exists(), "the relay never fired");
     drop(ev);
     assert!(d.stop().success());
+
+    // --- Sessions fed by a camera (no door): the person in front of the camera is enrolled,
+    // then verified 1:1 from the camera; results stream on each session's WebSocket, and a
+    // frame sent by the client is refused.
+    let d = Daemon::start_run(
+        &dir,
+        &[],
+        &[],
+        &[
+            "--camera",
+            &format!("front=replay:{}@10,delay=1", lady.display()),
+        ],
+    );
+    let auth = d.login(&a);
+    let camera_session = |path: &str, body: Value, done: &str| -> (Value, usize) {
+        let token = d.session(&auth, path, &body);
+        let mut ws = d.ws(&token);
+        let hello = facegate_blackbox::ws_next(&mut ws).unwrap();
+        assert_eq!(hello["source"], "camera:front", "{hello}");
+        ws.send(tungstenite::Message::binary(
+            std::fs::read(photo(1)).unwrap(),
+        ))
+        .unwrap();
+        let mut n = 0;
+        let mut refused = false;
+        loop {
+            let m = facegate_blackbox::ws_next(&mut ws).unwrap_or_else(|c| panic!("closed {c}"));
+            if m["type"] == "error" {
+                refused = true;
+                continue;
+            }
+            n += 1;
+            assert!(n < 120, "no {done} in 120 camera frames");
+            if m["type"] == done {
+                assert!(refused, "a client frame on a camera session is refused");
+                return (m, n);
+            }
+        }
+    };
+    let (m, n) = camera_session(
+        "/api/auth/enrollment/",
+        json!({"user_id": "lady-cam", "source": "camera:front"}),
+        "enrollment_complete",
+    );
+    eprintln!("camera enrollment: {n} frames");
+    assert!(m["enrollment_id"].is_string(), "{m}");
+    let (m, n) = camera_session(
+        "/api/auth/authentication/",
+        json!({"user_id": "lady-cam", "source": "camera:front"}),
+        "authentication_result",
+    );
+    eprintln!("camera 1:1: {n} frames");
+    assert_eq!(
+        (m["success"].as_bool(), m["user_id"].as_str()),
+        (Some(true), Some("lady-cam")),
+        "{m}"
+    );
+    // A camera that does not exist, and a source that is not a camera.
+    let (s, v) = d.post(
+        "/api/auth/authentication/",
+        Some(("Authorization", &auth)),
+        &json!({"source": "camera:back"}),
+    );
+    assert_eq!(s, 404, "{v}");
+    let (s, _) = d.post(
+        "/api/auth/authentication/",
+        Some(("Authorization", &auth)),
+        &json!({"source": "rtsp://x"}),
+    );
+    assert_eq!(s, 422);
+    assert!(d.stop().success());
 }

@@ -60,6 +60,8 @@ pub struct ApiState {
     pub open_sockets: std::sync::atomic::AtomicUsize,
     /// The terminal's cameras (and doors), started with the server.
     pub cameras: Vec<cameras::CameraEntry>,
+    /// Sessions fed by a camera (`source: camera:<id>`): their result channels.
+    pub feeds: sessions::Feeds,
 }
 
 /// Runs store work on the blocking pool and maps its errors to a logged 500.

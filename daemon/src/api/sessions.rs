@@ -34,6 +34,13 @@ pub struct EnrollmentMeta {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateEnrollment {
     user_id: String,
+    /// `camera:<id>`: the session takes its frames from that camera of the terminal (results
+    /// stream on the session's WebSocket); absent: the client sends frames.
+    #[serde(default)]
+    source: Option<String>,
+    /// Operators only: the client (name or id) the enrollment is for (the kiosk's operator view).
+    #[serde(default)]
+    client_id: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
     session_type: Option<String>,
@@ -56,6 +63,9 @@ pub struct AuthMeta {
 pub struct CreateAuthentication {
     #[serde(default)]
     user_id: Option<String>,
+    /// `camera:<id>`: the session takes its frames from that camera of the terminal.
+    #[serde(default)]
+    source: Option<String>,
     #[serde(default)]
     require_liveness: Option<bool>,
     #[serde(default)]
@@ -102,8 +112,10 @@ pub async fn create_enrollment(
     ApiJson(body): ApiJson<CreateEnrollment>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     validate_user_id(&body.user_id)?;
+    let tenant = session_tenant(&state, &caller, body.client_id.as_deref()).await?;
+    let camera = camera_source(&state, &caller, &tenant, body.source.as_deref())?;
     state.limits.check(
-        caller.tenant()?,
+        &tenant,
         Bucket::EnrollmentSessions,
         state.config.api.enrollment_sessions_per_hour,
         Duration::from_secs(3600),
@@ -121,7 +133,7 @@ pub async fn create_enrollment(
     let ttl = Duration::from_secs(state.config.api.session_ttl_s);
     state.metrics.session_created("enrollment");
     let h = state.sessions.create(
-        caller.tenant()?,
+        &tenant,
         Kind::Enrollment {
             user_id: body.user_id.clone(),
             target_samples: target,
@@ -131,12 +143,17 @@ pub async fn create_enrollment(
         &state.engine.liveness,
         ttl,
     );
+    if let Some(cam) = camera {
+        start_feed(&state, &h, cam);
+    }
     // A new session: nobody else holds it yet.
     let s = h.lock();
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "session_token": s.token,
+            "client_name": tenant,
+            "source": body.source,
             "enrollment_id": null,
             "status": "active",
             "session_type": "enrollment",
@@ -170,6 +187,7 @@ pub async fn create_authentication(
     if let Some(u) = &body.user_id {
         validate_user_id(u)?;
     }
+    let camera = camera_source(&state, &caller, caller.tenant()?, body.source.as_deref())?;
     state.limits.check(
         caller.tenant()?,
         Bucket::AuthenticationSessions,
@@ -201,11 +219,15 @@ pub async fn create_authentication(
     let h = state
         .sessions
         .create(caller.tenant()?, kind, &state.engine.liveness, ttl);
+    if let Some(cam) = camera {
+        start_feed(&state, &h, cam);
+    }
     let s = h.lock();
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "session_token": s.token,
+            "source": body.source,
             "status": "active",
             "session_type": session_type,
             "expires_at": rfc3339_ms(s.expires_ms),
@@ -220,6 +242,169 @@ pub async fn create_authentication(
             "message": "Authentication session created: send frames",
         })),
     ))
+}
+
+/// A frame for a session: sent by the client (encoded), or taken from a camera (decoded).
+#[derive(Debug)]
+pub enum FrameInput {
+    Encoded(Vec<u8>),
+    Camera(Arc<image::RgbImage>),
+}
+
+/// The tenant a new session runs for: a client's own; an operator names one (`client_id`).
+async fn session_tenant(
+    state: &Arc<ApiState>,
+    caller: &Caller,
+    client_id: Option<&str>,
+) -> Result<String, ApiError> {
+    if !caller.admin {
+        if client_id.is_some_and(|c| c != caller.client && c != caller.client_id) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a client starts sessions for itself only",
+            ));
+        }
+        return Ok(caller.client.clone());
+    }
+    let Some(wanted) = client_id.map(str::to_owned) else {
+        return caller.tenant().map(str::to_owned);
+    };
+    let w = wanted.clone();
+    let found = super::blocking(state, move |s| {
+        let r = s.store.records();
+        Ok(match r.client_by_name(&w)? {
+            Some(c) => Some(c),
+            None => r.client(&w)?,
+        })
+    })
+    .await?;
+    found
+        .map(|c| c.name)
+        .ok_or_else(|| ApiError::not_found(format!("no client `{wanted}`")))
+}
+
+/// The camera a session's `source` names (`camera:<id>`), if the caller's tenant may use it.
+fn camera_source(
+    state: &ApiState,
+    caller: &Caller,
+    tenant: &str,
+    source: Option<&str>,
+) -> Result<Option<Arc<crate::camera::Camera>>, ApiError> {
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    let id = source.strip_prefix("camera:").ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("source must be `camera:<id>`, not `{source}`"),
+        )
+    })?;
+    state
+        .cameras
+        .iter()
+        .find(|e| {
+            e.camera.id == id
+                && (caller.admin || e.clients.is_empty() || e.clients.iter().any(|c| c == tenant))
+        })
+        .map(|e| Some(e.camera.clone()))
+        .ok_or_else(|| ApiError::not_found(format!("no camera `{id}`")))
+}
+
+pub fn camera_fed_error() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "this session takes its frames from a camera of the terminal: read its results on the \
+         session's WebSocket",
+    )
+}
+
+/// One result of a camera-fed session, for its WebSocket listeners.
+#[derive(Debug)]
+pub struct FeedItem {
+    pub result: FrameResult,
+    pub body: Value,
+}
+
+/// Session token -> (camera id, result channel).
+type FeedMap =
+    std::collections::HashMap<String, (String, tokio::sync::broadcast::Sender<Arc<FeedItem>>)>;
+
+/// Sessions fed by a camera: their result channels.
+#[derive(Debug, Default)]
+pub struct Feeds {
+    map: std::sync::Mutex<FeedMap>,
+}
+
+impl Feeds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FeedMap> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The camera id feeding session `token`.
+    pub fn camera_of(&self, token: &str) -> Option<String> {
+        self.lock().get(token).map(|(c, _)| c.clone())
+    }
+
+    /// The results of session `token` from now on.
+    pub fn subscribe(
+        &self,
+        token: &str,
+    ) -> Option<tokio::sync::broadcast::Receiver<Arc<FeedItem>>> {
+        self.lock().get(token).map(|(_, tx)| tx.subscribe())
+    }
+}
+
+/// Feeds a session with its camera's latest frames until it ends (one frame at a time, on the
+/// frame workers like any client frame); each result goes to the session's WebSocket.
+fn start_feed(state: &Arc<ApiState>, h: &Arc<Handle>, camera: Arc<crate::camera::Camera>) {
+    let (tx, _) = tokio::sync::broadcast::channel(64);
+    state
+        .feeds
+        .lock()
+        .insert(h.token.clone(), (camera.id.clone(), tx.clone()));
+    let (state, token, client) = (state.clone(), h.token.clone(), h.client.clone());
+    tokio::spawn(async move {
+        let mut seq = camera.latest().map_or(0, |f| f.seq);
+        let shutdown = state.shutdown.clone();
+        loop {
+            let cam = camera.clone();
+            let frame =
+                tokio::task::spawn_blocking(move || cam.next_after(seq, Duration::from_secs(2)))
+                    .await
+                    .ok()
+                    .flatten();
+            if shutdown.is_triggered() {
+                break;
+            }
+            let Some(frame) = frame else {
+                // No frame (reconnecting, ended): the session expires on its own clock.
+                let active = state
+                    .sessions
+                    .get(&client, &token)
+                    .is_some_and(|h| h.try_status().is_none_or(|s| s == Status::Active));
+                if !active {
+                    break;
+                }
+                continue;
+            };
+            seq = frame.seq;
+            match run_frame(&state, &client, &token, FrameInput::Camera(frame.image)).await {
+                Ok((result, body)) => {
+                    let done = result.done();
+                    let _ = tx.send(Arc::new(FeedItem { result, body }));
+                    if done {
+                        break;
+                    }
+                }
+                // Busy workers: try the next frame.
+                Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {}
+                Err(_) => break,
+            }
+        }
+        // Listeners keep their receivers until the linger ends; new ones find no feed.
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        state.feeds.lock().remove(&token);
+    });
 }
 
 /// The image bytes of `frame_data`: a data URL or bare base64.
@@ -249,7 +434,7 @@ pub async fn run_frame(
     state: &Arc<ApiState>,
     client: &str,
     token: &str,
-    bytes: Vec<u8>,
+    input: FrameInput,
 ) -> Result<(FrameResult, Value), ApiError> {
     let session = state
         .sessions
@@ -257,12 +442,15 @@ pub async fn run_frame(
         .ok_or_else(|| ApiError::not_found("no such session"))?;
     let kind = session.kind;
     let metrics = &state.metrics;
-    if let Err(e) = state.limits.check(
-        client,
-        Bucket::Frames,
-        state.config.api.frames_per_minute,
-        Duration::from_secs(60),
-    ) {
+    // Camera frames are paced by the terminal itself, not by the client: not rate limited.
+    if let FrameInput::Encoded(_) = &input
+        && let Err(e) = state.limits.check(
+            client,
+            Bucket::Frames,
+            state.config.api.frames_per_minute,
+            Duration::from_secs(60),
+        )
+    {
         metrics.frame(kind, "rate_limited", None);
         return Err(e);
     }
@@ -296,7 +484,12 @@ pub async fn run_frame(
     let result = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut s = session.lock();
-        let r = s.process(&st.engine, &st.store, &bytes);
+        let r = match &input {
+            FrameInput::Encoded(bytes) => s.process(&st.engine, &st.store, bytes),
+            FrameInput::Camera(img) => {
+                s.process_image(&st.engine, &st.store, img, std::time::Instant::now())
+            }
+        };
         s.record_end(&st.store);
         let outcome = match &r {
             Ok(_) => "processed",
@@ -383,10 +576,18 @@ async fn process_frame(
     ApiJson(body): ApiJson<ProcessFrame>,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = frame_bytes(&body.frame_data, state.config.limits.max_image_bytes)?;
+    if state.feeds.camera_of(&body.session_token).is_some() {
+        return Err(camera_fed_error());
+    }
     Ok(Json(
-        run_frame(&state, caller.tenant()?, &body.session_token, bytes)
-            .await?
-            .1,
+        run_frame(
+            &state,
+            caller.tenant()?,
+            &body.session_token,
+            FrameInput::Encoded(bytes),
+        )
+        .await?
+        .1,
     ))
 }
 

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::error::ApiError;
 use super::frames::Dialect;
-use super::sessions::{frame_bytes, run_frame, with_session};
+use super::sessions::{FrameInput, camera_fed_error, frame_bytes, run_frame, with_session};
 use crate::sessions::{Session, Status};
 
 #[utoipa::path(get, path = "/ws/auth/process-image/{token}/", tag = "sessions",
@@ -93,11 +93,15 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
         send(&mut socket, &error_message(&e)).await;
         return close(socket, 1008, "session not active").await;
     }
+    // A camera-fed session: its results arrive from the feed, the client sends no frames.
+    let camera = state.feeds.camera_of(&token);
+    let mut feed = state.feeds.subscribe(&token);
     let hello = json!({
         "type": "connection_established",
         "session_type": kind,
         "session_token": token,
-        "message": "Connected: send frames",
+        "source": camera.as_ref().map(|c| format!("camera:{c}")),
+        "message": if camera.is_some() { "Connected: frames come from the terminal's camera" } else { "Connected: send frames" },
     });
     if !send(&mut socket, &hello).await {
         return;
@@ -112,7 +116,31 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
                 None => std::future::pending().await,
             }
         };
+        let next_result = async {
+            match feed.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let msg = tokio::select! {
+            item = next_result => {
+                match item {
+                    Ok(item) => {
+                        let mut body = item.body.clone();
+                        body["type"] = json!(Dialect::Readme.message_type(kind, &item.result, &mut last_instruction));
+                        body["session_token"] = json!(token);
+                        if !send(&mut socket, &body).await {
+                            return;
+                        }
+                        if item.result.done() && ended.is_none() {
+                            ended = Some((1000, "session ended", tokio::time::Instant::now() + LINGER));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => feed = None,
+                }
+                continue;
+            }
             m = socket.recv() => match m {
                 Some(Ok(m)) => m,
                 _ => return,
@@ -209,7 +237,8 @@ async fn session_socket(state: Arc<ApiState>, token: String, mut socket: WebSock
             continue;
         }
         let result = match bytes {
-            Ok(b) => run_frame(&state, &client, &token, b).await,
+            Ok(_) if camera.is_some() => Err(camera_fed_error()),
+            Ok(b) => run_frame(&state, &client, &token, FrameInput::Encoded(b)).await,
             Err(e) => Err(e),
         };
         let (r, mut body) = match result {

@@ -142,6 +142,11 @@ impl Handle {
         lock(&self.session)
     }
 
+    /// The status, unless a frame holds the session right now.
+    pub fn try_status(&self) -> Option<Status> {
+        self.try_lock().map(|mut s| s.current_status())
+    }
+
     /// The session, unless a frame holds it.
     fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, Session>> {
         match self.session.try_lock() {
@@ -437,6 +442,22 @@ impl Session {
         self.last_activity_ms = now_ms();
         self.last_costs = None;
         let img = engine.pipeline.decode(bytes).map_err(FrameError::Image)?;
+        self.process_image(engine, store, &img, started)
+    }
+
+    /// Processes one decoded frame (a camera's), `started` when its decoding began.
+    pub fn process_image(
+        &mut self,
+        engine: &Engine,
+        store: &Store,
+        img: &image::RgbImage,
+        started: Instant,
+    ) -> Result<FrameResult, FrameError> {
+        self.expire_if_due();
+        if self.status != Status::Active {
+            return Err(FrameError::NotActive(self.status));
+        }
+        self.last_activity_ms = now_ms();
         let mut costs = FrameCosts {
             decode_ms: started.elapsed().as_secs_f64() * 1000.0,
             ..FrameCosts::default()
@@ -445,7 +466,7 @@ impl Session {
         let t_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let report = self
             .stream
-            .process(&engine.pipeline, &engine.live, &img, t_ms)
+            .process(&engine.pipeline, &engine.live, img, t_ms)
             .map_err(|e| FrameError::Internal(e.to_string()))?;
         costs.stages = report.costs;
         let view = match report.faces.first() {
@@ -458,7 +479,7 @@ impl Session {
                 let embedding_started = Instant::now();
                 let analysis = engine
                     .pipeline
-                    .analyze(&img, &main.face)
+                    .analyze(img, &main.face)
                     .map_err(|e| FrameError::Internal(e.to_string()))?;
                 costs.embed_ms = embedding_started.elapsed().as_secs_f64() * 1000.0;
                 if self.track != Some(main.track) {
