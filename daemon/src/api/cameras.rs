@@ -311,8 +311,21 @@ pub async fn stream(
             let cam_id = id.clone();
             let next = tokio::task::spawn_blocking(move || {
                 let e = st.cameras.iter().find(|e| e.camera.id == cam_id)?;
-                let f = e.camera.next_after(seq, Duration::from_secs(2))?;
-                Some((f.seq, frame_jpeg(e, &f, overlay)))
+                // A camera still starting or reconnecting is waited for; an ended one ends
+                // the stream.
+                loop {
+                    if let Some(f) = e.camera.next_after(seq, Duration::from_secs(2)) {
+                        return Some((f.seq, frame_jpeg(e, &f, overlay)));
+                    }
+                    if st.shutdown.is_triggered()
+                        || matches!(
+                            e.camera.state(),
+                            crate::camera::CameraState::Ended | crate::camera::CameraState::Stopped
+                        )
+                    {
+                        return None;
+                    }
+                }
             });
             let next = tokio::select! {
                 r = next => r.ok().flatten(),

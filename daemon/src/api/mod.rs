@@ -13,6 +13,7 @@ pub mod enrollments;
 pub mod error;
 pub mod events;
 pub mod frames;
+pub mod kiosk;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -182,6 +183,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .url("/api/schema/", openapi::document())
         .into();
     Router::new()
+        .route("/", get(kiosk::index))
+        .route("/kiosk/kiosk.js", get(kiosk::script))
+        .route("/kiosk/kiosk.css", get(kiosk::style))
         .route("/health/", get(health))
         .route("/metrics", get(analytics::prometheus))
         .route("/ws/auth/process-image/{token}/", get(ws::upgrade))
