@@ -146,7 +146,6 @@ impl Browser {
             .decode(r["data"].as_str().unwrap())
             .unwrap();
         std::fs::write(path, png).unwrap();
-        eprintln!("screenshot: {}", path.display());
     }
 }
 
@@ -241,6 +240,7 @@ fn the_kiosk_page_shows_the_grant_of_the_person_at_the_door() {
     assert!(banner["text"].as_str().unwrap().contains("Welcome, lady"));
     let target = target_dir();
     b.screenshot(&target.join("kiosk-granted.png"));
+    eprintln!("screenshots: {}/kiosk-*.png", target.display());
     // The prompt line was driven by door_prompt events (it left its placeholder at some point:
     // the door asked to blink or said nothing more was needed).
     let prompt = b.eval("document.getElementById('prompt').textContent");
