@@ -239,6 +239,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 json,
             )
         }
+        Command::Bench {
+            target:
+                Some(BenchTarget::Door {
+                    clips,
+                    enroll,
+                    fps,
+                    repeat,
+                    json,
+                }),
+            ..
+        } => {
+            let engine = engine(&models()?, &config)?;
+            tools::bench_door::run(
+                &config,
+                engine,
+                &tools::bench_door::Options {
+                    clips,
+                    enroll,
+                    fps,
+                    repeat,
+                    json,
+                },
+            )
+        }
         Command::Bench { target: None, args } => {
             let precisions = match args.precision {
                 Some(p) => vec![p],
@@ -269,16 +293,7 @@ fn serve(
     let started = std::time::Instant::now();
     let model_store = models()?;
     // Loaded now so a broken model stops the start, not the first frame.
-    let (pipeline, live) = load_live(&model_store, &config)?;
-    let engine = crate::sessions::Engine {
-        pipeline,
-        live,
-        liveness: config.liveness.clone(),
-        obstacles: config.obstacles.clone(),
-        min_quality: config.matching.min_quality,
-        match_threshold: config.matching.threshold,
-        top_k: config.matching.top_k,
-    };
+    let engine = engine(&model_store, &config)?;
     let store = open_store(&config)?;
     let cameras = start_cameras(&config)?;
     let secret = store.records().derive_secret("api-jwt-hs256");
@@ -328,6 +343,20 @@ fn serve(
             out.flush()?;
         }
         crate::api::serve(listener, state).await
+    })
+}
+
+/// The pipeline, the liveness models and the decision thresholds, shared by sessions and doors.
+fn engine(model_store: &ModelStore, config: &Config) -> anyhow::Result<crate::sessions::Engine> {
+    let (pipeline, live) = load_live(model_store, config)?;
+    Ok(crate::sessions::Engine {
+        pipeline,
+        live,
+        liveness: config.liveness.clone(),
+        obstacles: config.obstacles.clone(),
+        min_quality: config.matching.min_quality,
+        match_threshold: config.matching.threshold,
+        top_k: config.matching.top_k,
     })
 }
 

@@ -249,6 +249,24 @@ pub enum BenchTarget {
         #[arg(long, hide = true, value_name = "DIR")]
         open_only: Option<PathBuf>,
     },
+    /// Door mode over clips replayed at a camera's rate: one camera, then all at once; time to
+    /// the decision, per-frame cost, CPU, dropped frames, RSS.
+    Door {
+        /// Folders of frames, one camera each.
+        #[arg(long = "clip", value_name = "DIR", required = true)]
+        clips: Vec<PathBuf>,
+        /// Photos of the person to enroll first (the clips' person is then granted).
+        #[arg(long, value_name = "IMAGE", num_args = 1..)]
+        enroll: Vec<PathBuf>,
+        #[arg(long, default_value_t = 30.0)]
+        fps: f64,
+        /// Show each recorded frame N times: the shared 10 fps clips as a 30 fps camera with
+        /// `--fps 30 --repeat 3` (motion at its real speed, three frames per recorded one).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Vector index at scale: f32 / f16 / i8 search latency, recall@1, memory, snapshots.
     Index {
         #[arg(long, default_value_t = 100_000)]

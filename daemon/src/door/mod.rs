@@ -2,9 +2,12 @@
 //! visit (one tracked face) is identified 1:N against the enrollments the door admits once it
 //! has passed liveness, and gets exactly one decision: `granted` (with the person), `unknown`
 //! (live, but nobody enrolled), or `denied` (no liveness, an obstacle or a poor face within the
-//! visit's window). A person granted is not granted again within the cool-down.
+//! visit's window). A denied person who then passes (told to blink, they do) is still decided:
+//! granted or unknown, once; a visit is never denied twice. A person granted is not granted
+//! again within the cool-down.
 //!
-//! Invariant: a visit ends with at most one decision, and only a face that passed the
+//! Invariant: a visit gets at most one final decision (granted / unknown), preceded at most by
+//! one denial at the end of its window; only a face that passed the
 //! authentication liveness rules (`pipeline::liveness::decide`) is ever embedded or matched;
 //! every decision writes an audit row (sealed by the store) before anyone is told; the relay
 //! runs off the camera's thread and its failures never hold up the next frame.
@@ -80,7 +83,11 @@ pub struct DoorView {
 #[derive(Debug)]
 struct Visit {
     first_t_ms: f64,
+    /// The final decision (granted or unknown), or a denial.
     decided: Option<&'static str>,
+    /// Denied at the end of the window: the person was told why and may still pass (a late
+    /// blink grants); no second denial.
+    denied: bool,
     attempts: u32,
 }
 
@@ -139,9 +146,10 @@ impl Door {
             let visit = self.visits.entry(face.track).or_insert(Visit {
                 first_t_ms: t_ms,
                 decided: None,
+                denied: false,
                 attempts: 0,
             });
-            if let Some(state) = visit.decided {
+            if let Some(state) = visit.decided.filter(|_| !visit.denied) {
                 view.faces.push((face.face.bbox, state));
                 continue;
             }
@@ -183,7 +191,7 @@ impl Door {
                         None
                     }
                 }
-            } else if elapsed >= self.cfg.window_s * 1000.0 {
+            } else if elapsed >= self.cfg.window_s * 1000.0 && !visit.denied {
                 let reason = match decision.missing.first() {
                     Some(Missing::Obstacle) => "obstacle",
                     Some(Missing::Quality | Missing::Closer) => "poor_quality",
@@ -199,6 +207,7 @@ impl Door {
             };
             let state = outcome.as_str();
             visit.decided = Some(state);
+            visit.denied = matches!(outcome, Outcome::Denied { .. });
             view.faces.push((face.face.bbox, state));
             if let Outcome::Granted {
                 client, user_id, ..

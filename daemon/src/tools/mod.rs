@@ -5,6 +5,7 @@
 
 pub mod attack;
 pub mod bench;
+pub mod bench_door;
 pub mod bench_index;
 pub mod bench_store;
 pub mod cameras;
