@@ -6,6 +6,7 @@ pub mod camera;
 pub mod cli;
 pub mod config;
 pub mod door;
+pub mod notify;
 pub mod pipeline;
 pub mod sessions;
 pub mod store;

@@ -288,6 +288,15 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
             }
         })
     };
+    // systemd (Type=notify): ready once the listeners are bound; the watchdog is pinged only
+    // while a probe through the store and a frame worker (and every door's pipeline) succeeds.
+    let notifier = crate::notify::Notifier::from_env();
+    let watchdog = {
+        let state = state.clone();
+        let notifier = notifier.clone();
+        tokio::spawn(async move { watchdog_loop(state, notifier).await })
+    };
+    notifier.ready(&status_line(&state));
     let tcp = axum::serve(listener, app.clone()).with_graceful_shutdown(shutdown.wait());
     let unix = async {
         let Some((l, path)) = unix else {
@@ -306,7 +315,16 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
             () = shutdown.wait() => {}
         }
     };
-    let (tcp, unix, ()) = tokio::join!(tcp, unix, signal);
+    let stopping = {
+        let notifier = notifier.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.wait().await;
+            notifier.stopping();
+        }
+    };
+    let (tcp, unix, (), ()) = tokio::join!(tcp, unix, signal, stopping);
+    watchdog.abort();
     tcp?;
     unix?;
     // Upgraded connections outlive the servers: give the WebSockets told "going away" a moment
@@ -333,6 +351,107 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
         );
     }
     Ok(())
+}
+
+/// One line for `systemctl status`: where it serves, what it holds, its cameras.
+fn status_line(state: &ApiState) -> String {
+    let cams: Vec<String> = state
+        .cameras
+        .iter()
+        .map(|e| {
+            let h = e.camera.health();
+            format!("{} {} {:.0} fps", h.id, h.state.as_str(), h.fps_in)
+        })
+        .collect();
+    format!(
+        "serving {}; {} enrollments; {} active sessions; cameras: {}{}",
+        state.config.api.listen,
+        state.store.records().len(),
+        state.sessions.active(),
+        if cams.is_empty() {
+            "none".to_owned()
+        } else {
+            cams.join(", ")
+        },
+        state
+            .store
+            .failure()
+            .map_or(String::new(), |f| format!("; STORAGE FAILED: {f}"))
+    )
+}
+
+/// Proves the terminal works end to end: the store answers a read, a frame worker runs the
+/// detector on a small image, and every door that was given frames processed some.
+async fn probe(state: &Arc<ApiState>, doors: &mut Vec<(u64, u64)>) -> Result<(), String> {
+    blocking(state, |s| Ok(s.store.records().epoch()?))
+        .await
+        .map_err(|e| format!("store: {}", e.message))?;
+    let permit = state
+        .frame_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| e.to_string())?;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        st.engine
+            .pipeline
+            .detect(&image::RgbImage::new(64, 64))
+            .map(|_| ())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("pipeline: {e}"))?;
+    use std::sync::atomic::Ordering;
+    let now: Vec<(u64, u64)> = state
+        .cameras
+        .iter()
+        .map(|e| {
+            let c = &e.camera.counters;
+            (
+                c.captured.load(Ordering::Relaxed),
+                c.processed.load(Ordering::Relaxed),
+            )
+        })
+        .collect();
+    for ((e, (cap, done)), before) in state.cameras.iter().zip(&now).zip(doors.iter()) {
+        if e.door.is_some() && *cap > before.0 + 1 && *done == before.1 {
+            return Err(format!(
+                "door {} processed no frame of the last {}",
+                e.camera.id,
+                cap - before.0
+            ));
+        }
+    }
+    *doors = now;
+    Ok(())
+}
+
+async fn watchdog_loop(state: Arc<ApiState>, notifier: crate::notify::Notifier) {
+    let Some(interval) = crate::notify::watchdog_interval() else {
+        return;
+    };
+    let every = interval / 3;
+    let mut doors = vec![(0, 0); state.cameras.len()];
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(interval / 2, probe(&state, &mut doors)).await {
+            Ok(Ok(())) => {
+                notifier.watchdog();
+                notifier.status(&status_line(&state));
+            }
+            Ok(Err(why)) => {
+                tracing::error!(%why, "watchdog probe failed: not pinging systemd");
+                notifier.status(&format!("unhealthy: {why}"));
+            }
+            Err(_) => {
+                tracing::error!("watchdog probe timed out: not pinging systemd");
+                notifier.status("unhealthy: the watchdog probe timed out");
+            }
+        }
+    }
 }
 
 /// Free space at which a failed store is worth reopening (or a tenth of a smaller disk).
