@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Cross-builds facegate for the terminal targets and smoke-tests the binaries under qemu-user.
-# Usage: cross/build.sh [aarch64|armv7]...   (default: both)
+# Cross-builds facegate for the terminal targets, packages them (.deb for arm64 / armhf, with
+# cargo-deb) and smoke-tests the packaged binaries under qemu-user.
+# Usage: cross/build.sh [aarch64|armv7]...   (default: both); packages land in target/deb/.
 # Needs (Debian): gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
 #                 gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user
+#                 libclang1-14 (bindgen for the v4l crate); cargo-deb (`cargo install cargo-deb`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=("$@")
@@ -15,6 +17,13 @@ for t in "${targets[@]}"; do
   esac
   rustup target add "$triple"
   cargo build --release --locked --target "$triple" -p facegate-daemon -p facegate-sync
+  cargo deb -p facegate-daemon --no-build --strip --target "$triple" --output target/deb/
+  deb=$(ls -t target/deb/facegate_*_"$(case $t in aarch64) echo arm64;; armv7) echo armhf;; esac)".deb | head -1)
+  echo "$deb: $(du -h "$deb" | cut -f1)"
+  pkg=$(mktemp -d); dpkg-deb -x "$deb" "$pkg"
+  # The packaged binary with the packaged models (found next to it: ../share/facegate/models).
+  QEMU_CPU=$cpu QEMU_LD_PREFIX="$sysroot" "$qemu" "$pkg/usr/bin/facegate" -q detect ../shared/data/photos/group_t1.jpg
+  rm -rf "$pkg"
   bin="target/$triple/release/facegate"
   file "$bin"
   # The default aarch64 qemu CPU has SVE, which qemu emulates very slowly.
