@@ -68,6 +68,7 @@ journalctl -u facegate --no-pager | grep -i 'watchdog timeout' | tail -1 | sed '
 systemctl stop facegate
 journalctl -u facegate --no-pager | grep -c 'saving the index snapshot' | sed 's/^/VMTEST: snapshots saved at stop: /'
 journalctl -u facegate --no-pager -o verbose -n 50 | grep -m1 'SYSLOG_IDENTIFIER=facegate' | sed 's/^ */VMTEST: journal field /'
+journalctl -u facegate --no-pager -o cat | grep -v '^$' | tail -n 25 | sed 's/^/VMTEST: log /'
 dpkg -r facegate > /dev/null 2>&1
 [ -d /var/lib/private/facegate ] && say "remove kept $(ls /var/lib/private/facegate | tr '\n' ' ')"
 dpkg -P facegate > /dev/null 2>&1

@@ -379,6 +379,7 @@ fn start_cameras(config: &Config) -> anyhow::Result<Vec<crate::api::cameras::Cam
                 view: std::sync::Mutex::default(),
                 clients: cc.clients.clone(),
                 relay,
+                last_frame_ms: std::sync::atomic::AtomicU64::new(0),
             })
         });
         out.push(crate::api::cameras::CameraEntry {

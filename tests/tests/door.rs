@@ -117,8 +117,19 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
     let more = collect(&mut ev, Duration::from_secs(6), |_| false);
     let events: Vec<Value> = events.into_iter().chain(more).collect();
     let front = decisions(&events, "front");
-    assert_eq!(front.len(), 1, "one decision per visit: {front:?}");
-    let g = front[0];
+    let grants: Vec<&&Value> = front
+        .iter()
+        .filter(|e| e["decision"] == "granted")
+        .collect();
+    assert_eq!(grants.len(), 1, "exactly one grant: {front:?}");
+    // On an idle machine she is granted at her first blink (~1.2 s); a loaded one may drop the
+    // frames of that blink, deny her at the window's end and grant her at the next: nothing
+    // else may come before or after.
+    assert!(
+        front.len() == 1 || (front.len() == 2 && front[0]["decision"] == "denied"),
+        "{front:?}"
+    );
+    let g = *grants[0];
     assert_eq!(
         (
             g["decision"].as_str(),
@@ -159,7 +170,14 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
             m["successful_authentications"].as_u64(),
             m["failure_reasons"].clone()
         ),
-        (Some(1), json!({"no_match_found": 1})),
+        (
+            Some(1),
+            if front.len() == 1 {
+                json!({"no_match_found": 1})
+            } else {
+                json!({"no_match_found": 1, "liveness_failed": 1})
+            }
+        ),
         "{m}"
     );
     // The relay command ran once, for her.
@@ -188,6 +206,7 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
         "{f}"
     );
     assert_eq!(f["last_decision"]["decision"], "granted");
+    assert_eq!(f["last_decision"]["user_id"], "lady");
     let processed = f["frames_processed"].as_u64().unwrap();
     let dropped = f["frames_dropped"].as_u64().unwrap();
     eprintln!("front: {processed} processed, {dropped} dropped of 61");

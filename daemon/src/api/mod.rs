@@ -382,7 +382,11 @@ fn status_line(state: &ApiState) -> String {
 
 /// Proves the terminal works end to end: the store answers a read, a frame worker runs the
 /// detector on a small image, and every door that was given frames processed some.
-async fn probe(state: &Arc<ApiState>, doors: &mut Vec<(u64, u64)>) -> Result<(), String> {
+async fn probe(
+    state: &Arc<ApiState>,
+    captured: &mut Vec<u64>,
+    stuck_after: Duration,
+) -> Result<(), String> {
     blocking(state, |s| Ok(s.store.records().epoch()?))
         .await
         .map_err(|e| format!("store: {}", e.message))?;
@@ -404,27 +408,28 @@ async fn probe(state: &Arc<ApiState>, doors: &mut Vec<(u64, u64)>) -> Result<(),
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("pipeline: {e}"))?;
     use std::sync::atomic::Ordering;
-    let now: Vec<(u64, u64)> = state
+    // A door given frames since the last probe must have finished one within `stuck_after`
+    // (a slow frame is not a stuck door; a door busy on one frame that long is).
+    let now: Vec<u64> = state
         .cameras
         .iter()
-        .map(|e| {
-            let c = &e.camera.counters;
-            (
-                c.captured.load(Ordering::Relaxed),
-                c.processed.load(Ordering::Relaxed),
-            )
-        })
+        .map(|e| e.camera.counters.captured.load(Ordering::Relaxed))
         .collect();
-    for ((e, (cap, done)), before) in state.cameras.iter().zip(&now).zip(doors.iter()) {
-        if e.door.is_some() && *cap > before.0 + 1 && *done == before.1 {
+    let now_ms = crate::store::records::now_ms();
+    for ((e, cap), before) in state.cameras.iter().zip(&now).zip(captured.iter()) {
+        let Some(door) = &e.door else { continue };
+        let last = door.last_frame_ms.load(Ordering::Relaxed);
+        let idle_ms = now_ms.saturating_sub(last);
+        if *cap > before + 1 && last > 0 && idle_ms > stuck_after.as_millis() as u64 {
             return Err(format!(
-                "door {} processed no frame of the last {}",
+                "door {} finished no frame for {} ms while its camera delivered {}",
                 e.camera.id,
-                cap - before.0
+                idle_ms,
+                cap - before
             ));
         }
     }
-    *doors = now;
+    *captured = now;
     Ok(())
 }
 
@@ -433,11 +438,11 @@ async fn watchdog_loop(state: Arc<ApiState>, notifier: crate::notify::Notifier) 
         return;
     };
     let every = interval / 3;
-    let mut doors = vec![(0, 0); state.cameras.len()];
+    let mut captured = vec![0; state.cameras.len()];
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        match tokio::time::timeout(interval / 2, probe(&state, &mut doors)).await {
+        match tokio::time::timeout(interval / 2, probe(&state, &mut captured, interval)).await {
             Ok(Ok(())) => {
                 notifier.watchdog();
                 notifier.status(&status_line(&state));

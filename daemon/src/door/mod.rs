@@ -357,6 +357,9 @@ pub struct DoorHandle {
     /// Tenants (client names) this door admits (empty: all).
     pub clients: Vec<String>,
     pub relay: relay::Relay,
+    /// When the door last finished a frame (ms since the epoch; 0: never): the watchdog's
+    /// evidence that the door is not stuck.
+    pub last_frame_ms: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -413,6 +416,7 @@ fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {
         let started = Instant::now();
         let result = door.process(host.engine(), host.store(), &frame.image, t_ms);
         cam.counters.processed.fetch_add(1, Ordering::Relaxed);
+        handle.last_frame_ms.store(now_ms(), Ordering::Relaxed);
         host.frame_done(&cam.id, started.elapsed().as_secs_f64() * 1000.0);
         match result {
             Ok((decisions, mut view)) => {

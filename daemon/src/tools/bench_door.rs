@@ -144,6 +144,7 @@ fn run_scenario(
                 relay_gpio: String::new(),
                 ..door_cfg.clone()
             })?,
+            last_frame_ms: std::sync::atomic::AtomicU64::new(0),
         });
         let h: Arc<dyn Host> = host.clone();
         let thread = crate::door::spawn(handle.clone(), door_cfg.clone(), h)?;
