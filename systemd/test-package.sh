@@ -45,6 +45,7 @@ for m in $(cat /root/modules.txt); do insmod "$m"; done
 udevadm settle; ls -l /dev/video0
 dpkg -i /root/facegate.deb > /root/dpkg.log 2>&1; say "dpkg -i exit $?"
 grep -q 'operators set' /root/dpkg.log && say "postinst printed the first steps"
+getent passwd facegate-sync >/dev/null && say "sync user created; sync unit $(systemctl is-enabled facegate-sync 2>&1)"
 health && say "health answers after install: $(systemctl is-active facegate)"
 say "status line: $(systemctl show -p StatusText --value facegate)"
 # A door camera on vivid, under the unit's DevicePolicy=closed + DeviceAllow=char-video4linux.
@@ -97,6 +98,7 @@ timeout 1200 qemu-system-x86_64 -accel tcg -cpu max -m 3072 -smp 2 -nographic -n
   -append "console=ttyS0 rdinit=/init panic=-1 systemd.show_status=0" > "$log" 2>&1 || true
 grep 'VMTEST' "$log" | tr -d '\r'
 for want in "health answers after install" 'kind="captured"} [1-9]' "kept" "purge removed the data" \
+            "sync user created; sync unit disabled" \
             "NRestarts=[1-9]" "snapshots saved at stop: [1-9]" "done"; do
   grep -q "VMTEST: .*$want" "$log" || { echo "FAIL: no '$want' in $log" >&2; exit 1; }
 done

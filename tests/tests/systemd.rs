@@ -115,4 +115,18 @@ fn the_shipped_unit_scores_at_most_2_and_is_a_notify_service_with_a_watchdog() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no score in {report}"));
     assert!(score <= 2.0, "exposure {score}:\n{report}");
+    // The sync agent's unit: network allowed, everything else as narrow.
+    let sync = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/facegate-sync.service");
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", sync])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = report
+        .lines()
+        .find_map(|l| l.split("facegate-sync.service: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no score in {report}"));
+    assert!(score <= 2.0, "exposure {score}:\n{report}");
 }
