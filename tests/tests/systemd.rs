@@ -116,7 +116,10 @@ fn the_shipped_unit_scores_at_most_2_and_is_a_notify_service_with_a_watchdog() {
         .unwrap_or_else(|| panic!("no score in {report}"));
     assert!(score <= 2.0, "exposure {score}:\n{report}");
     // The sync agent's unit: network allowed, everything else as narrow.
-    let sync = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/facegate-sync.service");
+    let sync = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/facegate-sync.service"
+    );
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=true", sync])
         .output()
