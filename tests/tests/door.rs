@@ -327,7 +327,18 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
 
     // --- Sessions fed by a camera (no door): the person in front of the camera is enrolled,
     // then verified 1:1 from the camera; results stream on each session's WebSocket, and a
-    // frame sent by the client is refused.
+    // frame sent by the client is refused. An operator (the kiosk's operator view) starts an
+    // enrollment for a named client; a client cannot name another.
+    let out = facegate_blackbox::cli_stdin(
+        &dir,
+        &["operators", "set", "ops@example.org"],
+        "correct horse battery\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let d = Daemon::start_run(
         &dir,
         &[],
@@ -381,6 +392,31 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
         (Some(true), Some("lady-cam")),
         "{m}"
     );
+    let (s, v) = d.post(
+        "/api/auth/token/",
+        None,
+        &json!({"email": "ops@example.org", "password": "correct horse battery"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let op = format!("Bearer {}", v["access"].as_str().unwrap());
+    let (s, v) = d.post(
+        "/api/auth/enrollment/",
+        Some(("Authorization", &op)),
+        &json!({"user_id": "visitor", "client_id": "door-a", "source": "camera:front"}),
+    );
+    assert_eq!((s, v["client_name"].as_str()), (201, Some("door-a")), "{v}");
+    let (s, v) = d.post(
+        "/api/auth/enrollment/",
+        Some(("Authorization", &op)),
+        &json!({"user_id": "visitor", "client_id": "nobody"}),
+    );
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = d.post(
+        "/api/auth/enrollment/",
+        Some(("Authorization", &auth)),
+        &json!({"user_id": "visitor", "client_id": "someone-else"}),
+    );
+    assert_eq!(s, 403, "{v}");
     // A camera that does not exist, and a source that is not a camera.
     let (s, v) = d.post(
         "/api/auth/authentication/",
