@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
 # Cross-builds facegate for the terminal targets, packages them (.deb for arm64 / armhf, with
 # cargo-deb) and smoke-tests the packaged binaries under qemu-user.
-# Usage: cross/build.sh [aarch64|armv7]...   (default: both); packages land in target/deb/.
+# Usage: cross/build.sh [amd64|aarch64|armv7]...   (default: all three); packages land in
+# target/deb/ (amd64 is the native build; its binary runs without qemu).
 # Needs (Debian): gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
 #                 gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user
 #                 libclang1-14 (bindgen for the v4l crate); cargo-deb (`cargo install cargo-deb`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
+[ ${#targets[@]} -gt 0 ] || targets=(amd64 aarch64 armv7)
 for t in "${targets[@]}"; do
+  if [ "$t" = amd64 ]; then
+    cargo build --release --locked -p facegate-daemon -p facegate-sync
+    cargo deb -p facegate-daemon --no-build --strip --output target/deb/
+    deb=$(ls -t target/deb/facegate_*_amd64.deb | head -1)
+    echo "$deb: $(du -h "$deb" | cut -f1)"
+    pkg=$(mktemp -d); dpkg-deb -x "$deb" "$pkg"
+    "$pkg/usr/bin/facegate" -q detect ../shared/data/photos/group_t1.jpg
+    rm -rf "$pkg"
+    continue
+  fi
   case "$t" in
     aarch64) triple=aarch64-unknown-linux-gnu; qemu=qemu-aarch64; cpu=cortex-a72; sysroot=/usr/aarch64-linux-gnu ;;
     armv7) triple=armv7-unknown-linux-gnueabihf; qemu=qemu-arm; cpu=cortex-a15; sysroot=/usr/arm-linux-gnueabihf ;;
-    *) echo "unknown target $t (aarch64 or armv7)" >&2; exit 2 ;;
+    *) echo "unknown target $t (amd64, aarch64 or armv7)" >&2; exit 2 ;;
   esac
   rustup target add "$triple"
   cargo build --release --locked --target "$triple" -p facegate-daemon -p facegate-sync
