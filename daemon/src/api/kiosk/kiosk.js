@@ -13,13 +13,14 @@ let camera = null;
 
 function show(id, on) { $(id).hidden = !on; }
 
-async function api(path, options = {}) {
+async function api(path, options = {}, retried = false) {
   const headers = Object.assign({ "Content-Type": "application/json" }, options.headers || {});
   if (access) headers.Authorization = "Bearer " + access;
   const resp = await fetch(path, Object.assign({}, options, { headers }));
   const body = await resp.json().catch(() => ({}));
   if (resp.status === 401 && path !== "/api/auth/token/") {
-    if (await refresh()) return api(path, options);
+    // One refresh and one retry; a token refused again means the operator is gone.
+    if (!retried && await refresh()) return api(path, options, true);
     signedOut();
   }
   if (!resp.ok) throw new Error(body.message || resp.statusText);
