@@ -6,7 +6,10 @@
 //! - a replayed still photo of the enrolled person and a SYNTHETIC print attack of her yield
 //!   no grant; the photo gets one `denied: liveness_failed` after the visit's window;
 //! - the camera routes: `/api/cameras/` health and last decision, a snapshot JPEG, the MJPEG
-//!   preview (auth required), camera counters in `/metrics` and `/health/`.
+//!   preview (auth required), camera counters in `/metrics` and `/health/`;
+//! - sessions fed by a camera (enroll, then 1:1), operators naming the client;
+//! - tenants stay isolated: a `[[cameras]]` door admitting only door-b calls door-a's enrolled
+//!   woman `unknown`, and door-a neither hears its events nor sees the camera.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -69,6 +72,7 @@ fn relay_config(dir: &Path, out: &Path) -> PathBuf {
 fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
     let dir = tempdir("door");
     let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    let b = cli_json(&dir, &["clients", "add", "door-b", "--json"]);
     let photo = |n: usize| data(&format!("video/pexels_eyes_hand/{n:04}.jpg"));
     let (p1, p5, p9) = (photo(1), photo(5), photo(9));
     let out = cli(
@@ -430,5 +434,45 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
         &json!({"source": "rtsp://x"}),
     );
     assert_eq!(s, 422);
+    assert!(d.stop().success());
+
+    // --- Tenants stay isolated: a door configured to admit only door-b does not let door-a's
+    // enrolled woman in (she is `unknown` there), and door-a's listeners hear nothing of it.
+    let cfg_b = dir.join("door-b.toml");
+    std::fs::write(
+        &cfg_b,
+        format!(
+            "[[cameras]]\nsource = \"back=replay:{}@10,once,delay=2\"\ndoor = true\nclients = [\"door-b\"]\n",
+            lady.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_run(&dir, &[], &["--config", cfg_b.to_str().unwrap()], &[]);
+    let (auth_a, auth_b) = (d.login(&a), d.login(&b));
+    let mut ev_a = d.events(Some(&auth_a), None);
+    let mut ev_b = d.events(Some(&auth_b), None);
+    let seen_b = collect(&mut ev_b, Duration::from_secs(20), |e| {
+        !decisions(e, "back").is_empty()
+    });
+    let back = decisions(&seen_b, "back");
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0]["decision"], "unknown", "{}", back[0]);
+    let seen_a = collect(&mut ev_a, Duration::from_millis(500), |_| false);
+    assert!(
+        seen_a.iter().all(|e| e["camera"] != "back"),
+        "door-a hears nothing of door-b's door: {seen_a:?}"
+    );
+    // Nor does door-a see that camera.
+    assert_eq!(
+        d.get(
+            "/api/cameras/back/snapshot.jpg",
+            Some(("Authorization", &auth_a))
+        )
+        .0,
+        404
+    );
+    let (_, v) = d.get("/api/cameras/", Some(("Authorization", &auth_a)));
+    assert_eq!(v["cameras"], json!([]), "{v}");
+    drop((ev_a, ev_b));
     assert!(d.stop().success());
 }
