@@ -221,12 +221,7 @@ impl Daemon {
         }
         let resp = req.call().unwrap();
         let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let ct = content_type(&resp);
         let bytes = resp.into_body().read_to_vec().unwrap_or_default();
         (status, ct, bytes)
     }
@@ -247,12 +242,7 @@ impl Daemon {
             .into();
         let resp = agent.get(format!("{}{path}", self.base)).call().unwrap();
         let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let ct = content_type(&resp);
         let mut out = Vec::new();
         let mut reader = resp.into_body().into_reader();
         let mut buf = [0u8; 16384];
@@ -446,6 +436,14 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+fn content_type(resp: &ureq::http::Response<ureq::Body>) -> String {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// A client WebSocket to the daemon.

@@ -9,7 +9,7 @@
 //!   preview (auth required), camera counters in `/metrics` and `/health/`;
 //! - sessions fed by a camera (enroll, then 1:1), operators naming the client;
 //! - tenants stay isolated: a `[[cameras]]` door admitting only door-b calls door-a's enrolled
-//!   woman `unknown`, and door-a neither hears its events nor sees the camera.
+//!   woman `unknown` (never granted), and door-a neither hears its events nor sees the camera.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -456,7 +456,14 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
     });
     let back = decisions(&seen_b, "back");
     assert_eq!(back.len(), 1, "{back:?}");
-    assert_eq!(back[0]["decision"], "unknown", "{}", back[0]);
+    // `unknown` once liveness passes; a loaded machine may deny her at the window's end first.
+    assert!(
+        back[0]["decision"] == "unknown"
+            || (back[0]["decision"] == "denied" && back[0]["reason"] == "liveness_failed"),
+        "{}",
+        back[0]
+    );
+    assert!(back[0]["user_id"].is_null());
     let seen_a = collect(&mut ev_a, Duration::from_millis(500), |_| false);
     assert!(
         seen_a.iter().all(|e| e["camera"] != "back"),

@@ -243,10 +243,6 @@ fn the_kiosk_page_shows_the_grant_of_the_person_at_the_door() {
     let target = target_dir();
     b.screenshot(&target.join("kiosk-granted.png"));
     eprintln!("screenshots: {}/kiosk-*.png", target.display());
-    // The prompt line was driven by door_prompt events (it left its placeholder at some point:
-    // the door asked to blink or said nothing more was needed).
-    let prompt = b.eval("document.getElementById('prompt').textContent");
-    eprintln!("prompt after the grant: {prompt}");
     // The operator view lists her enrollment.
     b.eval("document.getElementById('operator-toggle').click(); true");
     let rows = b.wait_for(

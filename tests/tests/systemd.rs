@@ -89,6 +89,21 @@ fn ready_watchdog_and_stopping_reach_systemd_and_a_frozen_daemon_stops_pinging()
     assert!(stop.join().unwrap().success());
 }
 
+/// `systemd-analyze security --offline=true UNIT`'s overall exposure.
+fn exposure(unit: &str) -> f64 {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", unit])
+        .output()
+        .expect("systemd-analyze (Debian's systemd) is needed");
+    let report = String::from_utf8_lossy(&out.stdout);
+    report
+        .lines()
+        .find_map(|l| l.split(".service: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no score in {report}"))
+}
+
 #[test]
 fn the_shipped_unit_scores_at_most_2_and_is_a_notify_service_with_a_watchdog() {
     let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/facegate.service");
@@ -103,33 +118,13 @@ fn the_shipped_unit_scores_at_most_2_and_is_a_notify_service_with_a_watchdog() {
     ] {
         assert!(text.lines().any(|l| l.starts_with(line)), "{line} missing");
     }
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=true", unit])
-        .output()
-        .expect("systemd-analyze (Debian's systemd) is needed");
-    let report = String::from_utf8_lossy(&out.stdout);
-    let score: f64 = report
-        .lines()
-        .find_map(|l| l.split("facegate.service: ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no score in {report}"));
-    assert!(score <= 2.0, "exposure {score}:\n{report}");
+    let score = exposure(unit);
+    assert!(score <= 2.0, "facegate.service exposure {score}");
     // The sync agent's unit: network allowed, everything else as narrow.
     let sync = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../systemd/facegate-sync.service"
     );
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=true", sync])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    let score: f64 = report
-        .lines()
-        .find_map(|l| l.split("facegate-sync.service: ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no score in {report}"));
-    assert!(score <= 2.0, "exposure {score}:\n{report}");
+    let score = exposure(sync);
+    assert!(score <= 2.0, "facegate-sync.service exposure {score}");
 }

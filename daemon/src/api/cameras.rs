@@ -152,11 +152,12 @@ pub fn prometheus(state: &ApiState) -> String {
     t
 }
 
-fn find<'a>(state: &'a ApiState, caller: &Caller, id: &str) -> Result<&'a CameraEntry, ApiError> {
+/// The index in `state.cameras` of camera `id`, if the caller may see it.
+fn find(state: &ApiState, caller: &Caller, id: &str) -> Result<usize, ApiError> {
     state
         .cameras
         .iter()
-        .find(|e| e.camera.id == id && e.visible_to(caller))
+        .position(|e| e.camera.id == id && e.visible_to(caller))
         .ok_or_else(|| ApiError::not_found(format!("no camera `{id}`")))
 }
 
@@ -254,7 +255,8 @@ pub async fn snapshot(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = caller_from_headers(&state, &headers, q.token.as_deref()).await?;
-    let entry = find(&state, &caller, &id)?;
+    let i = find(&state, &caller, &id)?;
+    let entry = &state.cameras[i];
     let frame = entry.camera.latest().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -266,13 +268,9 @@ pub async fn snapshot(
     })?;
     let overlay = q.overlay == Some(1);
     let st = state.clone();
-    let jpeg = tokio::task::spawn_blocking(move || {
-        let e = st.cameras.iter().find(|e| e.camera.id == id);
-        e.map(|e| frame_jpeg(e, &frame, overlay))
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .unwrap_or_default();
+    let jpeg = tokio::task::spawn_blocking(move || frame_jpeg(&st.cameras[i], &frame, overlay))
+        .await
+        .map_err(ApiError::internal)?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/jpeg"),
@@ -298,19 +296,17 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = caller_from_headers(&state, &headers, q.token.as_deref()).await?;
-    find(&state, &caller, &id)?;
+    let i = find(&state, &caller, &id)?;
     let overlay = q.overlay == Some(1);
     let period = Duration::from_secs_f64(1.0 / q.fps.unwrap_or(10.0).clamp(0.5, 15.0));
     let shutdown = state.shutdown.clone();
     let body = futures_util::stream::unfold((state, 0u64), move |(state, seq)| {
         let shutdown = shutdown.clone();
-        let id = id.clone();
         async move {
             let started = tokio::time::Instant::now();
             let st = state.clone();
-            let cam_id = id.clone();
             let next = tokio::task::spawn_blocking(move || {
-                let e = st.cameras.iter().find(|e| e.camera.id == cam_id)?;
+                let e = &st.cameras[i];
                 // A camera still starting or reconnecting is waited for; an ended one ends
                 // the stream.
                 loop {

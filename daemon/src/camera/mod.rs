@@ -28,7 +28,8 @@ pub struct Frame {
     pub seq: u64,
     pub captured: Instant,
     pub image: Arc<RgbImage>,
-    /// The frame as the camera sent it, when that is a JPEG (MJPEG cameras, replayed JPEGs).
+    /// The frame's JPEG bytes when they are at hand for free (replayed JPEG files and .mjpeg
+    /// recordings); a V4L2 frame is encoded from `image` only when a snapshot asks for it.
     pub jpeg: Option<Arc<Vec<u8>>>,
 }
 

@@ -237,6 +237,16 @@ impl Door {
     }
 }
 
+/// The tenants a door admits: those configured, or (none configured) every tenant with
+/// enrollments.
+fn admitted<'a>(store: &Store, clients: &'a [String]) -> std::borrow::Cow<'a, [String]> {
+    if clients.is_empty() {
+        std::borrow::Cow::Owned(store.tenants())
+    } else {
+        std::borrow::Cow::Borrowed(clients)
+    }
+}
+
 /// The best match over the admitted clients (`Some` at or above the threshold), and the best
 /// similarity seen.
 fn best_match(
@@ -245,16 +255,10 @@ fn best_match(
     engine: &Engine,
     query: &[f32],
 ) -> Result<(Option<Outcome>, f32), crate::store::StoreError> {
-    let all;
-    let clients = if clients.is_empty() {
-        all = store.tenants();
-        &all
-    } else {
-        clients
-    };
+    let clients = admitted(store, clients);
     let mut best: Option<(String, crate::store::Match)> = None;
     let mut best_any = 0f32;
-    for c in clients {
+    for c in clients.iter() {
         let (m, hits) = store.identify(c, query, engine.top_k, engine.match_threshold)?;
         if let Some(h) = hits.first() {
             best_any = best_any.max(h.similarity);
@@ -305,14 +309,7 @@ fn audit(store: &Store, clients: &[String], d: &DoorDecision) {
                 Outcome::Denied { reason } => *reason,
                 _ => "no_match_found",
             };
-            let all;
-            let clients = if clients.is_empty() {
-                all = store.tenants();
-                &all
-            } else {
-                clients
-            };
-            clients
+            admitted(store, clients)
                 .iter()
                 .map(|c| AuditRow {
                     at_ms: d.at_ms,

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use serde_json::json;
@@ -151,12 +151,7 @@ fn run_scenario(
         doors.push((handle, thread));
     }
     let started = Instant::now();
-    let mut threads = Vec::new();
-    let mut handles = Vec::new();
-    for (h, t) in doors {
-        handles.push(h);
-        threads.push(t);
-    }
+    let (handles, threads): (Vec<_>, Vec<_>) = doors.into_iter().unzip();
     for t in threads {
         let _ = t.join();
     }
@@ -382,7 +377,5 @@ pub fn run(config: &Config, engine: Engine, opts: &Options) -> anyhow::Result<()
             r.decision
         )?;
     }
-    // Give relays and capture threads a moment to finish before the process exits.
-    std::thread::sleep(Duration::from_millis(50));
     Ok(())
 }
