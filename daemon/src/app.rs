@@ -145,6 +145,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             session_frames,
             face_widths,
             json,
+            dump,
         } => {
             let (pipeline, live) = load_live(&models()?, &config)?;
             tools::pad_eval::run(
@@ -162,6 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     session_frames,
                     face_widths,
                     json,
+                    dump,
                 },
             )
         }

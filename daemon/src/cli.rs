@@ -175,6 +175,10 @@ pub enum Command {
         face_widths: Vec<f32>,
         #[arg(long)]
         json: bool,
+        /// Also write every sequence's per-frame observations (landmarks, eyelids, mesh,
+        /// context votes) to this file as JSON lines, for tuning the cues offline.
+        #[arg(long, value_name = "FILE")]
+        dump: Option<PathBuf>,
     },
     /// Master and data keys of the store.
     Keys {

@@ -82,11 +82,14 @@ fn every_labelled_blink_is_found_and_false_blinks_are_few() {
 
 /// Every real person in ../shared/data/video, at its own size and with the face shrunk to
 /// ~80 px wide, is verified live by some session (sessions start every second), except
-/// grid_lbbc2a, a face that does not blink in its 3 s (labelled): never verified, and judged
-/// `unknown` (ask to blink), never `spoof`. SYNTHETIC photo attacks (print, bent print, screen)
-/// from two shared photos are never accepted, at any frame. The eye-cut print and the replayed
-/// clip are rendered with a detectable face; their APCER is reported, not bounded (blinks and
-/// a real head's motion are genuinely in them: see ARCHITECTURE.md).
+/// grid_lbbc2a, a face that does not blink in its 3 s (labelled) and speaks with little mouth
+/// movement: never verified, and judged `unknown` (ask to blink), never `spoof`. SYNTHETIC photo
+/// attacks (print, bent print, screen) from two shared photos are never accepted, at any frame.
+/// Replayed clips on a moving screen (real blinks, speech, head turns) are caught by the
+/// screen's moiré: at most 2 of the 17 accepted. The eye-cut print is rendered with a
+/// detectable face; its APCER is reported, not bounded (its blinks are real, and a held
+/// sheet's surroundings give it away only where the sheet fills the ring around the face: see
+/// ARCHITECTURE.md).
 #[test]
 fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     let clips: Vec<String> = std::fs::read_dir(data("video"))
@@ -112,7 +115,7 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
         let name = c["clip"].as_str().unwrap();
         let never = c["never_share"].as_f64().unwrap();
         if name == "grid_lbbc2a" {
-            assert_eq!(never, 1.0, "no blink, no head movement: {c}");
+            assert_eq!(never, 1.0, "no blink, hardly a mouth movement: {c}");
         } else {
             assert!(never < 1.0, "{name} at {} never verified: {c}", c["scale"]);
         }
@@ -130,13 +133,22 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
             "the attack must show a detectable face: {v}"
         );
     }
-    // A plain print held by hand moves like a plane: scored as an attack, not just unknown.
+    // A plain print held by hand moves like a plane, a screen shows its pixel grid: scored as
+    // attacks, not just unknown.
+    for kind in ["print", "screen", "replay_screen"] {
+        assert!(
+            v["synthetic_attacks"][kind]["mean_spoof_score"]
+                .as_f64()
+                .unwrap()
+                > 0.5,
+            "{kind}: {v}"
+        );
+    }
+    let replay = &v["synthetic_attacks"]["replay_screen"];
+    assert_eq!(replay["sequences"], 17, "{v}");
     assert!(
-        v["synthetic_attacks"]["print"]["mean_spoof_score"]
-            .as_f64()
-            .unwrap()
-            > 0.5,
-        "{v}"
+        replay["accepted"].as_u64().unwrap() <= 2,
+        "replayed clips accepted: {v}"
     );
     for kind in ["eye_cut_print", "replay_screen"] {
         let k = &v["synthetic_attacks"][kind];

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use super::context::ContextObservation;
 use super::eyes::EyeObservation;
 use super::mesh::{MeshObservation, PlaneFit, plane_fit};
 
@@ -60,6 +61,25 @@ pub struct LivenessConfig {
     /// Inter-ocular distance (pixels, median of recent frames) under which a face is too small
     /// for its eyelids and head movement to be judged: the person is asked to come closer.
     pub min_face_iod_px: f32,
+    /// Context motion (`context.rs`): a frame votes "held sheet" when at least
+    /// `context_min_votes` blocks around the face moved with it and `context_ratio` times more
+    /// than stayed ("room" the other way round).
+    pub context_min_votes: u16,
+    pub context_ratio: f32,
+    /// A track is a held sheet or screen once it has `sheet_frames` sheet frames and more than
+    /// `sheet_over_room` times as many as room frames: an attack whatever else it shows (the
+    /// eyes behind an eye-cut print blink; a replayed person blinks and talks).
+    pub sheet_frames: u32,
+    pub sheet_over_room: f32,
+    /// Moiré (`screen.rs`, log10 peak-to-median power) above which a frame shows a pixel grid;
+    /// `screen_frames` such frames make a track a screen.
+    pub moire_peak: f32,
+    pub screen_frames: u32,
+    /// Range of the mouth opening (inner lips over the outer eye corners' distance, face mesh,
+    /// median of 3 frames) within `mouth_window_frames` that is a facial movement (talking, an
+    /// expression): a motion event and evidence of life, which no print or photo screen makes.
+    pub mouth_motion: f32,
+    pub mouth_window_frames: usize,
 }
 
 impl Default for LivenessConfig {
@@ -79,6 +99,14 @@ impl Default for LivenessConfig {
             spoof_threshold: 0.5,
             obstacle_every_frames: 5,
             min_face_iod_px: 16.0,
+            context_min_votes: 4,
+            context_ratio: 4.0,
+            sheet_frames: 3,
+            sheet_over_room: 3.0,
+            moire_peak: 2.7,
+            screen_frames: 3,
+            mouth_motion: 0.10,
+            mouth_window_frames: 10,
         }
     }
 }
@@ -232,6 +260,16 @@ pub struct LivenessTrack {
     /// Largest smoothed nose parallax seen (eye distances).
     max_parallax: f32,
     motion: Vec<Event>,
+    /// Frames whose surroundings moved with the face (a held sheet) / stayed (a room).
+    sheet_frames: u32,
+    room_frames: u32,
+    /// Frames whose face showed a screen's pixel grid.
+    screen_frames: u32,
+    /// Recent mouth openings (raw, for the median of 3) and their medians (the window).
+    mouth_raw: VecDeque<f32>,
+    mouth: VecDeque<f32>,
+    /// Whether the mouth moved (talking, an expression).
+    mouth_moved: bool,
 }
 
 impl LivenessTrack {
@@ -257,6 +295,12 @@ impl LivenessTrack {
             recent_from_origin: VecDeque::new(),
             max_parallax: 0.0,
             motion: Vec::new(),
+            sheet_frames: 0,
+            room_frames: 0,
+            screen_frames: 0,
+            mouth_raw: VecDeque::new(),
+            mouth: VecDeque::new(),
+            mouth_moved: false,
         }
     }
 
@@ -269,7 +313,21 @@ impl LivenessTrack {
         landmarks: &[[f32; 2]; 5],
         eyes: Option<&EyeObservation>,
         mesh: Option<&MeshObservation>,
+        context: Option<&ContextObservation>,
+        moire: Option<f32>,
     ) -> FrameLiveness {
+        if let Some(c) = context {
+            let (min, ratio) = (self.cfg.context_min_votes, self.cfg.context_ratio);
+            let (moved, stayed) = (f32::from(c.with_face), f32::from(c.still));
+            if c.with_face >= min && moved >= ratio * stayed.max(0.5) {
+                self.sheet_frames += 1;
+            } else if c.still >= min && stayed >= ratio * moved.max(0.5) {
+                self.room_frames += 1;
+            }
+        }
+        if moire.is_some_and(|m| m > self.cfg.moire_peak) {
+            self.screen_frames += 1;
+        }
         let first = *self.first_ms.get_or_insert(t_ms);
         let t_rel = (t_ms - first) / 1000.0;
         // A gap longer than a blink breaks the eyelid sequence.
@@ -318,7 +376,41 @@ impl LivenessTrack {
             out.eyelid_ratio = base.filter(|b| *b > 0.0).map(|b| o / b);
         }
         out.motion = self.parallax(landmarks, t_rel, frame);
+        if let Some(m) = mesh.filter(|_| self.judgeable()) {
+            out.motion |= self.mouth(m.mouth_open, t_rel, frame);
+        }
         out
+    }
+
+    /// A facial movement: the mouth opening (median of 3 frames) ranged over more than
+    /// `mouth_motion` within the window; the window then starts afresh.
+    fn mouth(&mut self, open: f32, t_rel: f64, frame: u64) -> bool {
+        self.mouth_raw.push_back(open);
+        if self.mouth_raw.len() > 3 {
+            self.mouth_raw.pop_front();
+        }
+        if self.mouth_raw.len() < 3 {
+            return false;
+        }
+        let Some(m) = median(self.mouth_raw.iter().copied()) else {
+            return false;
+        };
+        self.mouth.push_back(m);
+        if self.mouth.len() > self.cfg.mouth_window_frames.max(2) {
+            self.mouth.pop_front();
+        }
+        let (lo, hi) = self
+            .mouth
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        let enough = (self.cfg.mouth_window_frames / 2).max(2);
+        if self.mouth.len() >= enough && hi - lo > self.cfg.mouth_motion {
+            self.mouth_moved = true;
+            self.motion.push(Event { t: t_rel, frame });
+            self.mouth.clear();
+            return true;
+        }
+        false
     }
 
     fn eyelid(&mut self, o: f32, t_ms: f64, frame: u64, first_ms: f64) -> bool {
@@ -461,6 +553,21 @@ impl LivenessTrack {
         self.frames
     }
 
+    /// Frames whose surroundings moved with the face, frames whose surroundings stayed, and
+    /// frames that showed a screen's pixel grid.
+    pub fn presentation_frames(&self) -> [u32; 3] {
+        [self.sheet_frames, self.room_frames, self.screen_frames]
+    }
+
+    /// Whether the scene around the face moved with it, as a sheet or a screen held up does
+    /// (and a room before a fixed camera does not), or the face showed a screen's pixel grid:
+    /// an attack, whatever else the face does.
+    pub fn presented(&self) -> bool {
+        let held = self.sheet_frames >= self.cfg.sheet_frames
+            && self.sheet_frames as f32 > self.cfg.sheet_over_room * self.room_frames as f32;
+        held || self.screen_frames >= self.cfg.screen_frames
+    }
+
     pub fn blinks(&self) -> &[Event] {
         &self.blinks
     }
@@ -469,18 +576,22 @@ impl LivenessTrack {
         &self.motion
     }
 
-    /// Presentation-attack score in [0, 1]: 0.5 with no evidence either way; towards 0 with a
-    /// blink (a print or a screen showing a photo cannot blink) or nose parallax beyond what
-    /// the synthetic attacks reach (`parallax_live`); towards 1 when the face moved like a
-    /// plane (the face mesh's rigid upper face foreshortened beyond `planar_anisotropy`)
-    /// without such evidence.
+    /// Presentation-attack score in [0, 1]: 1 when the face was presented on a held sheet or a
+    /// screen (`presented`), whatever else it did; else 0.5 with no evidence either way; towards
+    /// 0 with a blink (a print or a screen showing a photo cannot blink), a mouth movement
+    /// (talking, an expression) or nose parallax beyond what the synthetic attacks reach
+    /// (`parallax_live`); towards 1 when the face moved like a plane (the face mesh's rigid
+    /// upper face foreshortened beyond `planar_anisotropy`) without such evidence.
     ///
     /// Parallax below `parallax_live` is not evidence of life: CenterFace's landmarks on a
     /// tilted photo drift systematically (0.05-0.10 eye distances at 25° of tilt, measured with
     /// `facegate pad-eval`), as much as a real head's small turns do. Such movements still
     /// count as motion events for the enrollment rule; they do not lower this score.
     pub fn spoof_score(&self) -> f32 {
-        let blinked = if self.blinks.is_empty() { 0.0 } else { 1.0 };
+        if self.presented() {
+            return 1.0;
+        }
+        let blinked: f32 = if self.blinks.is_empty() { 0.0 } else { 1.0 };
         // Landmarks of a blurry face drift too: parallax counts only on a detailed one.
         let strong_parallax = if self.detailed() && self.judgeable() {
             ((self.max_parallax - self.cfg.parallax_live / 2.0) / (self.cfg.parallax_live / 2.0))
@@ -488,7 +599,8 @@ impl LivenessTrack {
         } else {
             0.0
         };
-        let live = f32::max(blinked, strong_parallax);
+        let talked = if self.mouth_moved { 1.0 } else { 0.0 };
+        let live = blinked.max(strong_parallax).max(talked);
         // The rigid upper face foreshortened like a tilted sheet (the mesh, not the mouth or
         // roll, which a talking or tilting head changes too).
         let a = self.cfg.planar_anisotropy;
@@ -703,7 +815,15 @@ mod tests {
     fn run(openings: &[f32]) -> LivenessTrack {
         let mut t = LivenessTrack::new(LivenessConfig::default());
         for (i, o) in openings.iter().enumerate() {
-            t.update(i as f64 * 100.0, i as u64, &FACE, Some(&eyes(*o)), None);
+            t.update(
+                i as f64 * 100.0,
+                i as u64,
+                &FACE,
+                Some(&eyes(*o)),
+                None,
+                None,
+                None,
+            );
         }
         t
     }
@@ -770,6 +890,8 @@ mod tests {
                 &photo(yaw, 0.2 * a.cos(), dx),
                 None,
                 Some(&sheet_mesh(yaw, dx)),
+                None,
+                None,
             );
         }
         assert!(t.motion_events().is_empty());
@@ -785,7 +907,15 @@ mod tests {
             // The nose moves sideways relative to the eyes: the head turns.
             let mut lm = FACE;
             lm[2][0] += i as f32 * 1.1;
-            t.update(i as f64 * 100.0, i, &lm, Some(&eyes(0.32)), None);
+            t.update(
+                i as f64 * 100.0,
+                i,
+                &lm,
+                Some(&eyes(0.32)),
+                None,
+                None,
+                None,
+            );
         }
         assert!(!t.motion_events().is_empty());
         assert!(t.spoof_score() < 0.1, "{}", t.spoof_score());
@@ -793,7 +923,7 @@ mod tests {
         let still = {
             let mut t = LivenessTrack::new(LivenessConfig::default());
             for i in 0..20u64 {
-                t.update(i as f64 * 100.0, i, &FACE, None, None);
+                t.update(i as f64 * 100.0, i, &FACE, None, None, None, None);
             }
             t
         };
@@ -823,11 +953,104 @@ mod tests {
         for (i, o) in closed.iter().enumerate() {
             let mut lm = tiny;
             lm[2][0] += i as f32 * 0.3;
-            t.update(i as f64 * 100.0, i as u64, &lm, Some(&eyes(*o)), None);
+            t.update(
+                i as f64 * 100.0,
+                i as u64,
+                &lm,
+                Some(&eyes(*o)),
+                None,
+                None,
+                None,
+            );
         }
         assert!(!t.judgeable());
         assert!(t.blinks().is_empty());
         assert_ne!(t.verdict(), Verdict::Live);
+    }
+
+    #[test]
+    fn a_face_whose_surroundings_move_with_it_is_an_attack_even_when_it_blinks() {
+        let sheet = ContextObservation {
+            still: 2,
+            with_face: 30,
+            far_still: 0,
+            far_with_face: 12,
+            shift: 6.0,
+        };
+        let room = ContextObservation {
+            still: 30,
+            with_face: 3,
+            far_still: 20,
+            far_with_face: 0,
+            shift: 6.0,
+        };
+        let open = [0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.2, 0.31, 0.32, 0.31];
+        let run = |ctx: &dyn Fn(usize) -> Option<ContextObservation>, moire: Option<f32>| {
+            let mut t = LivenessTrack::new(LivenessConfig::default());
+            for (i, o) in open.iter().enumerate() {
+                t.update(
+                    i as f64 * 100.0,
+                    i as u64,
+                    &FACE,
+                    Some(&eyes(*o)),
+                    None,
+                    ctx(i).as_ref(),
+                    moire,
+                );
+            }
+            t
+        };
+        // The eyes behind an eye-cut print blink, and the sheet moves with the face.
+        let held = run(&|i| (i % 2 == 0).then_some(sheet), None);
+        assert_eq!(held.blinks().len(), 1);
+        assert!(held.presented());
+        assert_eq!(held.verdict(), Verdict::Spoof);
+        // A person before a wall: the room stays; a few sheet-like frames (hair moving with the
+        // head) do not outweigh it.
+        let person = run(&|i| Some(if i % 3 == 0 { sheet } else { room }), None);
+        assert!(!person.presented());
+        assert_eq!(person.verdict(), Verdict::Live);
+        // A pixel grid over the face in enough frames: a screen.
+        let screen = run(&|_| None, Some(3.5));
+        assert!(screen.presented());
+        assert_eq!(screen.verdict(), Verdict::Spoof);
+        assert!(!run(&|_| None, Some(1.5)).presented());
+    }
+
+    #[test]
+    fn a_talking_mouth_is_a_movement_and_a_still_one_is_not() {
+        let mesh = |open: f32| MeshObservation {
+            rigid: Vec::new(),
+            mouth_open: open,
+        };
+        let run = |openings: &[f32]| {
+            let mut t = LivenessTrack::new(LivenessConfig::default());
+            for (i, o) in openings.iter().enumerate() {
+                t.update(
+                    i as f64 * 100.0,
+                    i as u64,
+                    &FACE,
+                    None,
+                    Some(&mesh(*o)),
+                    None,
+                    None,
+                );
+            }
+            t
+        };
+        // Speech: the lips open to 0.2 eye widths and close again within a second.
+        let talk = run(&[
+            0.02, 0.03, 0.02, 0.08, 0.15, 0.2, 0.18, 0.1, 0.04, 0.03, 0.02,
+        ]);
+        assert_eq!(talk.motion_events().len(), 1);
+        assert!(talk.spoof_score() < 0.1, "{}", talk.spoof_score());
+        assert_eq!(talk.verdict(), Verdict::Live);
+        // A print: the mesh's mouth wobbles by a few hundredths; one outlier frame is smoothed.
+        let print = run(&[
+            0.03, 0.05, 0.02, 0.04, 0.03, 0.2, 0.04, 0.05, 0.03, 0.02, 0.04,
+        ]);
+        assert!(print.motion_events().is_empty());
+        assert_eq!(print.verdict(), Verdict::Unknown);
     }
 
     #[test]
@@ -838,7 +1061,7 @@ mod tests {
         for i in 0..20u64 {
             let mut lm = FACE;
             lm[2][0] += i as f32 * 0.8;
-            t.update(i as f64 * 100.0, i, &lm, Some(&blurry), None);
+            t.update(i as f64 * 100.0, i, &lm, Some(&blurry), None, None, None);
         }
         assert!(!t.detailed());
         assert_ne!(t.verdict(), Verdict::Live);

@@ -4,6 +4,7 @@
 //! it runs on blocking threads and never spawns tasks. Models are loaded once and shared.
 
 pub mod align;
+pub mod context;
 pub mod decode;
 pub mod detect;
 pub mod embed;
@@ -13,6 +14,7 @@ pub mod mesh;
 pub mod models;
 pub mod obstacles;
 pub mod quality;
+pub mod screen;
 pub mod stream;
 pub mod track;
 

@@ -11,17 +11,19 @@
 //! Invariant: per-track state lives exactly as long as the tracker keeps the track; a dropped
 //! track's state is dropped in the same frame.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use image::RgbImage;
 
+use super::context::{self, ContextObservation, Gray};
 use super::detect::Face;
 use super::eyes::{EyeModel, EyeObservation};
 use super::liveness::{FrameLiveness, LivenessConfig, LivenessTrack, Verdict};
 use super::mesh::{MeshModel, MeshObservation};
 use super::models::{ModelError, ModelStore};
 use super::obstacles::{self, ObstacleModels, ObstacleScores};
+use super::screen;
 use super::track::Tracker;
 use super::{Pipeline, PipelineError};
 
@@ -67,6 +69,10 @@ pub struct FaceReport {
     pub face: Face,
     pub eyes: Option<EyeObservation>,
     pub mesh: Option<MeshObservation>,
+    /// Whether the scene around the face moved with it since `context::GAP` frames ago.
+    pub context: Option<ContextObservation>,
+    /// Moiré peak of the face patch (log10 peak-to-median power), when large enough.
+    pub moire: Option<f32>,
     pub liveness: FrameLiveness,
     /// The latest obstacle scores (carried over on frames the models did not run).
     pub obstacles: ObstacleScores,
@@ -94,6 +100,8 @@ struct TrackState {
     live: LivenessTrack,
     seen: u32,
     obstacles: ObstacleScores,
+    /// The face's landmarks in recent frames (frame index, landmarks), newest last.
+    recent: VecDeque<(u64, [[f32; 2]; 5])>,
 }
 
 #[derive(Debug)]
@@ -102,6 +110,8 @@ pub struct Stream {
     tracker: Tracker,
     tracks: HashMap<u64, TrackState>,
     frame: u64,
+    /// Luminance of the last `context::GAP + 1` frames (frame index, image), newest last.
+    grays: VecDeque<(u64, Gray)>,
 }
 
 fn ms(t: Instant) -> f64 {
@@ -115,6 +125,7 @@ impl Stream {
             tracker: Tracker::new(MAX_MISSED),
             tracks: HashMap::new(),
             frame: 0,
+            grays: VecDeque::new(),
         }
     }
 
@@ -143,6 +154,19 @@ impl Stream {
             .collect();
         let frame = self.frame;
         self.frame += 1;
+        let t = Instant::now();
+        self.grays.push_back((frame, Gray::from_rgb(img)));
+        if self.grays.len() > context::GAP + 1 {
+            self.grays.pop_front();
+        }
+        let then = frame.checked_sub(context::GAP as u64);
+        let gray_then = self
+            .grays
+            .iter()
+            .find(|(f, _)| Some(*f) == then)
+            .map(|(_, g)| g);
+        let gray_now = self.grays.back().map(|(_, g)| g);
+        costs.cues_ms += ms(t);
         let every = self.cfg.obstacle_every_frames.max(1);
         let needs_obstacles = |seen: u32| seen < 3 || seen.is_multiple_of(every);
         // The palm detector sees the whole frame once, for every face that needs it.
@@ -166,9 +190,16 @@ impl Stream {
                 live: LivenessTrack::new(self.cfg.clone()),
                 seen: 0,
                 obstacles: ObstacleScores::default(),
+                recent: VecDeque::new(),
             });
+            state.recent.push_back((frame, face.landmarks));
+            if state.recent.len() > context::GAP + 1 {
+                state.recent.pop_front();
+            }
             let mut eyes = None;
             let mut mesh = None;
+            let mut context_obs = None;
+            let mut moire = None;
             let mut liveness = FrameLiveness::default();
             if rank < MAX_LIVE_FACES {
                 let t = Instant::now();
@@ -188,6 +219,15 @@ impl Stream {
                 let t = Instant::now();
                 state.obstacles.sunglasses = eyes.as_ref().map_or(0.0, obstacles::sunglasses);
                 state.obstacles.hat = obstacles::hat(img, face);
+                let landmarks_then = state
+                    .recent
+                    .iter()
+                    .find(|(f, _)| Some(*f) == then)
+                    .map(|(_, l)| l);
+                if let (Some(prev), Some(now), Some(l)) = (gray_then, gray_now, landmarks_then) {
+                    context_obs = context::observe(prev, now, l, &face.landmarks, face.bbox);
+                }
+                moire = screen::moire(img, face);
                 costs.cues_ms += ms(t);
                 // Eyes behind dark lenses are not measured: no blink evidence. (A hand is
                 // not excluded: it is usually at the mouth or chin, and the eyes above it
@@ -199,6 +239,8 @@ impl Stream {
                     &face.landmarks,
                     eyes.as_ref().filter(|_| eyes_visible),
                     mesh.as_ref(),
+                    context_obs.as_ref(),
+                    moire,
                 );
                 state.seen += 1;
             }
@@ -207,6 +249,8 @@ impl Stream {
                 face: face.clone(),
                 eyes,
                 mesh,
+                context: context_obs,
+                moire,
                 liveness,
                 obstacles: state.obstacles,
                 frames: state.live.frames(),

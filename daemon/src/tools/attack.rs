@@ -1,6 +1,10 @@
 //! SYNTHETIC presentation attacks: a still photo rendered as a frame sequence of the photo
 //! held up to the camera — a rigid plane (print), a bent print, or a screen showing it —
-//! with hand tremor and sway, blur, glare, screen moiré, sensor noise, at door distances.
+//! with hand tremor and sway, blur, glare, screen moiré, sensor noise, at door distances, in
+//! front of a textured room (static value noise: what surrounds the sheet has detail that stays
+//! while the sheet moves, as a real room's does). A screen's moiré is its pixel grid (pitch just
+//! over one camera pixel) sampled at the camera's pixels, so the fringes move and change with
+//! the screen, as real moiré does (an earlier version drew them fixed in the image).
 //! These are synthetic attacks, named so everywhere; they stand in for real print/replay
 //! captures, which no registry package provides.
 //!
@@ -307,11 +311,18 @@ pub fn render(
         rng.range(0.2, 0.8),
         rng.range(0.05, 0.2) * pw,
     ];
+    // The screen's pixel grid, pitch in camera pixels at the starting distance (just over
+    // one, so the sensor aliases it into moiré fringes that move and change as the screen does,
+    // as real moiré does), and its depth of modulation.
     let moire = [
-        rng.range(0.3, 0.9),
-        rng.range(0.2, 0.7),
+        rng.range(1.04, 1.25),
+        rng.range(1.04, 1.25),
         rng.range(0.1, 0.3),
     ];
+    let pitch = [moire[0] * z0 / FOCAL, moire[1] * z0 / FOCAL];
+    // A room behind the sheet: static texture (value noise on a 24 px and a 6 px lattice), so
+    // that what surrounds the sheet has detail that stays while the sheet moves.
+    let room = Room::new(&mut rng);
     let blur_every = (rng.next() % 4 + 3) as usize;
     let mut tremor = [0f32; 5];
     (0..frames)
@@ -350,7 +361,10 @@ pub fn render(
             let photo: &RgbImage = &sheet;
             let mut frame = RgbImage::from_fn(WIDTH, HEIGHT, |x, y| {
                 let noise = rng.range(-4.0, 4.0);
-                let bg = |k: usize| background[k] * (0.8 + 0.2 * y as f32 / HEIGHT as f32) + noise;
+                let texture = room.at(x, y);
+                let bg = |k: usize| {
+                    background[k] * (0.8 + 0.2 * y as f32 / HEIGHT as f32) + texture + noise
+                };
                 let Some([sx, sy]) = hit(&pose, x as f32, y as f32) else {
                     return Rgb(std::array::from_fn(|k| bg(k).clamp(0.0, 255.0) as u8));
                 };
@@ -367,12 +381,9 @@ pub fn render(
                 match kind {
                     AttackKind::Screen | AttackKind::ReplayScreen => {
                         // Emitted light (lifted blacks, cool cast) and moiré from the pixel grid.
-                        let m = 1.0
-                            - moire[2]
-                                * (0.5
-                                    + 0.5
-                                        * (moire[0] * x as f32 + moire[1] * y as f32 + 0.3 * t)
-                                            .sin());
+                        let grid =
+                            |c: f32, p: f32| 0.5 + 0.5 * (std::f32::consts::TAU * c / p).cos();
+                        let m = 1.0 - moire[2] * grid(sx, pitch[0]) * grid(sy, pitch[1]);
                         c = [
                             (25.0 + 0.85 * c[0]) * m,
                             (25.0 + 0.9 * c[1]) * m,
@@ -398,6 +409,44 @@ pub fn render(
             frame
         })
         .collect()
+}
+
+/// Static texture of the room behind the sheet: value noise on a coarse and a fine lattice.
+struct Room {
+    coarse: Vec<f32>,
+    fine: Vec<f32>,
+}
+
+const COARSE: u32 = 24;
+const FINE: u32 = 6;
+
+impl Room {
+    fn new(rng: &mut Rng) -> Room {
+        let lattice = |cell: u32, amp: f32, rng: &mut Rng| {
+            let n = ((WIDTH / cell + 2) * (HEIGHT / cell + 2)) as usize;
+            (0..n).map(|_| rng.range(-amp, amp)).collect()
+        };
+        Room {
+            coarse: lattice(COARSE, 30.0, rng),
+            fine: lattice(FINE, 10.0, rng),
+        }
+    }
+
+    fn at(&self, x: u32, y: u32) -> f32 {
+        let sample = |v: &[f32], cell: u32| {
+            let cols = WIDTH / cell + 2;
+            let (cx, cy) = (x / cell, y / cell);
+            let (fx, fy) = (
+                (x % cell) as f32 / cell as f32,
+                (y % cell) as f32 / cell as f32,
+            );
+            let g = |i: u32, j: u32| v[((cy + j) * cols + cx + i) as usize];
+            let top = g(0, 0) + (g(1, 0) - g(0, 0)) * fx;
+            let bottom = g(0, 1) + (g(1, 1) - g(0, 1)) * fx;
+            top + (bottom - top) * fy
+        };
+        sample(&self.coarse, COARSE) + sample(&self.fine, FINE)
+    }
 }
 
 /// 3x3 box blur (hand motion blur on some frames).

@@ -59,6 +59,8 @@ pub struct SequenceResult {
     pub signals: Vec<Option<[f32; 5]>>,
     pub spoof_score: f32,
     pub max_parallax: f32,
+    /// Sheet, room and screen frames of the main track (`LivenessTrack::presentation_frames`).
+    pub presentation: [u32; 3],
     pub verdict: Verdict,
     /// Per obstacle, the highest confidence over the track's frames.
     pub obstacles: ObstacleScores,
@@ -146,6 +148,7 @@ pub fn run_sequence(
         signals,
         spoof_score: track.map_or(0.5, |t| t.spoof_score()),
         max_parallax: track.map_or(0.0, |t| t.max_parallax()),
+        presentation: track.map_or([0; 3], |t| t.presentation_frames()),
         verdict: track.map_or(Verdict::Unknown, |t| t.verdict()),
         obstacles,
         obstacle_frames,
@@ -186,6 +189,11 @@ pub fn run(
             "eyelid": r.eyelid,
             "spoof_score": r.spoof_score,
             "max_parallax": r.max_parallax,
+            "presentation": {
+                "sheet_frames": r.presentation[0],
+                "room_frames": r.presentation[1],
+                "screen_frames": r.presentation[2],
+            },
             "verdict": r.verdict,
             "obstacles": {
                 "mask": r.obstacles.mask,
@@ -230,6 +238,11 @@ pub fn run(
         r.max_parallax,
         r.spoof_score,
         r.verdict
+    );
+    println!(
+        "surroundings: {} frames moved with the face (a held sheet), {} stayed (a room); {} \
+         frames with a screen's pixel grid",
+        r.presentation[0], r.presentation[1], r.presentation[2]
     );
     println!(
         "obstacles (max): mask {:.2}, hand {:.2}, sunglasses {:.2}, hat {:.2}",

@@ -27,6 +27,7 @@ use serde_json::json;
 
 use super::attack::{self, AttackKind, Content};
 use super::liveness::{decode_file, frame_files};
+use crate::pipeline::context::ContextObservation;
 use crate::pipeline::eyes::EyeObservation;
 use crate::pipeline::liveness::{LivenessConfig, LivenessTrack, Verdict};
 use crate::pipeline::mesh::MeshObservation;
@@ -49,6 +50,8 @@ pub struct Options {
     /// Face widths (pixels) of the downscaled copies of each clip.
     pub face_widths: Vec<f32>,
     pub json: bool,
+    /// Writes every sequence's observations here (JSON lines), for tuning.
+    pub dump: Option<PathBuf>,
 }
 
 /// What one stream pass saw of the largest face in one frame.
@@ -59,6 +62,8 @@ struct Obs {
     landmarks: [[f32; 2]; 5],
     eyes: Option<EyeObservation>,
     mesh: Option<MeshObservation>,
+    context: Option<ContextObservation>,
+    moire: Option<f32>,
 }
 
 /// The judgement of one sequence by a fresh track.
@@ -93,6 +98,8 @@ fn judge(obs: &[Option<Obs>], cfg: &LivenessConfig, fps: f64) -> Judged {
             &o.landmarks,
             o.eyes.as_ref(),
             o.mesh.as_ref(),
+            o.context.as_ref(),
+            o.moire,
         );
         out.seen = true;
         out.blinked |= !t.blinks().is_empty();
@@ -129,9 +136,39 @@ fn observe(
             // As the stream does: eyes behind dark lenses are not evidence.
             eyes: f.eyes.filter(|_| f.obstacles.sunglasses <= 0.5),
             mesh: f.mesh.clone(),
+            context: f.context,
+            moire: f.moire,
         }));
     }
     Ok(out)
+}
+
+/// One sequence's observations as a JSON line: per frame `null` (no face) or
+/// `{track, width, lm: [10], eyes: [left, right, sharpness]|null, mesh: [rigid points, 104]|null,
+/// ctx: [still, with_face, far_still, far_with_face, shift]|null}`.
+fn dump_line(set: &str, name: &str, obs: &[Option<Obs>]) -> String {
+    let frames: Vec<serde_json::Value> = obs
+        .iter()
+        .map(|o| match o {
+            None => serde_json::Value::Null,
+            Some(o) => json!({
+                "track": o.track,
+                "width": o.width,
+                "lm": o.landmarks.iter().flatten().collect::<Vec<_>>(),
+                "eyes": o.eyes.map(|e| [e.opening[0], e.opening[1], e.sharpness]),
+                "mesh": o.mesh.as_ref().map(|m| m.rigid.iter().flatten().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>()),
+                "moire": o.moire,
+                "ctx": o.context.map(|c| [
+                    f32::from(c.still),
+                    f32::from(c.with_face),
+                    f32::from(c.far_still),
+                    f32::from(c.far_with_face),
+                    c.shift,
+                ]),
+            }),
+        })
+        .collect();
+    json!({"set": set, "name": name, "frames": frames}).to_string()
 }
 
 /// The frame shrunk by `s` around its centre, on a grey canvas of the same size.
@@ -393,6 +430,21 @@ pub fn run(
         ));
     }
     clips.sort_by(|a, b| (&a.name, &a.scale).cmp(&(&b.name, &b.scale)));
+    let dumped: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    if opts.dump.is_some() {
+        if let Ok(mut lines) = dumped.lock() {
+            for (name, obs) in &native {
+                lines.push(dump_line("bona_fide", &format!("{name}@native"), obs));
+            }
+            for ((i, target, _), obs) in scaled_jobs.iter().zip(&scaled) {
+                lines.push(dump_line(
+                    "bona_fide",
+                    &format!("{}@{target:.0}px", native[*i].0),
+                    obs,
+                ));
+            }
+        }
+    }
 
     // Attack material: the clips' first frames with their eyes, the photos with their faces.
     let sources: Vec<ClipSource> = opts
@@ -515,6 +567,11 @@ pub fn run(
             }
         };
         let obs = observe(pipeline, models, cfg, frames.into_iter().map(Ok), opts.fps)?;
+        if opts.dump.is_some() {
+            if let Ok(mut lines) = dumped.lock() {
+                lines.push(dump_line(kind.name(), &what, &obs));
+            }
+        }
         Ok(Some((kind, judge(&obs, cfg, opts.fps), what)))
     })?;
     let mut attacks: Vec<(AttackKind, Tally)> = AttackKind::ALL
@@ -536,6 +593,13 @@ pub fn run(
             tally.accepted += 1;
             accepted_attacks.push(format!("{what} (live at frame {n})"));
         }
+    }
+    if let Some(path) = &opts.dump {
+        let lines = dumped
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+        std::fs::write(path, lines.join("\n") + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     report(opts, &clips, &attacks, &accepted_attacks)
 }

@@ -1,0 +1,292 @@
+//! Context motion: does the scene around a face stay where it was (a person before a fixed
+//! camera: the wall behind them does not move when they do) or move with the face (a print or
+//! a screen held up: the sheet around the face, and whatever it shows beside the face, moves
+//! with it)? This is the face/background motion test of Anjos & Marcel (2011, the PRINT-ATTACK
+//! baseline), made a two-hypothesis test per block: between a frame and the one `GAP` frames
+//! before it, a block of the ring around the face is compared with the same place in the old
+//! frame (static) and with the place the face's own motion carries it from (with the face).
+//!
+//! Invariant: pure arithmetic on two luminance images and two sets of landmarks; a block votes
+//! only where it has texture and the two hypotheses predict clearly different content, so a
+//! still face or a plain wall gives no votes either way.
+
+use image::RgbImage;
+
+use super::align::Similarity;
+
+/// Luminance at half resolution (a 2x2 box), enough for motion of a few pixels; one byte per
+/// pixel (77 KB for a 640x480 frame; a stream keeps `GAP + 1` of them).
+#[derive(Debug, Clone)]
+pub struct Gray {
+    w: usize,
+    h: usize,
+    data: Vec<u8>,
+}
+
+impl Gray {
+    pub fn from_rgb(img: &RgbImage) -> Gray {
+        let (w, h) = ((img.width() / 2) as usize, (img.height() / 2) as usize);
+        let raw = img.as_raw();
+        let stride = img.width() as usize * 3;
+        let luma = |x: usize, y: usize| {
+            let i = y * stride + x * 3;
+            0.299 * f32::from(raw[i])
+                + 0.587 * f32::from(raw[i + 1])
+                + 0.114 * f32::from(raw[i + 2])
+        };
+        let mut data = Vec::with_capacity(w * h);
+        for y in 0..h {
+            for x in 0..w {
+                let (x2, y2) = (2 * x, 2 * y);
+                let v = (luma(x2, y2) + luma(x2 + 1, y2) + luma(x2, y2 + 1) + luma(x2 + 1, y2 + 1))
+                    / 4.0;
+                data.push(v.round().clamp(0.0, 255.0) as u8);
+            }
+        }
+        Gray { w, h, data }
+    }
+
+    /// Bilinear sample at half-resolution coordinates; `None` outside.
+    fn at(&self, x: f32, y: f32) -> Option<f32> {
+        let (w1, h1) = (
+            self.w.saturating_sub(1) as f32,
+            self.h.saturating_sub(1) as f32,
+        );
+        if !(x >= 0.0 && y >= 0.0 && x < w1 && y < h1) {
+            return None;
+        }
+        let (x0, y0) = (x as usize, y as usize);
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let i = y0 * self.w + x0;
+        let (a, b, c, d) = (
+            f32::from(self.data[i]),
+            f32::from(self.data[i + 1]),
+            f32::from(self.data[i + self.w]),
+            f32::from(self.data[i + self.w + 1]),
+        );
+        let top = a + (b - a) * fx;
+        let bottom = c + (d - c) * fx;
+        Some(top + (bottom - top) * fy)
+    }
+}
+
+/// Frames between the two compared (0.3 s at 10 fps: a held sheet sways a few pixels).
+pub const GAP: usize = 3;
+
+/// The votes of one frame pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ContextObservation {
+    /// Blocks whose content stayed in place.
+    pub still: u16,
+    /// Blocks whose content moved with the face.
+    pub with_face: u16,
+    /// Of those, the blocks farther than one face width from the face's centre (beyond hair
+    /// and ears).
+    pub far_still: u16,
+    pub far_with_face: u16,
+    /// Median displacement (full-resolution pixels) the face's motion predicts over the ring.
+    pub shift: f32,
+}
+
+/// Block side, half-resolution pixels.
+const BLOCK: usize = 6;
+/// A hypothesis wins a block when its error is under this fraction of the other's.
+const MARGIN: f32 = 0.7;
+
+/// Compares the ring around the face (box `bbox_now`, full-resolution pixels) in `now` with
+/// `prev`, given the face's landmarks in both frames.
+pub fn observe(
+    prev: &Gray,
+    now: &Gray,
+    landmarks_prev: &[[f32; 2]; 5],
+    landmarks_now: &[[f32; 2]; 5],
+    bbox_now: [f32; 4],
+) -> Option<ContextObservation> {
+    let half = |l: &[[f32; 2]; 5]| l.map(|[x, y]| [x / 2.0, y / 2.0]);
+    let (lp, ln) = (half(landmarks_prev), half(landmarks_now));
+    // now -> prev: where the face's motion brings each point from.
+    let back = Similarity::estimate(&ln, &lp)?;
+    let [x1, y1, x2, y2] = bbox_now.map(|v| v / 2.0);
+    let (w, h) = (x2 - x1, y2 - y1);
+    if w < 8.0 || h < 8.0 {
+        return None;
+    }
+    let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
+    // The ring: beside and above the face (out to 1.5 face widths from its centre, up to 1.2
+    // face heights above it), not the face itself (the box grown by 15 %) and not below the
+    // chin (a body moves with its head).
+    let (outer_x, inner_x) = (1.5 * w, 0.575 * w);
+    let (top, inner_top) = (cy - 1.2 * h, cy - 0.575 * h);
+    let bottom = y2;
+    let mut out = ContextObservation::default();
+    let mut shifts = Vec::new();
+    let b = BLOCK as f32;
+    let mut y = top;
+    while y + b <= bottom {
+        let mut x = cx - outer_x;
+        while x + b <= cx + outer_x {
+            let (bx, by) = (x + b / 2.0, y + b / 2.0);
+            let inside = (bx - cx).abs() < inner_x && by > inner_top;
+            if !inside {
+                if let Some(v) = vote(prev, now, &back, x, y) {
+                    shifts.push(v.1);
+                    let far = (bx - cx).abs() > w || cy - by > h;
+                    match v.0 {
+                        Some(true) => {
+                            out.with_face += 1;
+                            out.far_with_face += u16::from(far);
+                        }
+                        Some(false) => {
+                            out.still += 1;
+                            out.far_still += u16::from(far);
+                        }
+                        None => {}
+                    }
+                }
+            }
+            x += b;
+        }
+        y += b;
+    }
+    shifts.sort_by(f32::total_cmp);
+    out.shift = 2.0 * shifts.get(shifts.len() / 2).copied()?;
+    Some(out)
+}
+
+/// One block at (x, y) (half resolution): `Some(true)` moved with the face, `Some(false)`
+/// stayed, `None` undecided; and the displacement the face's motion predicts there.
+fn vote(prev: &Gray, now: &Gray, back: &Similarity, x: f32, y: f32) -> Option<(Option<bool>, f32)> {
+    let mut cur = [0f32; BLOCK * BLOCK];
+    let mut still = [0f32; BLOCK * BLOCK];
+    let mut moved = [0f32; BLOCK * BLOCK];
+    for j in 0..BLOCK {
+        for i in 0..BLOCK {
+            let (px, py) = (x + i as f32, y + j as f32);
+            let k = j * BLOCK + i;
+            cur[k] = now.at(px, py)?;
+            still[k] = prev.at(px, py)?;
+            let [qx, qy] = back.apply([px, py]);
+            moved[k] = prev.at(qx, qy)?;
+        }
+    }
+    let c = [x + b2(), y + b2()];
+    let q = back.apply(c);
+    let shift = (q[0] - c[0]).hypot(q[1] - c[1]);
+    // Zero-mean errors: a light change over the whole block is not motion.
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    let err = |a: &[f32], b: &[f32]| {
+        let (ma, mb) = (mean(a), mean(b));
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| ((p - ma) - (q - mb)).abs())
+            .sum::<f32>()
+            / a.len() as f32
+    };
+    let texture = {
+        let m = mean(&cur);
+        cur.iter().map(|v| (v - m).abs()).sum::<f32>() / cur.len() as f32
+    };
+    // The two hypotheses must predict different content, and the block must have some.
+    let apart = err(&still, &moved);
+    if shift < 0.75 || texture < 4.0 || apart < 3.0 {
+        return Some((None, shift));
+    }
+    let (e_still, e_moved) = (err(&cur, &still), err(&cur, &moved));
+    let v = if e_moved < MARGIN * e_still {
+        Some(true)
+    } else if e_still < MARGIN * e_moved {
+        Some(false)
+    } else {
+        None
+    };
+    Some((v, shift))
+}
+
+const fn b2() -> f32 {
+    BLOCK as f32 / 2.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A textured scene (value noise) with a textured square "sheet" at `offset`.
+    fn scene(offset: [f32; 2], sheet_moves: bool) -> RgbImage {
+        let tex = |x: f32, y: f32, seed: f32| {
+            let v = ((x * 0.37 + seed).sin() * (y * 0.29 + seed * 1.3).cos()
+                + (x * 0.11 - y * 0.17 + seed).sin())
+                * 60.0
+                + 128.0;
+            v.clamp(0.0, 255.0) as u8
+        };
+        RgbImage::from_fn(320, 240, |x, y| {
+            let (xf, yf) = (x as f32, y as f32);
+            let (sx, sy) = (xf - offset[0], yf - offset[1]);
+            let v = if (40.0..280.0).contains(&sx) && (20.0..230.0).contains(&sy) {
+                tex(sx, sy, 2.0)
+            } else if sheet_moves {
+                tex(xf, yf, 7.0)
+            } else {
+                tex(sx, sy, 2.0)
+            };
+            image::Rgb([v, v, v])
+        })
+    }
+
+    fn face(offset: [f32; 2]) -> ([[f32; 2]; 5], [f32; 4]) {
+        let lm = [
+            [140.0, 110.0],
+            [180.0, 110.0],
+            [160.0, 135.0],
+            [145.0, 155.0],
+            [175.0, 155.0],
+        ]
+        .map(|[x, y]| [x + offset[0], y + offset[1]]);
+        (
+            lm,
+            [
+                130.0 + offset[0],
+                90.0 + offset[1],
+                190.0 + offset[0],
+                170.0 + offset[1],
+            ],
+        )
+    }
+
+    #[test]
+    fn a_held_sheet_moves_with_the_face_and_a_wall_stays() {
+        let (lp, _) = face([0.0, 0.0]);
+        let (ln, bn) = face([6.0, 4.0]);
+        // The face and everything around it moved by (6, 4): a sheet.
+        let sheet = observe(
+            &Gray::from_rgb(&scene([0.0, 0.0], false)),
+            &Gray::from_rgb(&scene([6.0, 4.0], false)),
+            &lp,
+            &ln,
+            bn,
+        )
+        .unwrap();
+        assert!(
+            sheet.with_face > 10 && sheet.still < sheet.with_face / 5,
+            "{sheet:?}"
+        );
+        assert!((sheet.shift - 7.2).abs() < 1.0, "{sheet:?}");
+        // The face moved, the scene around it did not: a person before a wall.
+        let wall = scene([0.0, 0.0], true);
+        let person = observe(&Gray::from_rgb(&wall), &Gray::from_rgb(&wall), &lp, &ln, bn).unwrap();
+        assert!(
+            person.still > 10 && person.with_face < person.still / 5,
+            "{person:?}"
+        );
+        // Nothing moved: no votes.
+        let still = observe(
+            &Gray::from_rgb(&wall),
+            &Gray::from_rgb(&wall),
+            &lp,
+            &lp,
+            face([0.0, 0.0]).1,
+        )
+        .unwrap();
+        assert_eq!((still.still, still.with_face), (0, 0));
+    }
+}
