@@ -127,21 +127,19 @@ pub fn observe(
         while x + b <= cx + outer_x {
             let (bx, by) = (x + b / 2.0, y + b / 2.0);
             let inside = (bx - cx).abs() < inner_x && by > inner_top;
-            if !inside {
-                if let Some(v) = vote(prev, now, &back, x, y) {
-                    shifts.push(v.1);
-                    let far = (bx - cx).abs() > w || cy - by > h;
-                    match v.0 {
-                        Some(true) => {
-                            out.with_face += 1;
-                            out.far_with_face += u16::from(far);
-                        }
-                        Some(false) => {
-                            out.still += 1;
-                            out.far_still += u16::from(far);
-                        }
-                        None => {}
+            if !inside && let Some(v) = vote(prev, now, &back, x, y) {
+                shifts.push(v.1);
+                let far = (bx - cx).abs() > w || cy - by > h;
+                match v.0 {
+                    Some(true) => {
+                        out.with_face += 1;
+                        out.far_with_face += u16::from(far);
                     }
+                    Some(false) => {
+                        out.still += 1;
+                        out.far_still += u16::from(far);
+                    }
+                    None => {}
                 }
             }
             x += b;

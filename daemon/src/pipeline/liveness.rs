@@ -133,6 +133,16 @@ enum Eyelids {
     },
 }
 
+/// What the models and cues saw of one face in one frame, besides its landmarks (each absent
+/// when it did not run or could not measure).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cues<'a> {
+    pub eyes: Option<&'a EyeObservation>,
+    pub mesh: Option<&'a MeshObservation>,
+    pub context: Option<&'a ContextObservation>,
+    pub moire: Option<f32>,
+}
+
 /// What one frame changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FrameLiveness {
@@ -311,11 +321,14 @@ impl LivenessTrack {
         t_ms: f64,
         frame: u64,
         landmarks: &[[f32; 2]; 5],
-        eyes: Option<&EyeObservation>,
-        mesh: Option<&MeshObservation>,
-        context: Option<&ContextObservation>,
-        moire: Option<f32>,
+        cues: &Cues<'_>,
     ) -> FrameLiveness {
+        let Cues {
+            eyes,
+            mesh,
+            context,
+            moire,
+        } = *cues;
         if let Some(c) = context {
             let (min, ratio) = (self.cfg.context_min_votes, self.cfg.context_ratio);
             let (moved, stayed) = (f32::from(c.with_face), f32::from(c.still));
@@ -819,10 +832,10 @@ mod tests {
                 i as f64 * 100.0,
                 i as u64,
                 &FACE,
-                Some(&eyes(*o)),
-                None,
-                None,
-                None,
+                &Cues {
+                    eyes: Some(&eyes(*o)),
+                    ..Cues::default()
+                },
             );
         }
         t
@@ -888,10 +901,10 @@ mod tests {
                 i as f64 * 100.0,
                 i,
                 &photo(yaw, 0.2 * a.cos(), dx),
-                None,
-                Some(&sheet_mesh(yaw, dx)),
-                None,
-                None,
+                &Cues {
+                    mesh: Some(&sheet_mesh(yaw, dx)),
+                    ..Cues::default()
+                },
             );
         }
         assert!(t.motion_events().is_empty());
@@ -911,10 +924,10 @@ mod tests {
                 i as f64 * 100.0,
                 i,
                 &lm,
-                Some(&eyes(0.32)),
-                None,
-                None,
-                None,
+                &Cues {
+                    eyes: Some(&eyes(0.32)),
+                    ..Cues::default()
+                },
             );
         }
         assert!(!t.motion_events().is_empty());
@@ -923,7 +936,7 @@ mod tests {
         let still = {
             let mut t = LivenessTrack::new(LivenessConfig::default());
             for i in 0..20u64 {
-                t.update(i as f64 * 100.0, i, &FACE, None, None, None, None);
+                t.update(i as f64 * 100.0, i, &FACE, &Cues::default());
             }
             t
         };
@@ -957,10 +970,10 @@ mod tests {
                 i as f64 * 100.0,
                 i as u64,
                 &lm,
-                Some(&eyes(*o)),
-                None,
-                None,
-                None,
+                &Cues {
+                    eyes: Some(&eyes(*o)),
+                    ..Cues::default()
+                },
             );
         }
         assert!(!t.judgeable());
@@ -992,10 +1005,12 @@ mod tests {
                     i as f64 * 100.0,
                     i as u64,
                     &FACE,
-                    Some(&eyes(*o)),
-                    None,
-                    ctx(i).as_ref(),
-                    moire,
+                    &Cues {
+                        eyes: Some(&eyes(*o)),
+                        context: ctx(i).as_ref(),
+                        moire,
+                        ..Cues::default()
+                    },
                 );
             }
             t
@@ -1030,10 +1045,10 @@ mod tests {
                     i as f64 * 100.0,
                     i as u64,
                     &FACE,
-                    None,
-                    Some(&mesh(*o)),
-                    None,
-                    None,
+                    &Cues {
+                        mesh: Some(&mesh(*o)),
+                        ..Cues::default()
+                    },
                 );
             }
             t
@@ -1061,7 +1076,15 @@ mod tests {
         for i in 0..20u64 {
             let mut lm = FACE;
             lm[2][0] += i as f32 * 0.8;
-            t.update(i as f64 * 100.0, i, &lm, Some(&blurry), None, None, None);
+            t.update(
+                i as f64 * 100.0,
+                i,
+                &lm,
+                &Cues {
+                    eyes: Some(&blurry),
+                    ..Cues::default()
+                },
+            );
         }
         assert!(!t.detailed());
         assert_ne!(t.verdict(), Verdict::Live);

@@ -73,7 +73,9 @@ pub fn moire(img: &RgbImage, face: &Face) -> Option<f32> {
             };
             let p = power[(v.rem_euclid(n as i32) as usize) * n + u as usize];
             rings[rad.round() as usize].push(p);
-            if !(jpeg(u) && jpeg(v)) && !(jpeg(u) && v.abs() <= 1) && !(jpeg(v) && u <= 1) {
+            // A block frequency on either axis, with the other on a block frequency or ~0.
+            let blocky = (jpeg(u) && (jpeg(v) || v.abs() <= 1)) || (jpeg(v) && u <= 1);
+            if !blocky {
                 bins.push((rad.round() as usize, p));
             }
         }

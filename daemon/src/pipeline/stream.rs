@@ -5,8 +5,11 @@
 //! (blinks last 1-3 frames at 10 fps, so a skipped frame is a missed blink); the mask classifier
 //! and the palm detector on a track's first 3 frames and then every `obstacle_every_frames`
 //! (obstacles change slowly; their last scores are carried between runs); hat and sunglasses
-//! cues every frame (cheap arithmetic on pixels already cropped). Embedding is the caller's,
-//! once a face is stable and clear.
+//! cues every frame (cheap arithmetic on pixels already cropped); context motion (the ring
+//! around each face against the frame `context::GAP` frames before, from half-resolution
+//! luminance kept for the last `GAP + 1` frames) and moiré (a 32 or 64 px spectrum of the face)
+//! every frame (both in the `cues` stage of `facegate bench liveness`). Embedding is the
+//! caller's, once a face is stable and clear.
 //!
 //! Invariant: per-track state lives exactly as long as the tracker keeps the track; a dropped
 //! track's state is dropped in the same frame.
@@ -19,7 +22,7 @@ use image::RgbImage;
 use super::context::{self, ContextObservation, Gray};
 use super::detect::Face;
 use super::eyes::{EyeModel, EyeObservation};
-use super::liveness::{FrameLiveness, LivenessConfig, LivenessTrack, Verdict};
+use super::liveness::{Cues, FrameLiveness, LivenessConfig, LivenessTrack, Verdict};
 use super::mesh::{MeshModel, MeshObservation};
 use super::models::{ModelError, ModelStore};
 use super::obstacles::{self, ObstacleModels, ObstacleScores};
@@ -237,10 +240,12 @@ impl Stream {
                     t_ms,
                     frame,
                     &face.landmarks,
-                    eyes.as_ref().filter(|_| eyes_visible),
-                    mesh.as_ref(),
-                    context_obs.as_ref(),
-                    moire,
+                    &Cues {
+                        eyes: eyes.as_ref().filter(|_| eyes_visible),
+                        mesh: mesh.as_ref(),
+                        context: context_obs.as_ref(),
+                        moire,
+                    },
                 );
                 state.seen += 1;
             }

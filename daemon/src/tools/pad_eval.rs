@@ -29,7 +29,7 @@ use super::attack::{self, AttackKind, Content};
 use super::liveness::{decode_file, frame_files};
 use crate::pipeline::context::ContextObservation;
 use crate::pipeline::eyes::EyeObservation;
-use crate::pipeline::liveness::{LivenessConfig, LivenessTrack, Verdict};
+use crate::pipeline::liveness::{Cues, LivenessConfig, LivenessTrack, Verdict};
 use crate::pipeline::mesh::MeshObservation;
 use crate::pipeline::stream::{LiveModels, Stream};
 use crate::pipeline::{Pipeline, largest};
@@ -96,10 +96,12 @@ fn judge(obs: &[Option<Obs>], cfg: &LivenessConfig, fps: f64) -> Judged {
             k as f64 * 1000.0 / fps,
             k as u64,
             &o.landmarks,
-            o.eyes.as_ref(),
-            o.mesh.as_ref(),
-            o.context.as_ref(),
-            o.moire,
+            &Cues {
+                eyes: o.eyes.as_ref(),
+                mesh: o.mesh.as_ref(),
+                context: o.context.as_ref(),
+                moire: o.moire,
+            },
         );
         out.seen = true;
         out.blinked |= !t.blinks().is_empty();
@@ -431,18 +433,18 @@ pub fn run(
     }
     clips.sort_by(|a, b| (&a.name, &a.scale).cmp(&(&b.name, &b.scale)));
     let dumped: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    if opts.dump.is_some() {
-        if let Ok(mut lines) = dumped.lock() {
-            for (name, obs) in &native {
-                lines.push(dump_line("bona_fide", &format!("{name}@native"), obs));
-            }
-            for ((i, target, _), obs) in scaled_jobs.iter().zip(&scaled) {
-                lines.push(dump_line(
-                    "bona_fide",
-                    &format!("{}@{target:.0}px", native[*i].0),
-                    obs,
-                ));
-            }
+    if opts.dump.is_some()
+        && let Ok(mut lines) = dumped.lock()
+    {
+        for (name, obs) in &native {
+            lines.push(dump_line("bona_fide", &format!("{name}@native"), obs));
+        }
+        for ((i, target, _), obs) in scaled_jobs.iter().zip(&scaled) {
+            lines.push(dump_line(
+                "bona_fide",
+                &format!("{}@{target:.0}px", native[*i].0),
+                obs,
+            ));
         }
     }
 
@@ -567,10 +569,10 @@ pub fn run(
             }
         };
         let obs = observe(pipeline, models, cfg, frames.into_iter().map(Ok), opts.fps)?;
-        if opts.dump.is_some() {
-            if let Ok(mut lines) = dumped.lock() {
-                lines.push(dump_line(kind.name(), &what, &obs));
-            }
+        if opts.dump.is_some()
+            && let Ok(mut lines) = dumped.lock()
+        {
+            lines.push(dump_line(kind.name(), &what, &obs));
         }
         Ok(Some((kind, judge(&obs, cfg, opts.fps), what)))
     })?;
