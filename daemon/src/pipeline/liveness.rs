@@ -1,6 +1,8 @@
 //! Liveness over frames, per tracked face: blinks (eyelid opening against the person's own
 //! open-eye baseline), head motion (affine-invariant pose cues that a flat photo cannot change),
-//! and a presentation-attack score from the same geometry.
+//! mouth movement (talking, expressions), and a presentation-attack score from the same geometry
+//! and from two cues that veto everything else: the scene around the face moving with it (a
+//! held sheet or screen, `context.rs`) and a screen's pixel grid on the face (`screen.rs`).
 //!
 //! Why the geometry works: a printed photo or a screen moves as one rigid plane, and the images
 //! of a plane in two frames are related by a homography. The eyes and mouth corners give four
