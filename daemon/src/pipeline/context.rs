@@ -77,13 +77,13 @@ pub const GAP: usize = 3;
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ContextObservation {
     /// Blocks whose content stayed in place.
-    pub still: u16,
+    pub still: u32,
     /// Blocks whose content moved with the face.
-    pub with_face: u16,
+    pub with_face: u32,
     /// Of those, the blocks farther than one face width from the face's centre (beyond hair
     /// and ears).
-    pub far_still: u16,
-    pub far_with_face: u16,
+    pub far_still: u32,
+    pub far_with_face: u32,
     /// Median displacement (full-resolution pixels) the face's motion predicts over the ring.
     pub shift: f32,
 }
@@ -133,11 +133,11 @@ pub fn observe(
                 match v.0 {
                     Some(true) => {
                         out.with_face += 1;
-                        out.far_with_face += u16::from(far);
+                        out.far_with_face += u32::from(far);
                     }
                     Some(false) => {
                         out.still += 1;
-                        out.far_still += u16::from(far);
+                        out.far_still += u32::from(far);
                     }
                     None => {}
                 }

@@ -66,7 +66,7 @@ pub struct LivenessConfig {
     /// Context motion (`context.rs`): a frame votes "held sheet" when at least
     /// `context_min_votes` blocks around the face moved with it and `context_ratio` times more
     /// than stayed ("room" the other way round).
-    pub context_min_votes: u16,
+    pub context_min_votes: u32,
     pub context_ratio: f32,
     /// A track is a held sheet or screen once it has `sheet_frames` sheet frames and more than
     /// `sheet_over_room` times as many as room frames: an attack whatever else it shows (the
@@ -333,7 +333,7 @@ impl LivenessTrack {
         } = *cues;
         if let Some(c) = context {
             let (min, ratio) = (self.cfg.context_min_votes, self.cfg.context_ratio);
-            let (moved, stayed) = (f32::from(c.with_face), f32::from(c.still));
+            let (moved, stayed) = (c.with_face as f32, c.still as f32);
             if c.with_face >= min && moved >= ratio * stayed.max(0.5) {
                 self.sheet_frames += 1;
             } else if c.still >= min && stayed >= ratio * moved.max(0.5) {
