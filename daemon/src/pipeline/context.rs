@@ -24,7 +24,9 @@ pub struct Gray {
 }
 
 impl Gray {
-    pub fn from_rgb(img: &RgbImage) -> Gray {
+    /// The luminance of `img`, written into `reuse`'s buffer when given (a stream recycles the
+    /// oldest frame's).
+    pub fn from_rgb(img: &RgbImage, reuse: Option<Gray>) -> Gray {
         let (w, h) = ((img.width() / 2) as usize, (img.height() / 2) as usize);
         let raw = img.as_raw();
         let stride = img.width() as usize * 3;
@@ -34,7 +36,9 @@ impl Gray {
                 + 0.587 * f32::from(raw[i + 1])
                 + 0.114 * f32::from(raw[i + 2])
         };
-        let mut data = Vec::with_capacity(w * h);
+        let mut data = reuse.map(|g| g.data).unwrap_or_default();
+        data.clear();
+        data.reserve(w * h);
         for y in 0..h {
             for x in 0..w {
                 let (x2, y2) = (2 * x, 2 * y);
@@ -80,12 +84,6 @@ pub struct ContextObservation {
     pub still: u32,
     /// Blocks whose content moved with the face.
     pub with_face: u32,
-    /// Of those, the blocks farther than one face width from the face's centre (beyond hair
-    /// and ears).
-    pub far_still: u32,
-    pub far_with_face: u32,
-    /// Median displacement (full-resolution pixels) the face's motion predicts over the ring.
-    pub shift: f32,
 }
 
 /// Block side, half-resolution pixels.
@@ -119,7 +117,7 @@ pub fn observe(
     let (top, inner_top) = (cy - 1.2 * h, cy - 0.575 * h);
     let bottom = y2;
     let mut out = ContextObservation::default();
-    let mut shifts = Vec::new();
+    let mut blocks = 0u32;
     let b = BLOCK as f32;
     let mut y = top;
     while y + b <= bottom {
@@ -128,17 +126,10 @@ pub fn observe(
             let (bx, by) = (x + b / 2.0, y + b / 2.0);
             let inside = (bx - cx).abs() < inner_x && by > inner_top;
             if !inside && let Some(v) = vote(prev, now, &back, x, y) {
-                shifts.push(v.1);
-                let far = (bx - cx).abs() > w || cy - by > h;
-                match v.0 {
-                    Some(true) => {
-                        out.with_face += 1;
-                        out.far_with_face += u32::from(far);
-                    }
-                    Some(false) => {
-                        out.still += 1;
-                        out.far_still += u32::from(far);
-                    }
+                blocks += 1;
+                match v {
+                    Some(true) => out.with_face += 1,
+                    Some(false) => out.still += 1,
                     None => {}
                 }
             }
@@ -146,14 +137,12 @@ pub fn observe(
         }
         y += b;
     }
-    shifts.sort_by(f32::total_cmp);
-    out.shift = 2.0 * shifts.get(shifts.len() / 2).copied()?;
-    Some(out)
+    (blocks > 0).then_some(out)
 }
 
-/// One block at (x, y) (half resolution): `Some(true)` moved with the face, `Some(false)`
-/// stayed, `None` undecided; and the displacement the face's motion predicts there.
-fn vote(prev: &Gray, now: &Gray, back: &Similarity, x: f32, y: f32) -> Option<(Option<bool>, f32)> {
+/// One block at (x, y) (half resolution) inside both frames: `Some(true)` moved with the face,
+/// `Some(false)` stayed, `None` undecided.
+fn vote(prev: &Gray, now: &Gray, back: &Similarity, x: f32, y: f32) -> Option<Option<bool>> {
     let mut cur = [0f32; BLOCK * BLOCK];
     let mut still = [0f32; BLOCK * BLOCK];
     let mut moved = [0f32; BLOCK * BLOCK];
@@ -187,7 +176,7 @@ fn vote(prev: &Gray, now: &Gray, back: &Similarity, x: f32, y: f32) -> Option<(O
     // The two hypotheses must predict different content, and the block must have some.
     let apart = err(&still, &moved);
     if shift < 0.75 || texture < 4.0 || apart < 3.0 {
-        return Some((None, shift));
+        return Some(None);
     }
     let (e_still, e_moved) = (err(&cur, &still), err(&cur, &moved));
     let v = if e_moved < MARGIN * e_still {
@@ -197,7 +186,7 @@ fn vote(prev: &Gray, now: &Gray, back: &Similarity, x: f32, y: f32) -> Option<(O
     } else {
         None
     };
-    Some((v, shift))
+    Some(v)
 }
 
 const fn b2() -> f32 {
@@ -257,8 +246,8 @@ mod tests {
         let (ln, bn) = face([6.0, 4.0]);
         // The face and everything around it moved by (6, 4): a sheet.
         let sheet = observe(
-            &Gray::from_rgb(&scene([0.0, 0.0], false)),
-            &Gray::from_rgb(&scene([6.0, 4.0], false)),
+            &Gray::from_rgb(&scene([0.0, 0.0], false), None),
+            &Gray::from_rgb(&scene([6.0, 4.0], false), None),
             &lp,
             &ln,
             bn,
@@ -268,18 +257,24 @@ mod tests {
             sheet.with_face > 10 && sheet.still < sheet.with_face / 5,
             "{sheet:?}"
         );
-        assert!((sheet.shift - 7.2).abs() < 1.0, "{sheet:?}");
         // The face moved, the scene around it did not: a person before a wall.
         let wall = scene([0.0, 0.0], true);
-        let person = observe(&Gray::from_rgb(&wall), &Gray::from_rgb(&wall), &lp, &ln, bn).unwrap();
+        let person = observe(
+            &Gray::from_rgb(&wall, None),
+            &Gray::from_rgb(&wall, None),
+            &lp,
+            &ln,
+            bn,
+        )
+        .unwrap();
         assert!(
             person.still > 10 && person.with_face < person.still / 5,
             "{person:?}"
         );
         // Nothing moved: no votes.
         let still = observe(
-            &Gray::from_rgb(&wall),
-            &Gray::from_rgb(&wall),
+            &Gray::from_rgb(&wall, None),
+            &Gray::from_rgb(&wall, None),
             &lp,
             &lp,
             face([0.0, 0.0]).1,

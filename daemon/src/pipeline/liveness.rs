@@ -988,16 +988,10 @@ mod tests {
         let sheet = ContextObservation {
             still: 2,
             with_face: 30,
-            far_still: 0,
-            far_with_face: 12,
-            shift: 6.0,
         };
         let room = ContextObservation {
             still: 30,
             with_face: 3,
-            far_still: 20,
-            far_with_face: 0,
-            shift: 6.0,
         };
         let open = [0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.2, 0.31, 0.32, 0.31];
         let run = |ctx: &dyn Fn(usize) -> Option<ContextObservation>, moire: Option<f32>| {

@@ -158,10 +158,10 @@ impl Stream {
         let frame = self.frame;
         self.frame += 1;
         let t = Instant::now();
-        self.grays.push_back((frame, Gray::from_rgb(img)));
-        if self.grays.len() > context::GAP + 1 {
-            self.grays.pop_front();
-        }
+        let oldest = (self.grays.len() > context::GAP)
+            .then(|| self.grays.pop_front().map(|(_, g)| g))
+            .flatten();
+        self.grays.push_back((frame, Gray::from_rgb(img, oldest)));
         let then = frame.checked_sub(context::GAP as u64);
         let gray_then = self
             .grays

@@ -61,6 +61,9 @@ pub struct SequenceResult {
     pub max_parallax: f32,
     /// Sheet, room and screen frames of the main track (`LivenessTrack::presentation_frames`).
     pub presentation: [u32; 3],
+    /// The first frame at which the main track was judged live (face large enough, evidence,
+    /// attack score under the threshold), if any.
+    pub live_at: Option<u64>,
     pub verdict: Verdict,
     /// Per obstacle, the highest confidence over the track's frames.
     pub obstacles: ObstacleScores,
@@ -149,6 +152,12 @@ pub fn run_sequence(
         spoof_score: track.map_or(0.5, |t| t.spoof_score()),
         max_parallax: track.map_or(0.0, |t| t.max_parallax()),
         presentation: track.map_or([0; 3], |t| t.presentation_frames()),
+        live_at: reports.iter().find_map(|r| {
+            r.faces
+                .iter()
+                .find(|f| Some(f.track) == main && f.judgeable && f.verdict == Verdict::Live)
+                .map(|_| r.frame)
+        }),
         verdict: track.map_or(Verdict::Unknown, |t| t.verdict()),
         obstacles,
         obstacle_frames,
@@ -195,6 +204,7 @@ pub fn run(
                 "screen_frames": r.presentation[2],
             },
             "verdict": r.verdict,
+            "live_at": r.live_at.map(|f| json!({"t": f as f64 / fps, "frame": f, "file": name(f)})),
             "obstacles": {
                 "mask": r.obstacles.mask,
                 "hand": r.obstacles.hand,
@@ -239,6 +249,9 @@ pub fn run(
         r.spoof_score,
         r.verdict
     );
+    if let Some(f) = r.live_at {
+        println!("first judged live at frame {f} ({:.1} s)", f as f64 / fps);
+    }
     println!(
         "surroundings: {} frames moved with the face (a held sheet), {} stayed (a room); {} \
          frames with a screen's pixel grid",

@@ -147,7 +147,7 @@ fn observe(
 
 /// One sequence's observations as a JSON line: per frame `null` (no face) or
 /// `{track, width, lm: [10], eyes: [left, right, sharpness]|null, mesh: [rigid points, 104]|null,
-/// ctx: [still, with_face, far_still, far_with_face, shift]|null}`.
+/// ctx: [still, with_face]|null}`.
 fn dump_line(set: &str, name: &str, obs: &[Option<Obs>]) -> String {
     let frames: Vec<serde_json::Value> = obs
         .iter()
@@ -160,13 +160,7 @@ fn dump_line(set: &str, name: &str, obs: &[Option<Obs>]) -> String {
                 "eyes": o.eyes.map(|e| [e.opening[0], e.opening[1], e.sharpness]),
                 "mesh": o.mesh.as_ref().map(|m| m.rigid.iter().flatten().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>()),
                 "moire": o.moire,
-                "ctx": o.context.map(|c| [
-                    c.still as f32,
-                    c.with_face as f32,
-                    c.far_still as f32,
-                    c.far_with_face as f32,
-                    c.shift,
-                ]),
+                "ctx": o.context.map(|c| [c.still, c.with_face]),
             }),
         })
         .collect();
