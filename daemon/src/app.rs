@@ -56,6 +56,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             serve(config, listen, models)
         }
         Command::Cameras { json } => tools::cameras::run(json),
+        Command::SyncToken { days, json } => {
+            let store = open_store(&config)?;
+            let sync = sync_state(&config, &store)?;
+            let (token, exp) = sync
+                .token(days.unwrap_or(config.sync.token_days).max(1))
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            if json {
+                println!("{}", crate::api::sync::token_json(&token, exp));
+            } else {
+                println!("{token}");
+            }
+            Ok(())
+        }
         Command::Detect { image, json } => {
             tools::detect::run(&load_pipeline(&models()?, &config, None)?, &image, json)
         }
@@ -299,7 +312,9 @@ fn serve(
     let store = open_store(&config)?;
     let cameras = start_cameras(&config)?;
     let secret = store.records().derive_secret("api-jwt-hs256");
+    let sync = sync_state(&config, &store)?;
     let state = std::sync::Arc::new(crate::api::ApiState {
+        sync,
         jwt: crate::api::auth::JwtKeys::new(secret.as_slice()),
         frame_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
             config.api.frame_workers.max(1),
@@ -349,6 +364,21 @@ fn serve(
 }
 
 /// The pipeline, the liveness models and the decision thresholds, shared by sessions and doors.
+/// The local sync API's state: site, terminal name, site key, sync token keys.
+fn sync_state(config: &Config, store: &Store) -> anyhow::Result<crate::api::sync::SyncState> {
+    let key = crate::api::sync::load_site_key(&config.sync)?;
+    if !config.sync.site.is_empty() && key.is_none() {
+        tracing::warn!("sync.site is set but no site key was given: the sync API answers 503");
+    }
+    let secret = store.records().derive_secret("sync-jwt-hs256");
+    Ok(crate::api::sync::SyncState::new(
+        config.sync.site.clone(),
+        config.terminal_name(),
+        key,
+        secret.as_slice(),
+    ))
+}
+
 fn engine(model_store: &ModelStore, config: &Config) -> anyhow::Result<crate::sessions::Engine> {
     let (pipeline, live) = load_live(model_store, config)?;
     Ok(crate::sessions::Engine {

@@ -50,6 +50,15 @@ pub enum Command {
         #[arg(long)]
         door: bool,
     },
+    /// Print a sync-scope token for `facegate-sync` (the local sync API; on a stopped
+    /// terminal's data directory).
+    SyncToken {
+        /// Validity in days (default: sync.token_days).
+        #[arg(long)]
+        days: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the V4L2 capture devices with their formats, sizes and rates.
     Cameras {
         #[arg(long)]

@@ -37,6 +37,7 @@ pub struct Config {
     pub obstacles: ObstacleThresholds,
     pub api: ApiConfig,
     pub door: DoorConfig,
+    pub sync: SyncConfig,
     /// Cameras the daemon reads itself (`[[cameras]]`); `facegate run --camera` replaces them.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
@@ -81,6 +82,26 @@ pub struct DoorConfig {
     pub relay_gpio: String,
     /// How long the GPIO line is held active.
     pub relay_pulse_ms: u64,
+}
+
+/// Site-wide sync (`[sync]`): what the local sync API (`/api/sync/...`) seals and opens for
+/// `facegate-sync`. The daemon itself makes no outbound connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// The site this terminal belongs to (one MQTT topic level); empty: sync is off.
+    pub site: String,
+    /// This terminal's name within the site (one topic level).
+    pub terminal: String,
+    /// The site key (64 hex characters): the systemd credential `facegate-site-key` if given,
+    /// else this file (mode 0600 or 0400).
+    pub site_key_file: PathBuf,
+    /// Lifetime of the tokens `facegate sync-token` prints (days).
+    pub token_days: u64,
+    /// Longest wait of a `GET /api/sync/changes` long-poll (ms).
+    pub max_wait_ms: u64,
+    /// Seconds between the metrics snapshots the feed carries to the hub (0: none).
+    pub metrics_interval_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,8 +234,36 @@ impl Config {
         if dc.unknown_attempts == 0 {
             return bad("door.unknown_attempts", "must be at least 1");
         }
+        let sc = &self.sync;
+        if !sc.site.is_empty() && !facegate_proto::valid_name(&sc.site) {
+            return bad(
+                "sync.site",
+                "must be 1-64 letters, digits, '-', '_' or '.' (one MQTT topic level)",
+            );
+        }
+        if !sc.terminal.is_empty() && !facegate_proto::valid_name(&sc.terminal) {
+            return bad(
+                "sync.terminal",
+                "must be 1-64 letters, digits, '-', '_' or '.' (one MQTT topic level)",
+            );
+        }
+        if sc.token_days == 0 {
+            return bad("sync.token_days", "must be at least 1");
+        }
         self.camera_specs()?;
         Ok(())
+    }
+
+    /// This terminal's name in its site: `sync.terminal`, else the host name.
+    pub fn terminal_name(&self) -> String {
+        if !self.sync.terminal.is_empty() {
+            return self.sync.terminal.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| facegate_proto::valid_name(h));
+        host.unwrap_or_else(|| "terminal".to_owned())
     }
 
     /// The configured cameras, parsed (ids unique).

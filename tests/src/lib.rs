@@ -24,6 +24,8 @@ pub fn binary() -> PathBuf {
     })
 }
 
+pub mod sync;
+
 pub fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("facegate-bb-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -138,6 +140,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Another handle on the same running daemon for another thread (it does not own, stop
+    /// or kill the process).
+    pub fn handle(&self) -> Daemon {
+        Daemon {
+            child: None,
+            base: self.base.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+    }
+
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Daemon {
         Daemon::start_with(data_dir, env, &[])
     }

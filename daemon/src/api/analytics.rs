@@ -248,6 +248,8 @@ pub async fn prometheus(State(state): State<Arc<ApiState>>) -> impl IntoResponse
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&gauges) + &super::cameras::prometheus(&state),
+        state.metrics.render(&gauges)
+            + &super::cameras::prometheus(&state)
+            + &super::sync::prometheus(&state),
     )
 }

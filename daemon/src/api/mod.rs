@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod payload;
 pub mod sessions;
+pub mod sync;
 pub mod ws;
 
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct ApiState {
     pub cameras: Vec<cameras::CameraEntry>,
     /// Sessions fed by a camera (`source: camera:<id>`): their result channels.
     pub feeds: sessions::Feeds,
+    /// The local sync API's site, key and counters.
+    pub sync: sync::SyncState,
 }
 
 /// Runs store work on the blocking pool and maps its errors to a logged 500.
@@ -177,7 +180,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/admin/keys/rotate/", post(admin::rotate_keys))
         .route("/api/cameras/", get(cameras::list))
         .route("/api/cameras/{id}/snapshot.jpg", get(cameras::snapshot))
-        .route("/api/cameras/{id}/stream.mjpeg", get(cameras::stream));
+        .route("/api/cameras/{id}/stream.mjpeg", get(cameras::stream))
+        .route("/api/sync/changes", get(sync::changes))
+        .route("/api/sync/ack", post(sync::ack))
+        .route("/api/sync/apply", post(sync::apply));
     let timeout = Duration::from_secs(cfg.request_timeout_s.max(1));
     let docs: Router<Arc<ApiState>> = utoipa_swagger_ui::SwaggerUi::new("/api/schema/swagger-ui")
         .url("/api/schema/", openapi::document())
@@ -288,6 +294,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
             }
         })
     };
+    // With sync on, a metrics snapshot enters the change feed for the hub now and then.
+    let snapshots = sync::spawn_metrics_snapshots(state.clone());
     // systemd (Type=notify): ready once the listeners are bound; the watchdog is pinged only
     // while a probe through the store and a frame worker (and every door's pipeline) succeeds.
     let notifier = crate::notify::Notifier::from_env();
@@ -336,6 +344,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     sweeper.abort();
+    if let Some(s) = snapshots {
+        s.abort();
+    }
     for e in &state.cameras {
         e.camera.stop();
     }

@@ -11,7 +11,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use zeroize::Zeroizing;
 
-use super::records::{RecordError, Records, aad, new_id, now_ms};
+use super::records::{Change, RecordError, Records, aad, new_id, now_ms};
 use super::secrets::{HashError, hash_secret, verify_secret};
 
 /// How a client's `encrypted_data` payloads are sealed.
@@ -54,6 +54,54 @@ impl Client {
             PayloadAlgorithm::Aes256Cbc => self.key_digest,
         })
     }
+}
+
+impl Client {
+    /// A client received from another terminal of the site (`store::sync`).
+    pub(super) fn from_parts(
+        client_id: String,
+        name: String,
+        secret_hash: String,
+        created_ms: u64,
+        payload_algorithm: PayloadAlgorithm,
+        secret_digest: [u8; 32],
+        key_digest: [u8; 32],
+    ) -> Result<Client, ClientError> {
+        if !valid_name(&name) || client_id.is_empty() || client_id.len() > 64 {
+            return Err(ClientError::BadName);
+        }
+        if !secret_hash.starts_with("$argon2id$") {
+            return Err(ClientError::Hash("the secret hash is not Argon2id".into()));
+        }
+        Ok(Client {
+            client_id,
+            name,
+            secret_hash,
+            created_ms,
+            payload_algorithm,
+            secret_digest,
+            key_digest,
+        })
+    }
+
+    /// The client as it travels to the other terminals of the site.
+    pub(super) fn to_record(&self, api_key: &str) -> facegate_proto::ClientRecord {
+        facegate_proto::ClientRecord {
+            client_id: self.client_id.clone(),
+            name: self.name.clone(),
+            api_key: api_key.to_owned(),
+            secret_hash: self.secret_hash.clone(),
+            secret_digest: hex::encode(self.secret_digest),
+            key_digest: hex::encode(self.key_digest),
+            payload_algorithm: self.payload_algorithm.as_str().to_owned(),
+            created_ms: self.created_ms,
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let valid = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    !name.is_empty() && name.len() <= 64 && name.chars().all(valid)
 }
 
 impl std::fmt::Debug for Client {
@@ -119,8 +167,7 @@ impl Records {
         name: &str,
         payload_algorithm: PayloadAlgorithm,
     ) -> Result<NewClient, ClientError> {
-        let valid = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
-        if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
+        if !valid_name(name) {
             return Err(ClientError::BadName);
         }
         let api_key = format!("fgk_{}", random_hex(16)?);
@@ -156,7 +203,17 @@ impl Records {
             Err(TransactionError::Abort(())) => return Err(ClientError::Exists(name.to_owned())),
             Err(TransactionError::Storage(e)) => return Err(RecordError::Db(e).into()),
         }
-        self.flush()?;
+        // The feed entry that lets the sync agent take the client to the other terminals of
+        // the site (a crash between the two writes leaves a client that is not synced).
+        self.commit(
+            &[Change::ClientCreated {
+                client_id: client.client_id.clone(),
+                api_key: api_key.clone(),
+            }],
+            false,
+            &[],
+            |_, _, _| Ok(()),
+        )?;
         Ok(NewClient {
             client,
             api_key,

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod operators;
 pub mod records;
 pub mod secrets;
+pub mod sync;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

@@ -18,10 +18,14 @@ use super::keys::{self, KeyError, MasterKeySource};
 const META_DATA_KEY: &[u8] = b"data_key";
 const META_FEED_SEQ: &[u8] = b"feed_seq";
 const META_EPOCH: &[u8] = b"enrollment_epoch";
-const META_LABEL: &[u8] = b"next_label";
+pub(super) const META_LABEL: &[u8] = b"next_label";
 /// The data key being rotated away from: present only while a rotation re-seals records.
 const META_DATA_KEY_PREV: &[u8] = b"data_key_prev";
 const META_LOOKUP_KEY: &[u8] = b"lookup_key";
+/// The hybrid logical clock: the highest enrollment version issued or seen.
+const META_HLC: &[u8] = b"hlc";
+/// `tomb/` ‖ user slot -> the version of the user's last deletion.
+pub(super) const META_TOMB: &[u8] = b"tomb/";
 /// Trees whose values are sealed with the data key (and so re-sealed by a rotation).
 const SEALED_TREES: [&str; 5] = ["enrollments", "feed", "clients", "audit", "operators"];
 
@@ -96,6 +100,21 @@ pub enum Change {
         at_ms: u64,
         json: String,
     },
+    // New variants go last: entries are stored by variant index.
+    /// A deletion with its version: the tombstone other terminals keep (`EnrollmentDeleted`
+    /// is what older terminals wrote).
+    EnrollmentRevoked {
+        enrollment_id: String,
+        client: String,
+        user_id: String,
+        version: u64,
+    },
+    /// A client created on this terminal: the API key travels (sealed) so other terminals of
+    /// the site can look it up; the secret never exists here.
+    ClientCreated {
+        client_id: String,
+        api_key: String,
+    },
 }
 
 /// What an audited attempt was.
@@ -167,9 +186,9 @@ pub struct ResealReport {
 #[derive(Debug)]
 pub struct Records {
     pub(super) db: sled::Db,
-    meta: sled::Tree,
-    enrollments: sled::Tree,
-    users: sled::Tree,
+    pub(super) meta: sled::Tree,
+    pub(super) enrollments: sled::Tree,
+    pub(super) users: sled::Tree,
     feed: sled::Tree,
     pub(super) clients: sled::Tree,
     pub(super) api_keys: sled::Tree,
@@ -292,11 +311,11 @@ impl Records {
         zeroize::Zeroizing::new(self.slot(&[b"facegate/derived-secret/v1", purpose.as_bytes()]))
     }
 
-    fn user_slot(&self, client: &str, user_id: &str) -> [u8; 32] {
+    pub(super) fn user_slot(&self, client: &str, user_id: &str) -> [u8; 32] {
         self.slot(&[client.as_bytes(), user_id.as_bytes()])
     }
 
-    fn seal_enrollment(&self, e: &Enrollment) -> Result<Vec<u8>, RecordError> {
+    pub(super) fn seal_enrollment(&self, e: &Enrollment) -> Result<Vec<u8>, RecordError> {
         let plain = zeroize::Zeroizing::new(postcard::to_stdvec(e).map_err(|err| {
             RecordError::Malformed {
                 key: e.id.clone(),
@@ -382,6 +401,11 @@ impl Records {
                 },
             };
             let label = self.next(META_LABEL)?;
+            let floor = previous
+                .as_ref()
+                .map_or(0, |p| p.version)
+                .max(self.tombstone(&slot)?);
+            let version = self.next_version(floor)?;
             let enrollment = Enrollment {
                 id: previous
                     .as_ref()
@@ -395,7 +419,7 @@ impl Records {
                 liveness_verified: item.liveness_verified,
                 created_ms: previous.as_ref().map_or(now, |p| p.created_ms),
                 updated_ms: now,
-                version: previous.as_ref().map_or(1, |p| p.version + 1),
+                version,
             };
             latest.insert(slot, enrollment.clone());
             out.push((slot, enrollment, previous.map(|p| p.label)));
@@ -413,7 +437,7 @@ impl Records {
                 version: e.version,
             })
             .collect();
-        self.commit(&changes, true, |e, u, _| {
+        self.commit(&changes, true, &[], |e, u, _| {
             for ((slot, enrollment, _), sealed) in out.iter().zip(&sealed) {
                 e.insert(enrollment.id.as_bytes(), sealed.clone())?;
                 u.insert(slot.as_slice(), enrollment.id.as_bytes())?;
@@ -439,12 +463,15 @@ impl Records {
             return Ok(None);
         }
         let slot = self.user_slot(client, &existing.user_id);
-        let change = Change::EnrollmentDeleted {
+        let version = self.next_version(existing.version.max(self.tombstone(&slot)?))?;
+        let change = Change::EnrollmentRevoked {
             enrollment_id: existing.id.clone(),
             client: client.to_owned(),
             user_id: existing.user_id.clone(),
+            version,
         };
-        self.commit(std::slice::from_ref(&change), true, |e, u, _| {
+        let tomb = [(tomb_key(&slot), version.to_be_bytes().to_vec())];
+        self.commit(std::slice::from_ref(&change), true, &tomb, |e, u, _| {
             e.remove(existing.id.as_bytes())?;
             u.remove(&slot)?;
             Ok(())
@@ -453,10 +480,16 @@ impl Records {
     }
 
     /// Runs one transaction that appends `changes` to the feed with the next sequence numbers
-    /// (and, for enrollment changes, bumps the enrollment epoch) along with `body`, then
-    /// flushes to disk. `body` gets the enrollments, users and audit trees and the first
-    /// sequence number; returns the last.
-    fn commit<F>(&self, changes: &[Change], bump_epoch: bool, body: F) -> Result<u64, RecordError>
+    /// (and, for enrollment changes, bumps the enrollment epoch) and writes `meta_writes` along
+    /// with `body`, then flushes to disk. `body` gets the enrollments, users and audit trees
+    /// and the first sequence number; returns the last.
+    pub(super) fn commit<F>(
+        &self,
+        changes: &[Change],
+        bump_epoch: bool,
+        meta_writes: &[(Vec<u8>, Vec<u8>)],
+        body: F,
+    ) -> Result<u64, RecordError>
     where
         F: Fn(
             &sled::transaction::TransactionalTree,
@@ -493,6 +526,9 @@ impl Records {
                     let epoch = counter(META_EPOCH)? + 1;
                     m.insert(META_EPOCH, &epoch.to_be_bytes())?;
                 }
+                for (k, v) in meta_writes {
+                    m.insert(k.as_slice(), v.as_slice())?;
+                }
                 body(e, u, (a, first))?;
                 Ok(last)
             })
@@ -514,20 +550,27 @@ impl Records {
             }
         })?);
         let change = Change::Audit(row.clone());
-        self.commit(std::slice::from_ref(&change), false, |_, _, (a, seq)| {
-            let key = audit_key(row.at_ms, seq);
-            let sealed = self
-                .keyring
-                .seal(&aad("audit", &key), &plain)
-                .map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
-            a.insert(key.as_slice(), sealed)?;
-            Ok(())
-        })
+        self.commit(
+            std::slice::from_ref(&change),
+            false,
+            &[],
+            |_, _, (a, seq)| {
+                let key = audit_key(row.at_ms, seq);
+                let sealed = self
+                    .keyring
+                    .seal(&aad("audit", &key), &plain)
+                    .map_err(|e| ConflictableTransactionError::Abort(e.into()))?;
+                a.insert(key.as_slice(), sealed)?;
+                Ok(())
+            },
+        )
     }
 
     /// Appends a metrics snapshot to the feed for the hub.
     pub fn append_metrics(&self, at_ms: u64, json: String) -> Result<u64, RecordError> {
-        self.commit(&[Change::Metrics { at_ms, json }], false, |_, _, _| Ok(()))
+        self.commit(&[Change::Metrics { at_ms, json }], false, &[], |_, _, _| {
+            Ok(())
+        })
     }
 
     /// Audit rows with `from_ms <= at_ms < to_ms`, oldest first, at most `limit`.
@@ -669,7 +712,55 @@ impl Records {
         self.keyring.rotating()
     }
 
-    fn next(&self, key: &[u8]) -> Result<u64, RecordError> {
+    /// The version of the user's last deletion (0: none).
+    pub(super) fn tombstone(&self, slot: &[u8; 32]) -> Result<u64, RecordError> {
+        Ok(get_u64(&self.meta, &tomb_key(slot))?)
+    }
+
+    /// The next enrollment version: above `floor`, every version issued or seen here, and
+    /// the wall clock (a hybrid logical clock; see `facegate_proto::next_version`).
+    pub(super) fn next_version(&self, floor: u64) -> Result<u64, RecordError> {
+        let now = now_ms();
+        let v = self.meta.update_and_fetch(META_HLC, |old| {
+            let last = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map_or(0, u64::from_be_bytes)
+                .max(floor);
+            Some(
+                facegate_proto::next_version(last, now)
+                    .to_be_bytes()
+                    .to_vec(),
+            )
+        })?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(1, u64::from_be_bytes))
+    }
+
+    /// Records that a version was seen (applied from another node), so local versions
+    /// issued later are above it.
+    pub(super) fn observe_version(&self, seen: u64) -> Result<(), RecordError> {
+        self.meta.update_and_fetch(META_HLC, |old| {
+            let last = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some(last.max(seen).to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
+    /// The last feed sequence number (0: empty feed).
+    pub fn feed_seq(&self) -> Result<u64, RecordError> {
+        Ok(get_u64(&self.meta, META_FEED_SEQ)?)
+    }
+
+    pub(super) fn enrollment_id_of(&self, slot: &[u8; 32]) -> Result<Option<String>, RecordError> {
+        Ok(self
+            .users
+            .get(slot)?
+            .map(|id| String::from_utf8_lossy(&id).into_owned()))
+    }
+
+    pub(super) fn next(&self, key: &[u8]) -> Result<u64, RecordError> {
         let v = self.meta.update_and_fetch(key, |old| {
             let n = old
                 .and_then(|v| <[u8; 8]>::try_from(v).ok())
@@ -802,6 +893,10 @@ fn open_db(path: &Path) -> Result<sled::Db, RecordError> {
     }
 }
 
+pub(super) fn tomb_key(slot: &[u8; 32]) -> Vec<u8> {
+    [META_TOMB, slot.as_slice()].concat()
+}
+
 /// Audit rows are keyed by time, then feed sequence, for date-range queries.
 fn audit_key(at_ms: u64, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -816,7 +911,7 @@ pub fn new_token_id() -> String {
 }
 
 /// A random RFC 4122 version-4 UUID.
-pub(super) fn new_id() -> String {
+pub fn new_id() -> String {
     let mut b = [0u8; 16];
     // getrandom only fails on a broken OS; a time-derived id keeps the store usable then.
     if getrandom::fill(&mut b).is_err() {
