@@ -277,7 +277,10 @@ fn key_rotation_reseals_everything_and_readers_never_stop() {
     assert_eq!(resealed["enrollments"], 40);
     assert_eq!(resealed["audit"], 40);
     assert_eq!(resealed["clients"], 1);
-    assert_eq!(resealed["feed"], 80);
+    assert_eq!(
+        resealed["feed"], 81,
+        "40 enrollments, 40 audit rows, 1 client created"
+    );
     assert_eq!(report.master.as_deref(), Some(dir.join(KEY_FILE).as_path()));
     assert!(!store.records().rotating());
     drop(store);
@@ -432,9 +435,11 @@ fn enroll_identify_verify_delete_across_restarts() {
     assert_eq!(report.enrollments, 3);
     let m = store.verify("door", "alice", &t[0]).unwrap().unwrap();
     assert!((m.similarity - 1.0).abs() < 1e-4);
-    // Re-enrolling replaces: same id, version 2, one entry in the index.
+    // Re-enrolling replaces: same id, a newer version (a hybrid logical clock), one entry in
+    // the index.
     let a2 = store.enroll("door", "alice", &t[0], 0.95, true).unwrap();
-    assert_eq!((a2.id.as_str(), a2.version), (a.id.as_str(), 2));
+    assert_eq!(a2.id, a.id);
+    assert!(a2.version > a.version, "{} > {}", a2.version, a.version);
     assert_eq!(store.index_len(), 3);
     // Delete: gone from records and index, and the feed says so.
     assert!(
@@ -452,7 +457,7 @@ fn enroll_identify_verify_delete_across_restarts() {
         "monotonic sequence"
     );
     assert!(
-        matches!(&feed[4].1, facegate_daemon::store::records::Change::EnrollmentDeleted { user_id, .. } if user_id == "alice")
+        matches!(&feed[4].1, facegate_daemon::store::records::Change::EnrollmentRevoked { user_id, version, .. } if user_id == "alice" && *version > a2.version)
     );
     assert!(store.check_consistency().unwrap().is_empty());
     // A consumer (sync) reads from its cursor and acknowledges; the cursor never moves back.
@@ -831,4 +836,166 @@ fn clients_authenticate_by_argon2id_and_secrets_never_reach_disk() {
     }
     assert_nowhere_on_disk(&dir, &needles);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn unit(seed: u32) -> Vec<f32> {
+    let v: Vec<f32> = (0..EMBEDDING_DIM)
+        .map(|i| {
+            (((i as u32).wrapping_mul(2654435761) ^ seed.wrapping_mul(40503)) % 1000) as f32 - 500.0
+        })
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / n).collect()
+}
+
+fn record_of(e: &facegate_daemon::store::records::Enrollment) -> facegate_proto::EnrollmentRecord {
+    facegate_proto::EnrollmentRecord {
+        enrollment_id: e.id.clone(),
+        client: e.client.clone(),
+        user_id: e.user_id.clone(),
+        template: e.template.clone(),
+        quality: e.quality,
+        liveness_verified: e.liveness_verified,
+        created_ms: e.created_ms,
+        version: e.version,
+    }
+}
+
+/// The site's conflict rule on real stores: changes from other terminals apply once, in any
+/// order, and every store ends with the same enrollment; a deletion wins over every older
+/// upsert (a replay or a late upsert cannot bring the person back), and a re-enrollment after
+/// it wins again; a client created on one terminal logs in on another with the same key and
+/// secret, and a different client cannot take its name.
+#[test]
+fn site_changes_converge_in_any_order_and_erasure_wins() {
+    use facegate_daemon::store::sync::Applied;
+    let root = std::env::temp_dir().join(format!("facegate-store-sync-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (a, _) = open(&root.join("a"), Quantization::I8);
+    let (b, _) = open(&root.join("b"), Quantization::I8);
+    let (c, _) = open(&root.join("c"), Quantization::I8);
+
+    // Concurrent enrollments of the same person on A and B.
+    let ea = a.enroll("acme", "alice", &unit(1), 0.9, true).unwrap();
+    let eb = b.enroll("acme", "alice", &unit(2), 0.9, true).unwrap();
+    assert_ne!(ea.id, eb.id);
+    let (ra, rb) = (record_of(&ea), record_of(&eb));
+    let winner = if facegate_proto::newer(
+        (ra.version, &ra.enrollment_id),
+        (rb.version, &rb.enrollment_id),
+    ) {
+        ea.id.clone()
+    } else {
+        eb.id.clone()
+    };
+    let _ = a.apply_enrollment(&rb).unwrap();
+    let _ = b.apply_enrollment(&ra).unwrap();
+    // C gets them in the other order; every record applies at most once.
+    let _ = c.apply_enrollment(&rb).unwrap();
+    let _ = c.apply_enrollment(&ra).unwrap();
+    assert_eq!(c.apply_enrollment(&ra).unwrap(), Applied::Stale);
+    for s in [&a, &b, &c] {
+        let list = s.list(Some("acme")).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].id, winner);
+        assert_eq!(s.index_len(), 1, "the loser left the index too");
+        assert!(s.verify("acme", "alice", &unit(1)).unwrap().is_some());
+    }
+
+    // An operator deletes her on A: the deletion reaches B; a replay of any older upsert, or
+    // one arriving late at a store that saw the deletion first, changes nothing.
+    let gone = a.delete("acme", &winner).unwrap().unwrap();
+    let feed = a.records().feed_after(0, 1000).unwrap();
+    let Some((_, Change::EnrollmentRevoked { version, .. })) = feed.last().cloned() else {
+        panic!("the deletion is the last feed entry: {:?}", feed.last());
+    };
+    assert!(version > gone.version);
+    let del = facegate_proto::DeletionRecord {
+        enrollment_id: winner.clone(),
+        client: "acme".into(),
+        user_id: "alice".into(),
+        version,
+    };
+    assert_eq!(b.apply_deletion(&del).unwrap(), Applied::Changed);
+    assert_eq!(b.apply_deletion(&del).unwrap(), Applied::Stale);
+    for r in [&ra, &rb] {
+        assert_eq!(b.apply_enrollment(r).unwrap(), Applied::Stale);
+        assert_eq!(a.apply_enrollment(r).unwrap(), Applied::Stale);
+    }
+    let (d, _) = open(&root.join("d"), Quantization::I8);
+    assert_eq!(
+        d.apply_deletion(&del).unwrap(),
+        Applied::Changed,
+        "a tombstone alone"
+    );
+    assert_eq!(d.apply_enrollment(&ra).unwrap(), Applied::Stale);
+    for s in [&a, &b, &d] {
+        assert!(s.list(Some("acme")).unwrap().is_empty());
+        assert_eq!(s.index_len(), 0);
+    }
+    // She enrolls again on B after the deletion: a newer version, it wins everywhere.
+    let again = b.enroll("acme", "alice", &unit(3), 0.9, true).unwrap();
+    assert!(again.version > version);
+    assert_eq!(
+        a.apply_enrollment(&record_of(&again)).unwrap(),
+        Applied::Changed
+    );
+    assert_eq!(a.list(Some("acme")).unwrap()[0].id, again.id);
+
+    // A client made on A works on B with the same key and secret.
+    let made = a
+        .records()
+        .add_client(
+            "kiosk",
+            facegate_daemon::store::clients::PayloadAlgorithm::Aes256Gcm,
+        )
+        .unwrap();
+    let feed = a.records().feed_after(0, 1000).unwrap();
+    let Some((_, Change::ClientCreated { client_id, api_key })) = feed
+        .iter()
+        .rev()
+        .find(|(_, ch)| matches!(ch, Change::ClientCreated { .. }))
+        .cloned()
+    else {
+        panic!("no ClientCreated in A's feed");
+    };
+    assert_eq!(api_key, made.api_key);
+    let rec = a
+        .records()
+        .export_client(&client_id, &api_key)
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.records().apply_client(&rec).unwrap(), Applied::Changed);
+    assert_eq!(b.records().apply_client(&rec).unwrap(), Applied::Stale);
+    let on_b = b
+        .records()
+        .authenticate_client(&made.api_key, Some(made.api_secret.as_str()))
+        .unwrap()
+        .expect("A's client logs in on B");
+    assert_eq!(
+        (on_b.client_id.as_str(), on_b.name.as_str()),
+        (client_id.as_str(), "kiosk")
+    );
+    assert!(
+        b.records()
+            .authenticate_client(&made.api_key, Some("fgs_wrong"))
+            .unwrap()
+            .is_none()
+    );
+    let mut impostor = rec.clone();
+    impostor.client_id = "another-id".into();
+    assert!(
+        b.records().apply_client(&impostor).is_err(),
+        "a name names one client"
+    );
+    let mut forged = rec;
+    forged.client_id = "third-id".into();
+    forged.name = "other".into();
+    forged.key_digest = "00".repeat(32);
+    assert!(
+        b.records().apply_client(&forged).is_err(),
+        "key digest must match the key"
+    );
+    drop((a, b, c, d));
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -6,6 +6,72 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::Daemon;
+
+/// The site of the test terminals.
+pub const SITE: &str = "hq";
+
+/// A terminal of the test site: its daemon, its agent, its sync token file.
+#[derive(Debug)]
+pub struct Terminal {
+    pub d: Daemon,
+    pub agent: SyncProc,
+    pub token: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// Writes a fresh site key (`facegate-sync site-key`) to `path`.
+pub fn site_key(path: &Path) {
+    let out = std::process::Command::new(sync_binary())
+        .arg("site-key")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(path, out.stdout).unwrap();
+}
+
+/// A `facegate` terminal of site `SITE` named `name` (an operator `ops@example.org` with the
+/// password `correct horse battery`) with its `facegate-sync` agent.
+pub fn terminal(root: &Path, name: &str, key: &Path, broker: &str) -> Terminal {
+    let dir = root.join(name);
+    let out = crate::cli_stdin(
+        &dir,
+        &["operators", "set", "ops@example.org", "--name", "Ops"],
+        "correct horse battery\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = crate::cli(&dir, &["sync-token"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = root.join(format!("{name}.token"));
+    std::fs::write(&token, &out.stdout).unwrap();
+    let key = key.display().to_string();
+    let d = Daemon::start(
+        &dir,
+        &[
+            ("FACEGATE_SYNC__SITE", SITE),
+            ("FACEGATE_SYNC__TERMINAL", name),
+            ("FACEGATE_SYNC__SITE_KEY_FILE", &key),
+            ("FACEGATE_SYNC__METRICS_INTERVAL_S", "2"),
+            ("FACEGATE_API__AUTHENTICATION_SESSIONS_PER_HOUR", "1000000"),
+        ],
+    );
+    let agent = SyncProc::agent(broker, &d.base, &token, &dir.join("agent.log"));
+    Terminal {
+        d,
+        agent,
+        token,
+        dir,
+    }
+}
+
 /// `target/<profile>/facegate-sync`, beside `facegate`.
 pub fn sync_binary() -> PathBuf {
     let b = crate::binary().with_file_name("facegate-sync");
@@ -251,6 +317,10 @@ impl SyncProc {
             token_file.display().to_string(),
         ];
         SyncProc::spawn(&args, log, false)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     pub fn alive(&mut self) -> bool {

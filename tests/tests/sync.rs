@@ -12,74 +12,17 @@
 //! (f32, f16, i8 or decimal text) or the user id in clear. Figures are printed (`--nocapture`).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use facegate_blackbox::sync::{
-    Broker, SyncProc, enroll_pexels, holds_template, hub_cli, run_session, sample, sync_binary,
-    wait_for,
+    Broker, SITE, SyncProc, Terminal, enroll_pexels, holds_template, hub_cli, run_session, sample,
+    site_key, terminal, wait_for,
 };
-use facegate_blackbox::{Daemon, cli, cli_stdin, tempdir};
+use facegate_blackbox::{Daemon, tempdir};
 use serde_json::{Value, json};
 
-const SITE: &str = "hq";
 const USER: &str = "wolfgang-lady";
-
-struct Terminal {
-    d: Daemon,
-    agent: SyncProc,
-    token: PathBuf,
-    dir: PathBuf,
-}
-
-fn site_key(path: &Path) {
-    let out = std::process::Command::new(sync_binary())
-        .arg("site-key")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::write(path, out.stdout).unwrap();
-}
-
-fn terminal(root: &Path, name: &str, key: &Path, broker: &str) -> Terminal {
-    let dir = root.join(name);
-    let out = cli_stdin(
-        &dir,
-        &["operators", "set", "ops@example.org", "--name", "Ops"],
-        "correct horse battery\n",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = cli(&dir, &["sync-token"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = root.join(format!("{name}.token"));
-    std::fs::write(&token, &out.stdout).unwrap();
-    let key = key.display().to_string();
-    let d = Daemon::start(
-        &dir,
-        &[
-            ("FACEGATE_SYNC__SITE", SITE),
-            ("FACEGATE_SYNC__TERMINAL", name),
-            ("FACEGATE_SYNC__SITE_KEY_FILE", &key),
-            ("FACEGATE_SYNC__METRICS_INTERVAL_S", "2"),
-            ("FACEGATE_API__AUTHENTICATION_SESSIONS_PER_HOUR", "1000000"),
-        ],
-    );
-    let agent = SyncProc::agent(broker, &d.base, &token, &dir.join("agent.log"));
-    Terminal {
-        d,
-        agent,
-        token,
-        dir,
-    }
-}
 
 fn metrics(d: &Daemon) -> String {
     d.get_text("/metrics", &[]).2
@@ -144,6 +87,34 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
     println!("client created at the hub usable on both terminals after {took:?}");
     let auth_a = a.d.login(&c);
     let auth_b = b.d.login(&c);
+    // Only a sync token of this terminal opens the sync API: none, a client's token, or the
+    // other terminal's sync token are 401; a malformed apply body is a 422 with the reason.
+    let b_token = std::fs::read_to_string(&b.token).unwrap();
+    let a_token = std::fs::read_to_string(&a.token).unwrap();
+    for auth in [
+        None,
+        Some(auth_a.clone()),
+        Some(format!("Bearer {}", b_token.trim())),
+    ] {
+        let (s, v) = a.d.get(
+            "/api/sync/changes",
+            auth.as_deref().map(|v| ("Authorization", v)),
+        );
+        assert_eq!(s, 401, "{auth:?}: {v}");
+    }
+    let sync_a = format!("Bearer {}", a_token.trim());
+    let (s, v) = a.d.get(
+        "/api/sync/changes?limit=1",
+        Some(("Authorization", &sync_a)),
+    );
+    assert_eq!((s, v["terminal"].as_str()), (200, Some("door-a")), "{v}");
+    let (s, v) =
+        a.d.post_raw("/api/sync/apply", Some(("Authorization", &sync_a)), b"[1,2");
+    assert_eq!(
+        (s, v["details"]["reason"].as_str()),
+        (422, Some("malformed")),
+        "{v}"
+    );
 
     // Enrolled on A over the API, the person authenticates on B.
     let id = enroll_pexels(&a.d, &auth_a, USER);
