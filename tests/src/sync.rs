@@ -61,6 +61,7 @@ pub fn terminal(root: &Path, name: &str, key: &Path, broker: &str) -> Terminal {
             ("FACEGATE_SYNC__SITE_KEY_FILE", &key),
             ("FACEGATE_SYNC__METRICS_INTERVAL_S", "2"),
             ("FACEGATE_API__AUTHENTICATION_SESSIONS_PER_HOUR", "1000000"),
+            ("FACEGATE_API__ENROLLMENT_SESSIONS_PER_HOUR", "1000000"),
         ],
     );
     let agent = SyncProc::agent(broker, &d.base, &token, &dir.join("agent.log"));
