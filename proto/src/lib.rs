@@ -53,6 +53,9 @@ pub enum Kind {
     Deletion,
     Audit,
     Metrics,
+    /// The hub asks one terminal to enroll a person from photos (the hub has no face
+    /// pipeline); the enrollment then travels like any other.
+    EnrollRequest,
 }
 
 impl Kind {
@@ -63,6 +66,7 @@ impl Kind {
             Kind::Deletion => "revocations",
             Kind::Audit => "audit",
             Kind::Metrics => "metrics",
+            Kind::EnrollRequest => "enroll",
         }
     }
 
@@ -73,6 +77,7 @@ impl Kind {
             Kind::Deletion,
             Kind::Audit,
             Kind::Metrics,
+            Kind::EnrollRequest,
         ]
         .into_iter()
         .find(|k| k.as_str() == level)
@@ -203,6 +208,12 @@ pub enum Body {
     Metrics {
         json: String,
     },
+    /// Photos of a person to enroll (base64 JPEG / PNG), for one terminal to embed.
+    EnrollRequest {
+        client: String,
+        user_id: String,
+        images: Vec<String>,
+    },
 }
 
 impl Body {
@@ -213,6 +224,7 @@ impl Body {
             Body::Deletion(_) => Kind::Deletion,
             Body::Audit(_) => Kind::Audit,
             Body::Metrics { .. } => Kind::Metrics,
+            Body::EnrollRequest { .. } => Kind::EnrollRequest,
         }
     }
 }

@@ -42,6 +42,8 @@ pub async fn serve(hub: Arc<Hub>, dir: &Path, listen: std::net::SocketAddr) -> a
         .route("/audit", get(audit))
         .route("/clients", post(add_client))
         .route("/revoke", post(revoke))
+        .route("/enroll", post(enroll))
+        .route("/enrollment", get(enrollment))
         .route("/metrics", get(metrics))
         .with_state(hub.clone());
     tokio::spawn(async move {
@@ -209,6 +211,69 @@ async fn revoke(State(hub): State<Arc<Hub>>, Json(body): Json<Revoke>) -> Answer
             }),
         )?;
         Ok(json!({"revoked": e.enrollment_id, "site": site, "event": env.id}))
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+struct Enroll {
+    client: String,
+    user_id: String,
+    /// base64 photos.
+    images: Vec<String>,
+    site: Option<String>,
+    terminal: Option<String>,
+}
+
+/// Photos of a person to one terminal of the site (given, or one online now), which embeds
+/// them and enrolls the person; the enrollment comes back to the hub and goes to the others.
+async fn enroll(State(hub): State<Arc<Hub>>, Json(body): Json<Enroll>) -> Answer {
+    let out = blocking(&hub, move |h| {
+        let site = site_of(h, body.site)?;
+        if body.images.is_empty() {
+            bail!("give at least one photo");
+        }
+        let terminal = match body.terminal {
+            Some(t) => t,
+            None => h.online_terminal(&site).context(
+                "no terminal of the site is online: give --terminal (it enrolls when it returns)",
+            )?,
+        };
+        let before = h.enrollment_of(&site, &body.client, &body.user_id)?;
+        let env = h.originate_to(
+            &site,
+            Some(&terminal),
+            Body::EnrollRequest {
+                client: body.client,
+                user_id: body.user_id,
+                images: body.images,
+            },
+        )?;
+        Ok(
+            json!({"request": env.id, "site": site, "terminal": terminal,
+                  "previous_version": before.map(|b| b.1)}),
+        )
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+struct EnrollmentQuery {
+    client: String,
+    user_id: String,
+    site: Option<String>,
+}
+
+/// The current enrollment of a person at the hub.
+async fn enrollment(State(hub): State<Arc<Hub>>, Query(q): Query<EnrollmentQuery>) -> Answer {
+    let out = blocking(&hub, move |h| {
+        let site = site_of(h, q.site)?;
+        Ok(match h.enrollment_of(&site, &q.client, &q.user_id)? {
+            Some((id, version)) => json!({"enrollment_id": id, "version": version, "site": site}),
+            None => json!({"enrollment_id": null, "site": site}),
+        })
     })
     .await?;
     Ok(Json(out))

@@ -36,6 +36,62 @@ pub struct AgentArgs {
     /// Changes per batch (published, then acknowledged together).
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
+    /// Home Assistant MQTT discovery under this prefix (e.g. `homeassistant`): the terminal's
+    /// status as a connectivity sensor and its decisions (outcome only: `granted` or the
+    /// reason, never who) as an event entity. Off by default.
+    #[arg(long, value_name = "PREFIX")]
+    pub ha_discovery: Option<String>,
+}
+
+/// Home Assistant discovery configs (retained) for a terminal, the way Frigate announces its
+/// cameras: (topic, payload).
+pub fn ha_configs(prefix: &str, site: &str, terminal: &str) -> Vec<(String, Vec<u8>)> {
+    let id = format!("facegate_{site}_{terminal}").replace(['.', '-'], "_");
+    let device = serde_json::json!({
+        "identifiers": [id],
+        "name": format!("facegate {terminal}"),
+        "manufacturer": "facegate",
+        "model": "door terminal",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    });
+    let status = facegate_proto::status_topic(site, terminal);
+    vec![
+        (
+            format!("{prefix}/binary_sensor/{id}/online/config"),
+            serde_json::json!({
+                "name": "Online",
+                "unique_id": format!("{id}_online"),
+                "device_class": "connectivity",
+                "state_topic": status,
+                "payload_on": "online",
+                "payload_off": "offline",
+                "device": device,
+            })
+            .to_string()
+            .into_bytes(),
+        ),
+        (
+            format!("{prefix}/event/{id}/decision/config"),
+            serde_json::json!({
+                "name": "Decision",
+                "unique_id": format!("{id}_decision"),
+                "state_topic": decisions_topic(site, terminal),
+                "event_types": ["granted", "no_match_found", "liveness_failed", "session_expired",
+                                "cancelled", "obstacle_detected", "low_quality", "denied"],
+                "availability_topic": status,
+                "payload_available": "online",
+                "payload_not_available": "offline",
+                "device": device,
+            })
+            .to_string()
+            .into_bytes(),
+        ),
+    ]
+}
+
+/// `facegate/v1/{site}/{terminal}/decisions`: `{"event_type": ...}` per authentication.
+pub fn decisions_topic(site: &str, terminal: &str) -> String {
+    format!("{}/{site}/{terminal}/decisions", facegate_proto::ROOT)
 }
 
 /// Counters the agent logs (and tests read from its log).
@@ -161,11 +217,27 @@ async fn session(
                         connected = true;
                         req.send(Req::Publish { topic: status.clone(), payload: b"online".to_vec(), retain: true })?;
                         order.push_back(None);
+                        if let Some(prefix) = &args.ha_discovery {
+                            for (topic, payload) in ha_configs(prefix, site, terminal) {
+                                req.send(Req::Publish { topic, payload, retain: true })?;
+                                order.push_back(None);
+                            }
+                        }
                         for t in [
                             format!("{}/{site}/cmd/#", facegate_proto::ROOT),
                             format!("{}/{site}/{terminal}/cmd/#", facegate_proto::ROOT),
                         ] {
                             req.send(Req::Subscribe(t))?;
+                        }
+                        if !ack.session_present {
+                            // The broker holds nothing for us (a new terminal, or a broker that
+                            // lost its sessions): ask the hub for the site's state.
+                            req.send(Req::Publish {
+                                topic: format!("{}/{site}/{terminal}/resync", facegate_proto::ROOT),
+                                payload: b"{}".to_vec(),
+                                retain: false,
+                            })?;
+                            order.push_back(None);
                         }
                         fetch(None, tx.clone());
                     }
@@ -206,6 +278,11 @@ async fn session(
                             batch_last = batch_last.max(seq);
                             if c["skip"] == true {
                                 continue;
+                            }
+                            if args.ha_discovery.is_some() && let Some(d) = c["decision"].as_str() {
+                                let payload = serde_json::json!({"event_type": d}).to_string().into_bytes();
+                                req.send(Req::Publish { topic: decisions_topic(site, terminal), payload, retain: false })?;
+                                order.push_back(None);
                             }
                             let topic = c["topic"].as_str().unwrap_or_default().to_owned();
                             let payload = serde_json::to_vec(&c["envelope"])?;

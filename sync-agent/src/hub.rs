@@ -152,8 +152,15 @@ impl Hub {
             self.refuse(4, topic, "not facegate/v1/SITE/TERMINAL/KIND");
             return Ok(());
         };
-        if terminal == "cmd" {
-            return Ok(()); // the hub's own re-publications
+        if last == "resync" && terminal != "cmd" {
+            if self.sites.contains_key(site) {
+                self.resync(site, terminal)?;
+            }
+            return Ok(());
+        }
+        if terminal == "cmd" || last == "decisions" {
+            // the hub's own re-publications; Home Assistant's decision events
+            return Ok(());
         }
         let Some(key) = self.sites.get(site) else {
             self.refuse(1, topic, "a site this hub does not serve");
@@ -204,7 +211,7 @@ impl Hub {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        self.record(site, key, &env, &event, &ekey)?;
+        self.record(site, key, &env, &event, &ekey, None)?;
         self.stored.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -218,6 +225,7 @@ impl Hub {
         env: &Envelope,
         event: &Event,
         ekey: &[u8],
+        direct: Option<&str>,
     ) -> anyhow::Result<bool> {
         use sled::Transactional;
         let json = env.to_json();
@@ -239,21 +247,26 @@ impl Hub {
                     }
                 }
             },
-            None => false,
+            None => direct.is_some(),
         };
+        let topic = direct
+            .map(str::to_owned)
+            .unwrap_or_else(|| facegate_proto::site_cmd_topic(site, env.kind));
         let deleted = event.body.kind() == Kind::Deletion;
         let origin = env.origin.clone();
         let seq = env.seq;
         (&self.events, &self.state, &self.outbox, &self.terminals)
             .transaction(|(ev, st, ob, te)| {
                 ev.insert(ekey, json.as_slice())?;
-                if wins && let Some((skey, version, id)) = &claim {
-                    let v = json!({"version": version, "id": id, "deleted": deleted, "event": ekey_hex(ekey)});
-                    st.insert(skey.as_slice(), serde_json::to_vec(&v).unwrap_or_default())?;
+                if wins {
+                    if let Some((skey, version, id)) = &claim {
+                        let v = json!({"version": version, "id": id, "deleted": deleted, "event": ekey_hex(ekey)});
+                        st.insert(skey.as_slice(), serde_json::to_vec(&v).unwrap_or_default())?;
+                    }
                     let mut ok = site.as_bytes().to_vec();
                     ok.push(0);
                     ok.extend_from_slice(env.id.as_bytes());
-                    ob.insert(ok, json.as_slice())?;
+                    ob.insert(ok, [topic.as_bytes(), b"\n", json.as_slice()].concat())?;
                 }
                 let tkey = [site.as_bytes(), &[0], origin.as_bytes()].concat();
                 let mut t: Value = te
@@ -322,6 +335,16 @@ impl Hub {
     /// An event the hub itself originates (a client added, a revocation): stored, resolved
     /// and queued for the site like a terminal's.
     pub fn originate(&self, site: &str, body: Body) -> anyhow::Result<Envelope> {
+        self.originate_to(site, None, body)
+    }
+
+    /// `originate` to one terminal (`{site}/{terminal}/cmd/{kind}`), or the site.
+    pub fn originate_to(
+        &self,
+        site: &str,
+        terminal: Option<&str>,
+        body: Body,
+    ) -> anyhow::Result<Envelope> {
         let key = self
             .sites
             .get(site)
@@ -335,7 +358,8 @@ impl Hub {
         };
         let env = facegate_proto::seal(key, &event)?;
         let ekey = event_key(site, &env.origin, env.seq);
-        if !self.record(site, key, &env, &event, &ekey)? {
+        let direct = terminal.map(|t| facegate_proto::terminal_cmd_topic(site, t, env.kind));
+        if !self.record(site, key, &env, &event, &ekey, direct.as_deref())? {
             bail!("superseded by a newer change already at the hub");
         }
         Ok(env)
@@ -375,12 +399,12 @@ impl Hub {
         let mut out = Vec::new();
         for kv in self.outbox.iter() {
             let (k, v) = kv?;
-            let env = Envelope::from_json(&v)?;
-            out.push((
-                k.to_vec(),
-                facegate_proto::site_cmd_topic(&env.site, env.kind),
-                v.to_vec(),
-            ));
+            // topic \n envelope
+            let Some(nl) = v.iter().position(|b| *b == b'\n') else {
+                continue;
+            };
+            let topic = String::from_utf8_lossy(&v[..nl]).into_owned();
+            out.push((k.to_vec(), topic, v[nl + 1..].to_vec()));
         }
         Ok(out)
     }
@@ -451,6 +475,82 @@ impl Hub {
             }
         }
         Ok(out)
+    }
+
+    /// Queues the site's whole state (every client, the winning enrollment or tombstone of
+    /// every person) for one terminal: what a terminal that starts without a broker session
+    /// (a new one, or after the broker lost its sessions) has missed. Applying is idempotent.
+    fn resync(&self, site: &str, terminal: &str) -> anyhow::Result<()> {
+        let mut prefix = site.as_bytes().to_vec();
+        prefix.push(0);
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.state.scan_prefix(&prefix) {
+            let (_, v) = kv?;
+            let cur: Value = serde_json::from_slice(&v)?;
+            let Some(ekey) = cur["event"].as_str().and_then(|h| hex::decode(h).ok()) else {
+                continue;
+            };
+            let Some(raw) = self.events.get(&ekey)? else {
+                continue;
+            };
+            let env = Envelope::from_json(&raw)?;
+            let topic = facegate_proto::terminal_cmd_topic(site, terminal, env.kind);
+            let okey = [
+                prefix.as_slice(),
+                b"resync/",
+                terminal.as_bytes(),
+                &[0],
+                env.id.as_bytes(),
+            ]
+            .concat();
+            batch.insert(okey, [topic.as_bytes(), b"\n", raw.as_ref()].concat());
+            n += 1;
+        }
+        self.outbox.apply_batch(batch)?;
+        self.db.flush()?;
+        tracing::info!(%site, %terminal, changes = n, "a terminal without a session: the site's state queued for it");
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// A terminal of `site` whose agent is online now.
+    pub fn online_terminal(&self, site: &str) -> Option<String> {
+        self.online
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((s, t), on)| s == site && **on && t != facegate_proto::HUB)
+            .map(|((_, t), _)| t.clone())
+            .min()
+    }
+
+    /// The current enrollment of (client, user id) at the hub: (id, version), if any.
+    pub fn enrollment_of(
+        &self,
+        site: &str,
+        client: &str,
+        user_id: &str,
+    ) -> anyhow::Result<Option<(String, u64)>> {
+        let key = self
+            .sites
+            .get(site)
+            .context("a site this hub does not serve")?;
+        let mut k = site.as_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(&key.mac("user", &[client, user_id]));
+        Ok(match self.state.get(k)? {
+            Some(v) => {
+                let cur: Value = serde_json::from_slice(&v)?;
+                (cur["deleted"] != true).then(|| {
+                    (
+                        cur["id"].as_str().unwrap_or_default().to_owned(),
+                        cur["version"].as_u64().unwrap_or(0),
+                    )
+                })
+            }
+            None => None,
+        })
     }
 
     pub fn events_len(&self) -> usize {

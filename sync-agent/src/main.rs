@@ -8,6 +8,7 @@ mod daemon;
 mod hub;
 mod mqtt;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -69,6 +70,24 @@ enum HubAction {
     Clients {
         #[command(subcommand)]
         action: ClientsAction,
+    },
+    /// Enroll a person from photos on every terminal of the site: one terminal (given, or one
+    /// online) embeds them; its enrollment reaches the others through the hub.
+    Enroll {
+        /// The tenant (client name).
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        user_id: String,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        terminal: Option<String>,
+        /// Seconds to wait for the enrollment to reach the hub (0: do not wait).
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
     },
     /// Delete an enrollment on every terminal of its site (kept as a tombstone).
     Revoke { enrollment_id: String },
@@ -132,6 +151,19 @@ fn ask(
     Ok(v)
 }
 
+/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => runtime()?.block_on(agent::run(args)),
@@ -150,6 +182,60 @@ fn run(command: Command) -> anyhow::Result<()> {
                 let (_, text) = admin::request(&data_dir, "GET", "/metrics", None)?;
                 print!("{text}");
                 Ok(())
+            }
+            HubAction::Enroll {
+                client,
+                user_id,
+                site,
+                terminal,
+                wait,
+                images,
+            } => {
+                use base64::Engine as _;
+                let mut photos = Vec::new();
+                for p in &images {
+                    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                    photos.push(base64::engine::general_purpose::STANDARD.encode(bytes));
+                }
+                let v = ask(
+                    &data_dir,
+                    "POST",
+                    "/enroll",
+                    Some(&json!({"client": client, "user_id": user_id, "images": photos,
+                                 "site": site, "terminal": terminal})),
+                )?;
+                let before = v["previous_version"].as_u64().unwrap_or(0);
+                let q = format!(
+                    "/enrollment?client={}&user_id={}&site={}",
+                    encode(&client),
+                    encode(&user_id),
+                    encode(v["site"].as_str().unwrap_or_default())
+                );
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+                loop {
+                    let e = ask(&data_dir, "GET", &q, None)?;
+                    if e["version"].as_u64().is_some_and(|ver| ver > before) {
+                        println!(
+                            "{}",
+                            json!({"enrollment_id": e["enrollment_id"], "version": e["version"],
+                                   "terminal": v["terminal"], "request": v["request"]})
+                        );
+                        return Ok(());
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        if wait == 0 {
+                            println!("{v}");
+                            return Ok(());
+                        }
+                        bail!(
+                            "terminal {} has not enrolled {user_id} within {wait} s (request {} stays queued for it; \
+                             its log says why if no photo had a usable face)",
+                            v["terminal"].as_str().unwrap_or_default(),
+                            v["request"].as_str().unwrap_or_default()
+                        );
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
             }
             HubAction::Revoke { enrollment_id } => {
                 let v = ask(&data_dir, "POST", "/revoke", Some(&json!({"enrollment_id": enrollment_id})))?;
@@ -187,7 +273,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                             continue;
                         }
                         after.insert(key, seq);
-                        println!("{r}");
+                        // A closed pipe (`| head`) ends the listing quietly.
+                        if writeln!(std::io::stdout().lock(), "{r}").is_err() {
+                            return Ok(());
+                        }
                     }
                     if !follow {
                         return Ok(());

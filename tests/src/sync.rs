@@ -100,6 +100,11 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(dir: &Path) -> Broker {
+        Broker::start_with(dir, "allow_anonymous true\n")
+    }
+
+    /// A broker whose listener has these extra settings (TLS files, password file).
+    pub fn start_with(dir: &Path, settings: &str) -> Broker {
         let mut b = Broker {
             child: None,
             port: free_port(),
@@ -115,7 +120,7 @@ impl Broker {
         std::fs::write(
             dir.join("mosquitto.conf"),
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages 100\n",
+                "listener {} 127.0.0.1\n{settings}persistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages 100\n",
                 b.port,
                 dir.display()
             ),
@@ -289,7 +294,18 @@ impl SyncProc {
 
     /// `facegate-sync hub` on `data_dir` for `site`.
     pub fn hub(broker: &str, data_dir: &Path, site: &str, key_file: &Path) -> SyncProc {
-        let args: Vec<String> = vec![
+        SyncProc::hub_with(broker, data_dir, site, key_file, &[])
+    }
+
+    /// `hub` with more flags (`--ca`, `--username`, ...).
+    pub fn hub_with(
+        broker: &str,
+        data_dir: &Path,
+        site: &str,
+        key_file: &Path,
+        extra: &[String],
+    ) -> SyncProc {
+        let mut args: Vec<String> = vec![
             "hub".into(),
             "--data-dir".into(),
             data_dir.display().to_string(),
@@ -302,13 +318,25 @@ impl SyncProc {
             "--listen".into(),
             "127.0.0.1:0".into(),
         ];
+        args.extend_from_slice(extra);
         std::fs::create_dir_all(data_dir).unwrap();
         SyncProc::spawn(&args, &data_dir.join("hub.log"), true)
     }
 
     /// `facegate-sync run` for the daemon at `daemon` with its token file.
     pub fn agent(broker: &str, daemon: &str, token_file: &Path, log: &Path) -> SyncProc {
-        let args: Vec<String> = vec![
+        SyncProc::agent_with(broker, daemon, token_file, log, &[])
+    }
+
+    /// `agent` with more flags (`--ca`, `--username`, ...).
+    pub fn agent_with(
+        broker: &str,
+        daemon: &str,
+        token_file: &Path,
+        log: &Path,
+        extra: &[String],
+    ) -> SyncProc {
+        let mut args: Vec<String> = vec![
             "run".into(),
             "--broker".into(),
             broker.into(),
@@ -317,6 +345,7 @@ impl SyncProc {
             "--token-file".into(),
             token_file.display().to_string(),
         ];
+        args.extend_from_slice(extra);
         SyncProc::spawn(&args, log, false)
     }
 

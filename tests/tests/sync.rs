@@ -66,7 +66,16 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
     let hub_dir = root.join("hub");
     let mut hub = SyncProc::hub(&broker.url(), &hub_dir, SITE, &key);
     let mut a = terminal(&root, "door-a", &key, &broker.url());
-    let b = terminal(&root, "door-b", &key, &broker.url());
+    let mut b = terminal(&root, "door-b", &key, &broker.url());
+    // B's agent also announces B to Home Assistant (off by default).
+    b.agent.kill9();
+    b.agent = SyncProc::agent_with(
+        &broker.url(),
+        &b.d.base,
+        &b.token,
+        &b.dir.join("agent.log"),
+        &["--ha-discovery".into(), "homeassistant".into()],
+    );
 
     // A client created at the hub works on both terminals, with the same key and secret.
     let c: Value =
@@ -115,6 +124,61 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
         (422, Some("malformed")),
         "{v}"
     );
+
+    // Enrolled at the hub from photos: a terminal embeds them, every terminal has the person.
+    let photo = facegate_blackbox::data("video/pexels_eyes_hand/0100.jpg");
+    let out = hub_cli(
+        &hub_dir,
+        &[
+            "enroll",
+            "--client",
+            "acme",
+            "--user-id",
+            "photo-person",
+            "--terminal",
+            "door-a",
+            photo.to_str().unwrap(),
+        ],
+    );
+    let e: Value = serde_json::from_str(&out).unwrap();
+    let photo_id = e["enrollment_id"].as_str().unwrap().to_owned();
+    for (t, auth) in [(&a, &auth_a), (&b, &auth_b)] {
+        wait_for(
+            Duration::from_secs(15),
+            "the hub's enrollment on both terminals",
+            || {
+                let (s, v) = t.d.get(
+                    &format!("/api/auth/enrollments/{photo_id}/"),
+                    Some(("Authorization", auth)),
+                );
+                s == 200 && v["user_id"] == "photo-person"
+            },
+        );
+    }
+    let (s, v) = b.d.get(
+        &format!("/api/auth/enrollments/{photo_id}/"),
+        Some(("Authorization", &auth_b)),
+    );
+    assert_eq!(
+        (s, v["liveness_verified"].as_bool()),
+        (200, Some(false)),
+        "photos prove no liveness: {v}"
+    );
+    let out = hub_cli(&hub_dir, &["revoke", &photo_id]);
+    assert!(out.contains(&photo_id), "{out}");
+    for (t, auth) in [(&a, &auth_a), (&b, &auth_b)] {
+        wait_for(
+            Duration::from_secs(15),
+            "the hub's revocation on both terminals",
+            || {
+                t.d.get(
+                    &format!("/api/auth/enrollments/{photo_id}/"),
+                    Some(("Authorization", auth)),
+                )
+                .0 == 404
+            },
+        );
+    }
 
     // Enrolled on A over the API, the person authenticates on B.
     let id = enroll_pexels(&a.d, &auth_a, USER);
@@ -309,10 +373,12 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
     let mut templates = 0;
     for (topic, payload) in &msgs {
         assert!(!holds_template(payload), "a template in clear on {topic}");
-        assert!(
-            !String::from_utf8_lossy(payload).contains(USER),
-            "the user id in clear on {topic}"
-        );
+        for user in [USER, "photo-person"] {
+            assert!(
+                !String::from_utf8_lossy(payload).contains(user),
+                "a user id in clear on {topic}"
+            );
+        }
         let Ok(env) = facegate_proto::Envelope::from_json(payload) else {
             continue;
         };
@@ -324,7 +390,11 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
                 holds_template(&raw),
                 "the detector finds a template in clear"
             );
-            assert_eq!(e.user_id, USER);
+            assert!(
+                e.user_id == USER || e.user_id == "photo-person",
+                "{}",
+                e.user_id
+            );
             templates += 1;
         }
     }
@@ -337,4 +407,143 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
         msgs.len()
     );
     drop(b);
+}
+
+fn sh(dir: &Path, cmd: &str) {
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cmd}");
+}
+
+/// A broker that wants TLS (a test CA, Debian's openssl) and passwords: an agent without the
+/// CA, or with a wrong password, is refused, says so in its log and keeps retrying (it does
+/// not exit); a client created at the hub before the terminal's agent ever connected reaches
+/// it once it connects over TLS with its password (a terminal without a broker session asks
+/// the hub for the site's state).
+#[test]
+fn tls_and_passwords_on_a_locked_broker() {
+    let root = tempdir("sync-tls");
+    let bdir = root.join("broker");
+    std::fs::create_dir_all(&bdir).unwrap();
+    std::fs::write(
+        bdir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    sh(
+        &bdir,
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=facegate-test-ca",
+    );
+    sh(
+        &bdir,
+        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost",
+    );
+    sh(
+        &bdir,
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf",
+    );
+    sh(
+        &bdir,
+        "mosquitto_passwd -c -b passwd hub hub-secret && mosquitto_passwd -b passwd door-a door-a-secret && chmod 644 passwd server.key",
+    );
+    let broker = Broker::start_with(
+        &bdir,
+        &format!(
+            "allow_anonymous false\npassword_file {d}/passwd\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+            d = bdir.display()
+        ),
+    );
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let pw = |name: &str, secret: &str| {
+        let f = root.join(format!("{name}.pw"));
+        std::fs::write(&f, format!("{secret}\n")).unwrap();
+        f.display().to_string()
+    };
+    let ca = bdir.join("ca.pem").display().to_string();
+    let key = root.join("site.key");
+    site_key(&key);
+    let hub_dir = root.join("hub");
+    let hub_flags = [
+        "--ca".into(),
+        ca.clone(),
+        "--username".into(),
+        "hub".into(),
+        "--password-file".into(),
+        pw("hub", "hub-secret"),
+    ];
+    let _hub = SyncProc::hub_with(&url, &hub_dir, SITE, &key, &hub_flags);
+    // The terminal's own agent (started by `terminal`) has no TLS flags: it cannot connect.
+    let mut a = terminal(&root, "door-a", &key, &url);
+    wait_for(
+        Duration::from_secs(10),
+        "an agent without the CA says so",
+        || {
+            std::fs::read_to_string(a.dir.join("agent.log"))
+                .unwrap_or_default()
+                .contains("mqtts needs --ca")
+        },
+    );
+    assert!(a.agent.alive(), "it keeps retrying");
+    a.agent.kill9();
+    let wrong = SyncProc::agent_with(
+        &url,
+        &a.d.base,
+        &a.token,
+        &root.join("wrong.log"),
+        &[
+            "--ca".into(),
+            ca.clone(),
+            "--username".into(),
+            "door-a".into(),
+            "--password-file".into(),
+            pw("wrong", "nope"),
+        ],
+    );
+    let mut wrong = wrong;
+    wait_for(
+        Duration::from_secs(10),
+        "the broker refuses a wrong password",
+        || {
+            std::fs::read_to_string(root.join("wrong.log"))
+                .unwrap_or_default()
+                .contains("sync session ended")
+        },
+    );
+    assert!(wrong.alive(), "a refused agent retries, it does not exit");
+    wrong.kill9();
+    // Created before A's agent ever had a session with the broker.
+    let c: Value =
+        serde_json::from_str(&hub_cli(&hub_dir, &["clients", "add", "acme", "--json"])).unwrap();
+    a.agent = SyncProc::agent_with(
+        &url,
+        &a.d.base,
+        &a.token,
+        &a.dir.join("agent-tls.log"),
+        &[
+            "--ca".into(),
+            ca,
+            "--username".into(),
+            "door-a".into(),
+            "--password-file".into(),
+            pw("door-a", "door-a-secret"),
+        ],
+    );
+    wait_for(
+        Duration::from_secs(15),
+        "the hub's client on A over TLS",
+        || {
+            a.d.post(
+                "/api/auth/client/",
+                None,
+                &json!({"api_key": c["api_key"], "api_secret": c["api_secret"]}),
+            )
+            .0 == 200
+        },
+    );
 }

@@ -251,6 +251,16 @@ pub async fn changes(
                 continue;
             };
             let kind = body.kind();
+            // The outcome of an authentication, without who or which tenant: what a home
+            // automation may see in clear (the agent publishes it only with --ha-discovery).
+            let decision = match &body {
+                Body::Audit(a) if a.action == "authenticate" => Some(if a.success {
+                    "granted".to_owned()
+                } else {
+                    a.reason.clone()
+                }),
+                _ => None,
+            };
             let env = facegate_proto::seal(
                 key,
                 &Event {
@@ -261,11 +271,15 @@ pub async fn changes(
                     body,
                 },
             )?;
-            out.push(json!({
+            let mut item = json!({
                 "seq": seq,
                 "topic": facegate_proto::terminal_topic(&s.sync.site, &s.sync.terminal, kind),
                 "envelope": env,
-            }));
+            });
+            if let Some(d) = decision {
+                item["decision"] = json!(d);
+            }
+            out.push(item);
         }
         Ok(Json(json!({
             "site": s.sync.site,
@@ -334,6 +348,11 @@ pub async fn apply(
             },
             Body::Enrollment(e) => Ok(s.store.apply_enrollment(&e)?),
             Body::Deletion(d) => Ok(s.store.apply_deletion(&d)?),
+            Body::EnrollRequest {
+                client,
+                user_id,
+                images,
+            } => enroll_from_photos(s, &client, &user_id, &images)?,
             Body::Audit(_) | Body::Metrics { .. } => Err((
                 4,
                 format!("a {} event is not applied on a terminal", env.kind.as_str()),
@@ -352,6 +371,59 @@ pub async fn apply(
         }
         Err((reason, message)) => Err(sync.refuse(reason, message)),
     }
+}
+
+/// The hub's enrollment from photos: each photo's largest face embedded, the
+/// quality-weighted mean template stored (liveness not verified: photos), audited. The
+/// enrollment then leaves through the feed like any other. `Err((reason, message))` when no
+/// photo has a usable face.
+fn enroll_from_photos(
+    s: &ApiState,
+    client: &str,
+    user_id: &str,
+    images: &[String],
+) -> anyhow::Result<Result<Applied, (usize, String)>> {
+    use base64::Engine as _;
+    let started = Instant::now();
+    let mut sum = vec![0f32; crate::pipeline::embed::EMBEDDING_DIM];
+    let (mut used, mut quality) = (0usize, 0f32);
+    for b64 in images {
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+            continue;
+        };
+        if let Ok((_, a)) = s.engine.pipeline.analyze_largest(&bytes) {
+            let w = a.quality.score.max(0.05);
+            for (acc, v) in sum.iter_mut().zip(a.embedding.as_slice()) {
+                *acc += w * v;
+            }
+            quality += a.quality.score;
+            used += 1;
+        }
+    }
+    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let row = |ok: bool, reason: &str| crate::store::records::AuditRow {
+        at_ms: now_ms(),
+        action: crate::store::records::AuditAction::Enroll,
+        client: client.to_owned(),
+        user_id: Some(user_id.to_owned()),
+        session_id: None,
+        success: ok,
+        reason: reason.to_owned(),
+        confidence: None,
+        processing_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    if used == 0 || norm <= 0.0 {
+        s.store.records().audit(&row(false, "no_face_detected"))?;
+        return Ok(Err((
+            4,
+            format!("none of the {} photo(s) had a usable face", images.len()),
+        )));
+    }
+    sum.iter_mut().for_each(|x| *x /= norm);
+    s.store
+        .enroll(client, user_id, &sum, quality / used as f32, false)?;
+    s.store.records().audit(&row(true, "hub_import"))?;
+    Ok(Ok(Applied::Changed))
 }
 
 /// The sync counters for /metrics.
