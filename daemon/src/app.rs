@@ -371,9 +371,11 @@ fn sync_state(config: &Config, store: &Store) -> anyhow::Result<crate::api::sync
         tracing::warn!("sync.site is set but no site key was given: the sync API answers 503");
     }
     let secret = store.records().derive_secret("sync-jwt-hs256");
+    let instance = hex::encode(&store.records().derive_secret("sync-instance")[..8]);
     Ok(crate::api::sync::SyncState::new(
         config.sync.site.clone(),
         config.terminal_name(),
+        instance,
         key,
         secret.as_slice(),
     ))

@@ -234,6 +234,10 @@ impl Body {
 pub struct Event {
     pub site: String,
     pub origin: String,
+    /// The origin's incarnation: a terminal given a new data directory counts its sequence
+    /// numbers from 1 again, so receivers key events by (origin, instance, seq).
+    #[serde(default)]
+    pub instance: String,
     pub seq: u64,
     pub at_ms: u64,
     pub body: Body,
@@ -432,6 +436,7 @@ mod tests {
         Event {
             site: "hq".into(),
             origin: "door-a".into(),
+            instance: "i1".into(),
             seq: 7,
             at_ms: 1_700_000_000_000,
             body: Body::Enrollment(EnrollmentRecord {

@@ -125,13 +125,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .to_owned();
     let api = DaemonApi::new(&args.daemon, token);
     // Who am I: the daemon knows its site and terminal name.
-    let (site, terminal) = loop {
+    let (site, terminal, instance) = loop {
         let a = api.clone();
         match tokio::task::spawn_blocking(move || a.changes(None, 1, 0)).await? {
             Ok(v) => {
                 break (
                     v["site"].as_str().unwrap_or_default().to_owned(),
                     v["terminal"].as_str().unwrap_or_default().to_owned(),
+                    v["instance"].as_str().unwrap_or_default().to_owned(),
                 );
             }
             Err(e) => {
@@ -145,7 +146,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
-        match session(&args, &api, &site, &terminal, &counters).await {
+        match session(&args, &api, (&site, &terminal, &instance), &counters).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 if started.elapsed() > Duration::from_secs(10) {
@@ -164,13 +165,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 async fn session(
     args: &AgentArgs,
     api: &DaemonApi,
-    site: &str,
-    terminal: &str,
+    (site, terminal, instance): (&str, &str, &str),
     counters: &Arc<Counters>,
 ) -> anyhow::Result<()> {
     let status = facegate_proto::status_topic(site, terminal);
+    // The daemon's incarnation is part of the session: a terminal given a new data directory
+    // starts a new broker session, and so asks the hub for the site's state.
     let opts = args.broker.options(
-        &format!("facegate-{site}-{terminal}"),
+        &format!("facegate-{site}-{terminal}-{instance}"),
         (status.clone(), "offline"),
     )?;
     let (client, mut events) = AsyncClient::new(opts, 256);

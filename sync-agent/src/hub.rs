@@ -57,6 +57,8 @@ pub struct Hub {
     /// Wakes the MQTT session when the outbox grew (admin actions).
     pub wake: tokio::sync::Notify,
     pub refused: [AtomicU64; 5],
+    /// This hub store's incarnation (random, kept in its meta tree).
+    instance: String,
     pub duplicates: AtomicU64,
     pub stored: AtomicU64,
     /// Terminals' last status as seen now (online / offline).
@@ -64,22 +66,25 @@ pub struct Hub {
     pub started: Instant,
 }
 
-fn event_key(site: &str, origin: &str, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(site.len() + origin.len() + 10);
-    k.extend_from_slice(site.as_bytes());
-    k.push(0);
-    k.extend_from_slice(origin.as_bytes());
-    k.push(0);
+/// `site \0 origin \0 instance \0 seq`: an event's key, and what a redelivery is recognised by.
+fn event_key(site: &str, origin: &str, instance: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(site.len() + origin.len() + instance.len() + 11);
+    for part in [site, origin, instance] {
+        k.extend_from_slice(part.as_bytes());
+        k.push(0);
+    }
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
-fn split_event_key(k: &[u8]) -> Option<(String, String, u64)> {
-    let mut parts = k.splitn(3, |b| *b == 0);
+/// (site, origin, instance, seq) of an event key.
+fn split_event_key(k: &[u8]) -> Option<(String, String, String, u64)> {
+    let mut parts = k.splitn(4, |b| *b == 0);
     let site = String::from_utf8(parts.next()?.to_vec()).ok()?;
     let origin = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let instance = String::from_utf8(parts.next()?.to_vec()).ok()?;
     let seq = u64::from_be_bytes(parts.next()?.try_into().ok()?);
-    Some((site, origin, seq))
+    Some((site, origin, instance, seq))
 }
 
 fn now_ms() -> u64 {
@@ -123,12 +128,25 @@ impl Hub {
                     dir.display()
                 )
             })?;
+        let meta = db.open_tree("meta")?;
+        let instance = match meta.get(b"instance")? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random: {e}"))?;
+                let i = hex::encode(b);
+                meta.insert(b"instance", i.as_bytes())?;
+                db.flush()?;
+                i
+            }
+        };
         Ok(Hub {
+            instance,
             events: db.open_tree("events")?,
             state: db.open_tree("state")?,
             outbox: db.open_tree("outbox")?,
             terminals: db.open_tree("terminals")?,
-            meta: db.open_tree("meta")?,
+            meta,
             db,
             sites,
             wake: tokio::sync::Notify::new(),
@@ -206,7 +224,7 @@ impl Hub {
                 return Ok(());
             }
         };
-        let ekey = event_key(site, &env.origin, env.seq);
+        let ekey = event_key(site, &env.origin, &event.instance, env.seq);
         if self.events.contains_key(&ekey)? {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(());
@@ -352,12 +370,13 @@ impl Hub {
         let event = Event {
             site: site.to_owned(),
             origin: facegate_proto::HUB.to_owned(),
+            instance: self.instance.clone(),
             seq: self.next_seq(site)?,
             at_ms: now_ms(),
             body,
         };
         let env = facegate_proto::seal(key, &event)?;
-        let ekey = event_key(site, &env.origin, env.seq);
+        let ekey = event_key(site, &env.origin, &event.instance, env.seq);
         let direct = terminal.map(|t| facegate_proto::terminal_cmd_topic(site, t, env.kind));
         if !self.record(site, key, &env, &event, &ekey, direct.as_deref())? {
             bail!("superseded by a newer change already at the hub");
@@ -379,7 +398,7 @@ impl Hub {
             let Some(ekey) = cur["event"].as_str().and_then(|h| hex::decode(h).ok()) else {
                 continue;
             };
-            let Some((site, _, _)) = split_event_key(&ekey) else {
+            let Some((site, _, _, _)) = split_event_key(&ekey) else {
                 continue;
             };
             let Some(raw) = self.events.get(&ekey)? else {
@@ -456,7 +475,7 @@ impl Hub {
         let mut out = Vec::new();
         for kv in self.events.iter() {
             let (k, v) = kv?;
-            let Some((site, origin, seq)) = split_event_key(&k) else {
+            let Some((site, origin, instance, seq)) = split_event_key(&k) else {
                 continue;
             };
             if terminal.is_some_and(|t| t != origin) || seq <= after {
@@ -468,7 +487,7 @@ impl Hub {
             }
             let key = self.sites.get(&site).context("site key")?;
             if let Body::Audit(a) = facegate_proto::open(key, &site, &env)?.body {
-                out.push(json!({"site": site, "terminal": origin, "seq": seq, "row": a}));
+                out.push(json!({"site": site, "terminal": origin, "instance": instance, "seq": seq, "row": a}));
                 if out.len() >= limit {
                     break;
                 }

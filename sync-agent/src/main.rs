@@ -267,7 +267,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                     }
                     let v = ask(&data_dir, "GET", &path, None)?;
                     for r in v["rows"].as_array().cloned().unwrap_or_default() {
-                        let key = format!("{}/{}", r["site"].as_str().unwrap_or_default(), r["terminal"].as_str().unwrap_or_default());
+                        let key = format!(
+                            "{}/{}/{}",
+                            r["site"].as_str().unwrap_or_default(),
+                            r["terminal"].as_str().unwrap_or_default(),
+                            r["instance"].as_str().unwrap_or_default()
+                        );
                         let seq = r["seq"].as_u64().unwrap_or(0);
                         if after.get(&key).is_some_and(|a| seq <= *a) {
                             continue;

@@ -257,6 +257,7 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
         &facegate_proto::Event {
             site: SITE.into(),
             origin: "door-x".into(),
+            instance: String::new(),
             seq: 1,
             at_ms: 1,
             body: facegate_proto::Body::Deletion(facegate_proto::DeletionRecord {
@@ -365,6 +366,32 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
         "after kill -9: redeliveries recognised by the hub since its restart: {}",
         sample(&h, "facegate_hub_duplicates_total")
     );
+
+    // A's disk is replaced: a new data directory under the same terminal name. The site's state
+    // comes back to it (its new agent session asks the hub: the client works again), and its
+    // new events, numbered from 1 again, are stored, not taken for redeliveries.
+    drop(a);
+    let a2 = terminal(&root.join("reimaged"), "door-a", &key, &broker.url());
+    wait_for(
+        Duration::from_secs(15),
+        "the site's client on the new A",
+        || {
+            a2.d.post(
+                "/api/auth/client/",
+                None,
+                &json!({"api_key": c["api_key"], "api_secret": c["api_secret"]}),
+            )
+            .0 == 200
+        },
+    );
+    let auth_a2 = a2.d.login(&c);
+    cancelled_sessions(&a2.d, &auth_a2, 5);
+    wait_for(
+        Duration::from_secs(30),
+        "the new A's rows at the hub",
+        || hub_cancelled(&hub_dir, "door-a").0 >= 1605,
+    );
+    assert_eq!(hub_cancelled(&hub_dir, "door-a").0, 1605);
 
     // Nothing on the broker holds a template or the user id in clear; the enrollment that
     // crossed it does hold the template once opened with the site key (the check can fail).

@@ -39,6 +39,9 @@ const MAX_LIMIT: usize = 500;
 pub struct SyncState {
     pub site: String,
     pub terminal: String,
+    /// This data directory's incarnation (derived from the store: stable across restarts,
+    /// new with a new data directory).
+    pub instance: String,
     key: Option<SiteKey>,
     jwt: JwtKeys,
     pub applied: AtomicU64,
@@ -67,10 +70,17 @@ impl std::fmt::Debug for SyncState {
 }
 
 impl SyncState {
-    pub fn new(site: String, terminal: String, key: Option<SiteKey>, secret: &[u8]) -> SyncState {
+    pub fn new(
+        site: String,
+        terminal: String,
+        instance: String,
+        key: Option<SiteKey>,
+        secret: &[u8],
+    ) -> SyncState {
         SyncState {
             site,
             terminal,
+            instance,
             key,
             jwt: JwtKeys::new(secret),
             applied: AtomicU64::new(0),
@@ -266,6 +276,7 @@ pub async fn changes(
                 &Event {
                     site: s.sync.site.clone(),
                     origin: s.sync.terminal.clone(),
+                    instance: s.sync.instance.clone(),
                     seq,
                     at_ms,
                     body,
@@ -284,6 +295,7 @@ pub async fn changes(
         Ok(Json(json!({
             "site": s.sync.site,
             "terminal": s.sync.terminal,
+            "instance": s.sync.instance,
             "cursor": records.cursor(SYNC_CONSUMER)?,
             "last_seq": records.feed_seq()?,
             "changes": out,
@@ -334,10 +346,6 @@ pub async fn apply(
         };
         sync.refuse(reason, e.to_string())
     })?;
-    if event.origin == sync.terminal {
-        sync.stale.fetch_add(1, Ordering::Relaxed);
-        return Ok(Json(json!({"result": "stale", "id": env.id})));
-    }
     let id = env.id.clone();
     let outcome = blocking(&state, move |s| {
         Ok(match event.body {
