@@ -57,11 +57,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cameras { json } => tools::cameras::run(json),
         Command::SyncToken { days, json } => {
-            let store = open_store(&config)?;
-            let sync = sync_state(&config, &store)?;
-            let (token, exp) = sync
-                .token(days.unwrap_or(config.sync.token_days).max(1))
-                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let (token, exp) = match open_store(&config) {
+                Ok(store) => sync_state(&config, &store)?
+                    .token(days.unwrap_or(config.sync.token_days).max(1))
+                    .map_err(|e| anyhow::anyhow!(e.message))?,
+                // A running daemon holds the store: ask it over its Unix socket.
+                Err(e) if format!("{e:#}").contains("in use by another process") => {
+                    match &config.api.unix_socket {
+                        Some(sock) => tools::store::sync_token_over_socket(sock)
+                            .with_context(|| format!("{e:#}; asking its Unix socket"))?,
+                        None => {
+                            return Err(
+                                e.context("the daemon runs and has no api.unix_socket to ask")
+                            );
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             if json {
                 println!("{}", crate::api::sync::token_json(&token, exp));
             } else {

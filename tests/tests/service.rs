@@ -101,10 +101,14 @@ fn request_ids_openapi_and_swagger_ui() {
 
 /// One HTTP/1.1 request over a Unix socket; the status and the body.
 fn unix_get(path: &std::path::Path, uri: &str) -> (u16, String) {
+    unix_request(path, "GET", uri)
+}
+
+fn unix_request(path: &std::path::Path, method: &str, uri: &str) -> (u16, String) {
     let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
     write!(
         s,
-        "GET {uri} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {uri} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();
@@ -136,6 +140,27 @@ fn the_unix_socket_serves_the_same_api() {
     assert_eq!(mode.mode() & 0o777, 0o660);
     let (s, body) = unix_get(&sock, "/api/auth/enrollments/");
     assert_eq!(s, 401, "the socket is no way around authentication: {body}");
+    // The socket (and only it) hands out sync tokens; `facegate sync-token` on a running
+    // terminal asks it. The token opens the sync API (503 here: sync is off), no other route.
+    let (s, body) = unix_request(&sock, "POST", "/api/sync/token");
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = d.post("/api/sync/token", None, &serde_json::json!({}));
+    assert!(s == 404 || s == 405, "not over TCP: {s}");
+    let out = facegate_blackbox::cli(&dir, &["--config", config.to_str().unwrap(), "sync-token"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let bearer = format!("Bearer {token}");
+    let (s, v) = d.get("/api/sync/changes", Some(("Authorization", &bearer)));
+    assert_eq!(
+        s, 503,
+        "a valid sync token; sync is off on this terminal: {v}"
+    );
+    let (s, _) = d.get("/api/auth/enrollments/", Some(("Authorization", &bearer)));
+    assert_eq!(s, 401, "a sync token is no API token");
     // Another daemon cannot take a socket in use.
     let other = std::process::Command::new(facegate_blackbox::binary())
         .args(["--data-dir", dir.join("other").to_str().unwrap()])

@@ -310,6 +310,13 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> a
         let Some((l, path)) = unix else {
             return Ok(());
         };
+        // The socket (mode 0660: the daemon's user and group) also hands out sync tokens, so
+        // the sync agent of a running terminal can get one.
+        let app = app.merge(
+            Router::new()
+                .route("/api/sync/token", post(sync::token_over_socket))
+                .with_state(state.clone()),
+        );
         let served = axum::serve(l, app)
             .with_graceful_shutdown(shutdown.wait())
             .await;

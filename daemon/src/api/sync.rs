@@ -483,6 +483,16 @@ pub fn load_site_key(cfg: &crate::config::SyncConfig) -> anyhow::Result<Option<S
     )?))
 }
 
+/// `POST /api/sync/token` on the Unix socket only (whoever may open the socket may sync): a
+/// sync token valid for `sync.token_days`.
+pub async fn token_over_socket(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<Value>, ApiError> {
+    let (token, exp) = state.sync.token(state.config.sync.token_days.max(1))?;
+    tracing::info!("a sync token was issued over the Unix socket");
+    Ok(Json(token_json(&token, exp)))
+}
+
 /// The body `facegate sync-token` prints.
 pub fn token_json(token: &str, exp: u64) -> Value {
     json!({"token": token, "token_type": "Bearer", "scope": SCOPE_SYNC, "expires_at": exp})

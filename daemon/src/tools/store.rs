@@ -339,3 +339,33 @@ fn audit(
     })?;
     Ok(())
 }
+
+/// A sync token from the running daemon's Unix socket (`POST /api/sync/token`): (token, expiry).
+pub fn sync_token_over_socket(sock: &std::path::Path) -> anyhow::Result<(String, u64)> {
+    use std::io::Read as _;
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .with_context(|| format!("connecting to {}", sock.display()))?;
+    write!(
+        s,
+        "POST /api/sync/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .context("a malformed answer from the daemon")?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        anyhow::bail!(
+            "the daemon refused: {}",
+            head.lines().next().unwrap_or_default()
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(body).context("the daemon's answer")?;
+    Ok((
+        v["token"]
+            .as_str()
+            .context("no token in the answer")?
+            .to_owned(),
+        v["expires_at"].as_u64().unwrap_or(0),
+    ))
+}
