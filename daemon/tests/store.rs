@@ -941,6 +941,30 @@ fn site_changes_converge_in_any_order_and_erasure_wins() {
         Applied::Changed
     );
     assert_eq!(a.list(Some("acme")).unwrap()[0].id, again.id);
+    // Records that can never apply are refused for good (the agent drops them), not errors
+    // that would have them delivered again and again.
+    let mut thief = record_of(&again);
+    thief.user_id = "mallory".into();
+    thief.version += 1;
+    assert!(matches!(
+        a.apply_enrollment(&thief).unwrap(),
+        Applied::Conflict(_)
+    ));
+    let mut short = record_of(&again);
+    short.enrollment_id = "short".into();
+    short.user_id = "bob".into();
+    short.template.truncate(10);
+    assert!(matches!(
+        a.apply_enrollment(&short).unwrap(),
+        Applied::Conflict(_)
+    ));
+    let mut nan = short.clone();
+    nan.template = vec![f32::NAN; EMBEDDING_DIM];
+    assert!(matches!(
+        a.apply_enrollment(&nan).unwrap(),
+        Applied::Conflict(_)
+    ));
+    assert_eq!(a.list(Some("acme")).unwrap().len(), 1);
 
     // A client made on A works on B with the same key and secret.
     let made = a

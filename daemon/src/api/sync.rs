@@ -377,6 +377,7 @@ pub async fn apply(
             sync.stale.fetch_add(1, Ordering::Relaxed);
             Ok(Json(json!({"result": "stale", "id": id})))
         }
+        Ok(Applied::Conflict(why)) => Err(sync.refuse(5, why)),
         Err((reason, message)) => Err(sync.refuse(reason, message)),
     }
 }

@@ -123,6 +123,10 @@ impl VectorIndex {
         }
     }
 
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     pub fn quantization(&self) -> Quantization {
         self.quantization
     }

@@ -23,19 +23,24 @@ pub enum Applied {
     Changed,
     /// Nothing to do: already here, or superseded by a newer version or a tombstone.
     Stale,
+    /// Never applicable here (an enrollment id that names another person on this terminal):
+    /// refused for good, with the reason.
+    Conflict(String),
 }
 
 impl Records {
     /// Applies an enrollment from another node. Returns the stored enrollment and the label
     /// of the one it replaced, or `None` when stale.
+    /// `Ok(Err(reason))` when it can never apply here.
+    #[allow(clippy::type_complexity)]
     fn apply_enrollment(
         &self,
         rec: &EnrollmentRecord,
-    ) -> Result<Option<(Enrollment, Option<u64>)>, RecordError> {
+    ) -> Result<Result<Option<(Enrollment, Option<u64>)>, String>, RecordError> {
         let slot = self.user_slot(&rec.client, &rec.user_id);
         self.observe_version(rec.version)?;
         if rec.version <= self.tombstone(&slot)? {
-            return Ok(None);
+            return Ok(Ok(None));
         }
         let existing = match self.enrollment_id_of(&slot)? {
             Some(id) => self.get(&id)?,
@@ -44,16 +49,19 @@ impl Records {
         if let Some(p) = &existing
             && !facegate_proto::newer((rec.version, &rec.enrollment_id), (p.version, &p.id))
         {
-            return Ok(None);
+            return Ok(Ok(None));
+        }
+        if rec.template.iter().any(|v| !v.is_finite()) {
+            return Ok(Err("the template is not finite".into()));
         }
         // An enrollment id names one user: a record of that id for another user is refused.
         if let Some(other) = self.get(&rec.enrollment_id)?
             && (other.client != rec.client || other.user_id != rec.user_id)
         {
-            return Err(RecordError::Malformed {
-                key: format!("enrollment {}", rec.enrollment_id),
-                message: "this id belongs to another user here".into(),
-            });
+            return Ok(Err(format!(
+                "enrollment {} belongs to another person here",
+                rec.enrollment_id
+            )));
         }
         let e = Enrollment {
             id: rec.enrollment_id.clone(),
@@ -79,7 +87,7 @@ impl Records {
             u.insert(slot.as_slice(), e.id.as_bytes())?;
             Ok(())
         })?;
-        Ok(Some((e, existing.map(|p| p.label))))
+        Ok(Ok(Some((e, existing.map(|p| p.label)))))
     }
 
     /// Applies a deletion from another node: removes the user's enrollment if it is older and
@@ -185,9 +193,17 @@ impl Store {
     /// Applies an enrollment from another node to the records and the index.
     pub fn apply_enrollment(&self, rec: &EnrollmentRecord) -> Result<Applied, StoreError> {
         let mut index = self.write_index();
+        if rec.template.len() != index.dim() {
+            return Ok(Applied::Conflict(format!(
+                "the template has {} dimensions, this terminal's {}",
+                rec.template.len(),
+                index.dim()
+            )));
+        }
         match self.records.apply_enrollment(rec)? {
-            None => Ok(Applied::Stale),
-            Some((e, replaced)) => {
+            Err(why) => Ok(Applied::Conflict(why)),
+            Ok(None) => Ok(Applied::Stale),
+            Ok(Some((e, replaced))) => {
                 if let Some(old) = replaced {
                     index.remove(&e.client, old)?;
                 }
