@@ -141,6 +141,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         }
     };
+    // A configuration error (no broker, no CA for mqtts, an unreadable password file) stops
+    // the agent now instead of being retried forever.
+    args.broker.options(
+        &format!("facegate-{site}-{terminal}-{instance}"),
+        (String::new(), "offline"),
+    )?;
     tracing::info!(%site, %terminal, "facegate-sync agent starting");
     let counters = Arc::new(Counters::default());
     let mut backoff = Backoff::default();

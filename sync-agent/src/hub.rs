@@ -601,6 +601,10 @@ pub async fn run(args: HubArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         );
         sites.insert(s.clone(), SiteKey::from_credential(&bytes)?);
     }
+    args.broker.options(
+        &format!("facegate-hub-{}", args.name),
+        (String::new(), "offline"),
+    )?;
     let hub = Arc::new(Hub::open(&data_dir, sites)?);
     crate::admin::serve(hub.clone(), &data_dir, args.listen).await?;
     tracing::info!(sites = ?args.sites, events = hub.events_len(), outbox = hub.outbox_len(), "facegate-sync hub starting");
