@@ -189,6 +189,27 @@ impl Records {
             .seal(&aad("clients", client.client_id.as_bytes()), &plain)
             .map_err(RecordError::from)?;
         let (name_slot, key_slot) = (self.name_slot(name), self.api_key_slot(&api_key));
+        if self
+            .api_keys
+            .get(name_slot)
+            .map_err(RecordError::from)?
+            .is_some()
+        {
+            return Err(ClientError::Exists(name.to_owned()));
+        }
+        // First the feed entry that lets the sync agent take the client to the other terminals
+        // of the site, then the client: a crash between the two leaves an entry for a client
+        // that does not exist (skipped by sync; the caller was never told it exists), never a
+        // client that is not synced.
+        self.commit(
+            &[Change::ClientCreated {
+                client_id: client.client_id.clone(),
+                api_key: api_key.clone(),
+            }],
+            false,
+            &[],
+            |_, _, _| Ok(()),
+        )?;
         let result = (&self.clients, &self.api_keys).transaction(|(c, k)| {
             if k.get(name_slot)?.is_some() {
                 return Err(ConflictableTransactionError::Abort(()));
@@ -203,17 +224,7 @@ impl Records {
             Err(TransactionError::Abort(())) => return Err(ClientError::Exists(name.to_owned())),
             Err(TransactionError::Storage(e)) => return Err(RecordError::Db(e).into()),
         }
-        // The feed entry that lets the sync agent take the client to the other terminals of
-        // the site (a crash between the two writes leaves a client that is not synced).
-        self.commit(
-            &[Change::ClientCreated {
-                client_id: client.client_id.clone(),
-                api_key: api_key.clone(),
-            }],
-            false,
-            &[],
-            |_, _, _| Ok(()),
-        )?;
+        self.flush()?;
         Ok(NewClient {
             client,
             api_key,
