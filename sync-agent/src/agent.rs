@@ -11,8 +11,6 @@
 //! daemon with the site key).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -94,16 +92,6 @@ pub fn decisions_topic(site: &str, terminal: &str) -> String {
     format!("{}/{site}/{terminal}/decisions", facegate_proto::ROOT)
 }
 
-/// Counters the agent logs (and tests read from its log).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub published: AtomicU64,
-    pub acked_seq: AtomicU64,
-    pub applied: AtomicU64,
-    pub stale: AtomicU64,
-    pub refused: AtomicU64,
-}
-
 enum Work {
     Changes(anyhow::Result<serde_json::Value>),
     Acked(anyhow::Result<u64>),
@@ -148,11 +136,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         (String::new(), "offline"),
     )?;
     tracing::info!(%site, %terminal, "facegate-sync agent starting");
-    let counters = Arc::new(Counters::default());
     let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
-        match session(&args, &api, (&site, &terminal, &instance), &counters).await {
+        match session(&args, &api, (&site, &terminal, &instance)).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 if started.elapsed() > Duration::from_secs(10) {
@@ -172,7 +159,6 @@ async fn session(
     args: &AgentArgs,
     api: &DaemonApi,
     (site, terminal, instance): (&str, &str, &str),
-    counters: &Arc<Counters>,
 ) -> anyhow::Result<()> {
     let status = facegate_proto::status_topic(site, terminal);
     // The daemon's incarnation is part of the session: a terminal given a new data directory
@@ -298,7 +284,6 @@ async fn session(
                             order.push_back(Some(seq));
                             n += 1;
                         }
-                        counters.published.fetch_add(n as u64, Ordering::Relaxed);
                         after = Some(batch_last);
                         batch_left = n;
                         if n == 0 {
@@ -307,21 +292,16 @@ async fn session(
                     }
                     Work::Acked(r) => {
                         let cursor = r?;
-                        counters.acked_seq.store(cursor, Ordering::Relaxed);
                         tracing::debug!(cursor, "acknowledged to the daemon");
                         fetch(Some(batch_last), tx.clone());
                     }
                     Work::Applied(p, r) => {
                         match r {
                             Ok(outcome) => {
-                                match &outcome {
-                                    ApplyOutcome::Applied => counters.applied.fetch_add(1, Ordering::Relaxed),
-                                    ApplyOutcome::Stale => counters.stale.fetch_add(1, Ordering::Relaxed),
-                                    ApplyOutcome::Refused(why) => {
-                                        tracing::warn!(topic = %p.topic, reason = %why, "the daemon refused a site message: dropped");
-                                        counters.refused.fetch_add(1, Ordering::Relaxed)
-                                    }
-                                };
+                                // Applied and stale envelopes are counted by the daemon's /metrics.
+                                if let ApplyOutcome::Refused(why) = &outcome {
+                                    tracing::warn!(topic = %p.topic, reason = %why, "the daemon refused a site message: dropped");
+                                }
                                 req.send(Req::Ack(p))?;
                             }
                             // Not acknowledged: a new session gets it again.

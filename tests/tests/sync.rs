@@ -43,6 +43,27 @@ fn hub_cancelled(hub_dir: &Path, terminal: &str) -> (usize, usize) {
     (n, seqs.len())
 }
 
+/// The status of `GET /api/auth/enrollments/{id}/` on `d`.
+fn enrollment_status(d: &Daemon, auth: &str, id: &str) -> u16 {
+    d.get(
+        &format!("/api/auth/enrollments/{id}/"),
+        Some(("Authorization", auth)),
+    )
+    .0
+}
+
+/// A 1:N session on `d` over later pexels frames (the enrolled person); its last answer.
+fn identify_pexels(d: &Daemon, auth: &str) -> Value {
+    run_session(
+        d,
+        auth,
+        "authentication",
+        &json!({}),
+        "pexels_eyes_hand",
+        110..=183,
+    )
+}
+
 /// `n` authentication sessions opened and cancelled on `d`: `n` audit rows (`cancelled`).
 fn cancelled_sessions(d: &Daemon, auth: &str, n: usize) {
     for _ in 0..n {
@@ -170,34 +191,17 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
         wait_for(
             Duration::from_secs(15),
             "the hub's revocation on both terminals",
-            || {
-                t.d.get(
-                    &format!("/api/auth/enrollments/{photo_id}/"),
-                    Some(("Authorization", auth)),
-                )
-                .0 == 404
-            },
+            || enrollment_status(&t.d, auth, &photo_id) == 404,
         );
     }
 
     // Enrolled on A over the API, the person authenticates on B.
     let id = enroll_pexels(&a.d, &auth_a, USER);
     let took = wait_for(Duration::from_secs(15), "A's enrollment on B", || {
-        b.d.get(
-            &format!("/api/auth/enrollments/{id}/"),
-            Some(("Authorization", &auth_b)),
-        )
-        .0 == 200
+        enrollment_status(&b.d, &auth_b, &id) == 200
     });
     println!("enrollment on A usable on B after {took:?}");
-    let r = run_session(
-        &b.d,
-        &auth_b,
-        "authentication",
-        &json!({}),
-        "pexels_eyes_hand",
-        110..=183,
-    );
+    let r = identify_pexels(&b.d, &auth_b);
     assert_eq!(
         (
             r["authenticated"].as_bool(),
@@ -222,21 +226,10 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
     );
     assert!(s == 200 || s == 204, "{s} {v}");
     let took = wait_for(Duration::from_secs(15), "the deletion on B", || {
-        b.d.get(
-            &format!("/api/auth/enrollments/{id}/"),
-            Some(("Authorization", &auth_b)),
-        )
-        .0 == 404
+        enrollment_status(&b.d, &auth_b, &id) == 404
     });
     println!("deletion on A effective on B after {took:?}");
-    let r = run_session(
-        &b.d,
-        &auth_b,
-        "authentication",
-        &json!({}),
-        "pexels_eyes_hand",
-        110..=183,
-    );
+    let r = identify_pexels(&b.d, &auth_b);
     assert_eq!(
         (r["authenticated"].as_bool(), r["reason"].as_str()),
         (Some(false), Some("no_match_found")),
@@ -302,11 +295,7 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
         },
     );
     assert_eq!(
-        b.d.get(
-            &format!("/api/auth/enrollments/{id}/"),
-            Some(("Authorization", &auth_b))
-        )
-        .0,
+        enrollment_status(&b.d, &auth_b, &id),
         404,
         "a replayed enrollment does not undo its deletion"
     );

@@ -181,17 +181,9 @@ impl Records {
             secret_digest: Sha256::digest(api_secret.as_bytes()).into(),
             key_digest: Sha256::digest(api_key.as_bytes()).into(),
         };
-        let plain = Zeroizing::new(
-            postcard::to_stdvec(&client).map_err(|e| ClientError::Hash(e.to_string()))?,
-        );
-        let sealed = self
-            .keyring
-            .seal(&aad("clients", client.client_id.as_bytes()), &plain)
-            .map_err(RecordError::from)?;
-        let (name_slot, key_slot) = (self.name_slot(name), self.api_key_slot(&api_key));
         if self
             .api_keys
-            .get(name_slot)
+            .get(self.name_slot(name))
             .map_err(RecordError::from)?
             .is_some()
         {
@@ -210,6 +202,25 @@ impl Records {
             &[],
             |_, _, _| Ok(()),
         )?;
+        self.insert_client(&client, &api_key)?;
+        Ok(NewClient {
+            client,
+            api_key,
+            api_secret,
+        })
+    }
+
+    /// Stores a client (sealed) with its name and API key lookups in one transaction; refused
+    /// if the name is taken; durable when it returns. Local creation and site sync both use it.
+    pub(super) fn insert_client(&self, client: &Client, api_key: &str) -> Result<(), ClientError> {
+        let plain = Zeroizing::new(
+            postcard::to_stdvec(client).map_err(|e| ClientError::Hash(e.to_string()))?,
+        );
+        let sealed = self
+            .keyring
+            .seal(&aad("clients", client.client_id.as_bytes()), &plain)
+            .map_err(RecordError::from)?;
+        let (name_slot, key_slot) = (self.name_slot(&client.name), self.api_key_slot(api_key));
         let result = (&self.clients, &self.api_keys).transaction(|(c, k)| {
             if k.get(name_slot)?.is_some() {
                 return Err(ConflictableTransactionError::Abort(()));
@@ -221,15 +232,13 @@ impl Records {
         });
         match result {
             Ok(()) => {}
-            Err(TransactionError::Abort(())) => return Err(ClientError::Exists(name.to_owned())),
+            Err(TransactionError::Abort(())) => {
+                return Err(ClientError::Exists(client.name.clone()));
+            }
             Err(TransactionError::Storage(e)) => return Err(RecordError::Db(e).into()),
         }
         self.flush()?;
-        Ok(NewClient {
-            client,
-            api_key,
-            api_secret,
-        })
+        Ok(())
     }
 
     pub fn client(&self, client_id: &str) -> Result<Option<Client>, RecordError> {

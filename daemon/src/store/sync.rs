@@ -9,11 +9,9 @@
 
 use facegate_proto::{ClientRecord, DeletionRecord, EnrollmentRecord};
 use sha2::{Digest, Sha256};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::clients::{Client, ClientError, PayloadAlgorithm};
-use super::records::{Enrollment, RecordError, Records, aad, now_ms, tomb_key};
+use super::records::{Enrollment, RecordError, Records, now_ms, tomb_key};
 use super::{Store, StoreError};
 
 /// What applying a change did.
@@ -150,32 +148,7 @@ impl Records {
             digest(&rec.secret_digest)?,
             digest(&rec.key_digest)?,
         )?;
-        let plain = zeroize::Zeroizing::new(
-            postcard::to_stdvec(&client).map_err(|e| ClientError::Hash(e.to_string()))?,
-        );
-        let sealed = self
-            .keyring
-            .seal(&aad("clients", client.client_id.as_bytes()), &plain)
-            .map_err(RecordError::from)?;
-        let (name_slot, key_slot) = (
-            self.slot(&[b"client-name", rec.name.as_bytes()]),
-            self.slot(&[b"api-key", rec.api_key.as_bytes()]),
-        );
-        let result = (&self.clients, &self.api_keys).transaction(|(c, k)| {
-            if k.get(name_slot)?.is_some() {
-                return Err(ConflictableTransactionError::Abort(()));
-            }
-            c.insert(client.client_id.as_bytes(), sealed.clone())?;
-            k.insert(&name_slot, client.client_id.as_bytes())?;
-            k.insert(&key_slot, client.client_id.as_bytes())?;
-            Ok(())
-        });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(())) => return Err(ClientError::Exists(rec.name.clone())),
-            Err(TransactionError::Storage(e)) => return Err(RecordError::Db(e).into()),
-        }
-        self.flush()?;
+        self.insert_client(&client, &rec.api_key)?;
         Ok(Applied::Changed)
     }
 
