@@ -26,6 +26,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         data_dir: cli.global.data_dir.clone(),
     })?;
     tracing::debug!(data_dir = %config.data_dir.display(), "configuration loaded");
+    let mut config = config;
+    config.pipeline.threads = model_threads(config.pipeline.threads);
+    let config = config;
     let models = || open_models(&config);
     let command = cli.command.unwrap_or(Command::Run {
         listen: None,
@@ -291,6 +294,62 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
         }
+        Command::Bench {
+            target:
+                Some(BenchTarget::Stream {
+                    frames,
+                    enrollments,
+                    fps,
+                    scale,
+                    threads,
+                    json,
+                }),
+            ..
+        } => {
+            let threads = match threads {
+                Some(n) => model_threads(n),
+                None => config.pipeline.threads,
+            };
+            let store = models()?;
+            let mut engines = Vec::new();
+            let every = config.pipeline.redetect_ms;
+            let schedules = if every > 0.0 {
+                vec![
+                    (format!("roi/{every:.0}ms"), every),
+                    ("full".to_owned(), 0.0),
+                ]
+            } else {
+                vec![("full".to_owned(), 0.0)]
+            };
+            for (name, redetect_ms) in schedules {
+                let mut c = config.clone();
+                c.pipeline.redetect_ms = redetect_ms;
+                engines.push((name, engine(&store, &c)?));
+            }
+            tools::bench_stream::run(
+                &config,
+                engines,
+                &tools::bench_stream::Options {
+                    frames,
+                    enrollments,
+                    fps,
+                    scale,
+                    threads,
+                    json,
+                },
+            )
+        }
+        Command::Bench {
+            target: Some(BenchTarget::Models { iterations, json }),
+            ..
+        } => tools::bench_models::run(
+            &models()?,
+            &tools::bench_models::Options {
+                iterations,
+                threads: config.pipeline.threads,
+                json,
+            },
+        ),
         Command::Bench { target: None, args } => {
             let precisions = match args.precision {
                 Some(p) => vec![p],
@@ -520,6 +579,7 @@ pub fn load_pipeline(
             quality: config.quality.clone(),
             limits: config.limits.clone(),
             precision,
+            schedule: config.pipeline.clone(),
         },
     )
     .with_context(|| format!("loading the {} pipeline", precision.as_str()))?;
@@ -534,6 +594,21 @@ pub fn load_pipeline(
 
 /// Logs go to journald when systemd gave us a journal stream, else to stderr.
 /// `FACEGATE_LOG` (an `EnvFilter` directive) overrides the verbosity flags.
+/// Sets how many threads one model run may use (`pipeline.threads`, 0: the cores available)
+/// and returns it: tract's matrix products share one pool of that many threads.
+fn model_threads(configured: usize) -> usize {
+    let n = match configured {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+    if n > 1 {
+        use tract_linalg::multithread::{Executor, set_default_executor};
+        set_default_executor(Executor::multithread_with_name(n, "facegate-mm"));
+    }
+    tracing::debug!(threads = n, "model threads");
+    n
+}
+
 fn init_logging(verbosity: i16) {
     let level = match verbosity {
         ..=-2 => "error",

@@ -236,6 +236,36 @@ pub struct PipelineBenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
+    /// A door's whole per-frame work over a clip on one thread (detection full or around tracked
+    /// faces, liveness, one embedding per visit, 1:N over synthetic enrollments plus the
+    /// person): per-frame cost by stage, decision frame, RSS; the configured schedule against
+    /// the whole frame every frame.
+    Stream {
+        #[arg(long, value_name = "DIR")]
+        frames: PathBuf,
+        /// Synthetic enrollments in the scratch store (the person is enrolled too).
+        #[arg(long, default_value_t = 10_000)]
+        enrollments: usize,
+        /// The clip's frame rate (frame timestamps).
+        #[arg(long, default_value_t = 10.0)]
+        fps: f64,
+        /// Resize the frames by this factor first (2: 640x360 as 1280x720).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f32,
+        /// Threads per model run (default: `pipeline.threads`).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each shipped model alone in tract at the pipeline's input shape, on `pipeline.threads`
+    /// threads (models/tools/runtimes.py puts it next to onnxruntime).
+    Models {
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-frame cost of the liveness stack (detect, eyes, mask, palm, cues) over a folder of
     /// frames, as scheduled in a stream (mask and palm on a track's first frames, then every N).
     Liveness {

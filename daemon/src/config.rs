@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::pipeline::ScheduleConfig;
 use crate::pipeline::decode::DecodeLimits;
 use crate::pipeline::detect::DetectorConfig;
 use crate::pipeline::models::Precision;
@@ -28,6 +29,7 @@ const RESERVED_ENV: &[&str] = &["FACEGATE_MASTER_KEY", "FACEGATE_LOG"];
 pub struct Config {
     pub data_dir: PathBuf,
     pub models: ModelsConfig,
+    pub pipeline: ScheduleConfig,
     pub detector: DetectorConfig,
     pub quality: QualityConfig,
     pub limits: DecodeLimits,

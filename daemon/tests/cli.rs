@@ -114,7 +114,7 @@ fn models_copy(tag: &str) -> std::path::PathBuf {
 #[test]
 fn an_altered_or_missing_model_fails_fast_naming_it() {
     let dir = models_copy("models-altered");
-    let target = dir.join("expo_MobileFaceNet_dynbatch.onnx");
+    let target = dir.join("mobilefacenet_opt.onnx");
     let mut bytes = std::fs::read(&target).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;

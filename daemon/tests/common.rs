@@ -73,6 +73,7 @@ pub fn fp32_pipeline(
             quality: Default::default(),
             limits: Default::default(),
             precision: Precision::Fp32,
+            schedule: Default::default(),
         },
     )
     .unwrap()

@@ -29,6 +29,7 @@ fn config(kind: DetectorKind, precision: Precision) -> PipelineConfig {
         quality: QualityConfig::default(),
         limits: DecodeLimits::default(),
         precision,
+        schedule: Default::default(),
     }
 }
 

@@ -140,7 +140,7 @@ pub async fn create_enrollment(
             required_blinks: blinks,
             min_quality,
         },
-        &state.engine.liveness,
+        &state.engine,
         ttl,
     );
     if let Some(cam) = camera {
@@ -218,7 +218,7 @@ pub async fn create_authentication(
     state.metrics.session_created(session_type);
     let h = state
         .sessions
-        .create(caller.tenant()?, kind, &state.engine.liveness, ttl);
+        .create(caller.tenant()?, kind, &state.engine, ttl);
     if let Some(cam) = camera {
         start_feed(&state, &h, cam);
     }

@@ -23,6 +23,7 @@ use image::RgbImage;
 use crate::camera::Camera;
 use crate::config::DoorConfig;
 use crate::pipeline::PipelineError;
+use crate::pipeline::embed::TrackEmbedding;
 use crate::pipeline::liveness::{Evidence, Instruction, Missing, Requirements, decide};
 use crate::pipeline::stream::Stream;
 use crate::sessions::Engine;
@@ -77,6 +78,8 @@ pub struct DoorView {
     pub faces: Vec<([f32; 4], &'static str)>,
     /// What the person in front should do, if anything.
     pub prompt: Option<Instruction>,
+    /// The main undecided face passed the liveness rules in this frame.
+    pub live: bool,
     pub last_decision: Option<DoorDecision>,
 }
 
@@ -89,6 +92,8 @@ struct Visit {
     /// blink grants); no second denial.
     denied: bool,
     attempts: u32,
+    /// The visitor's embedding, reused until their face is clearly better.
+    embedding: TrackEmbedding,
 }
 
 /// The decision logic of one door (no threads: `run` drives it).
@@ -102,6 +107,10 @@ pub struct Door {
     visits: HashMap<u64, Visit>,
     /// (client, user) -> time of the last grant (capture clock).
     granted_at: HashMap<(String, String), f64>,
+    /// What the last frame cost, per stage.
+    costs: crate::pipeline::stream::StageCosts,
+    /// Embeddings computed so far (one per visit unless the face got clearly better).
+    embeddings: u64,
 }
 
 /// Faces per frame that a door decides (largest first; the stream judges liveness on these).
@@ -113,10 +122,23 @@ impl Door {
             camera: camera.to_owned(),
             clients,
             cfg,
-            stream: Stream::new(engine.liveness.clone()),
+            stream: Stream::new(engine.liveness.clone()).with_palms(engine.obstacles.hand < 1.0),
             visits: HashMap::new(),
             granted_at: HashMap::new(),
+            costs: Default::default(),
+            embeddings: 0,
         }
+    }
+
+    /// What the last frame cost, per stage (detection, liveness models, cues).
+    pub fn last_costs(&self) -> crate::pipeline::stream::StageCosts {
+        self.costs
+    }
+
+    /// Embeddings computed so far, and frames searched whole / around tracked faces.
+    pub fn work(&self) -> (u64, u64, u64) {
+        let (full, roi) = self.stream.detections();
+        (self.embeddings, full, roi)
     }
 
     /// One frame taken at `t_ms` (capture clock): the decisions it brought (audited), and what
@@ -131,6 +153,7 @@ impl Door {
         let report = self
             .stream
             .process(&engine.pipeline, &engine.live, img, t_ms)?;
+        self.costs = report.costs;
         for (id, _) in &report.ended {
             self.visits.remove(id);
         }
@@ -148,15 +171,14 @@ impl Door {
                 decided: None,
                 denied: false,
                 attempts: 0,
+                embedding: TrackEmbedding::default(),
             });
             if let Some(state) = visit.decided.filter(|_| !visit.denied) {
                 view.faces.push((face.face.bbox, state));
                 continue;
             }
-            let quality = engine
-                .pipeline
-                .quality(img, &face.face)
-                .map_or(0.0, |q| q.score);
+            let aligned = engine.pipeline.aligned(img, &face.face).ok();
+            let quality = aligned.as_ref().map_or(0.0, |(_, q)| q.score);
             let obstacles = face.obstacles.blocking(&engine.obstacles);
             let decision = decide(
                 &Requirements::authentication(self.cfg.min_frames, engine.min_quality),
@@ -173,14 +195,22 @@ impl Door {
             );
             if rank == 0 {
                 view.prompt = decision.instruction;
+                view.live = decision.passed;
             }
             let elapsed = t_ms - visit.first_t_ms;
-            let outcome = if decision.passed {
-                let analysis = engine.pipeline.analyze(img, &face.face)?;
-                match best_match(store, &self.clients, engine, analysis.embedding.as_slice()) {
+            let outcome = if let (true, Some((crop, _))) = (decision.passed, &aligned) {
+                // One embedding per visit unless the face gets clearly better.
+                let before = visit.embedding.computed();
+                let embedding = visit
+                    .embedding
+                    .get(engine.pipeline.embedder(), face.track, quality, crop)?
+                    .clone();
+                self.embeddings += visit.embedding.computed() - before;
+                match best_match(store, &self.clients, engine, embedding.as_slice()) {
                     Ok((Some(m), _)) => Some(m),
                     Ok((None, best)) => {
                         visit.attempts += 1;
+                        visit.embedding.forget();
                         (visit.attempts >= self.cfg.unknown_attempts).then_some(Outcome::Unknown {
                             best_confidence: best,
                         })

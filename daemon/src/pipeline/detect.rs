@@ -4,7 +4,6 @@
 //! non-maximum suppression, sorted by score; landmark order is the ArcFace template's
 //! (image-left eye, image-right eye, nose, image-left mouth corner, image-right mouth corner).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -65,6 +64,16 @@ impl Face {
         self.width().max(0.0) * self.height().max(0.0)
     }
 }
+
+/// Sides of the square windows of the whole-frame input the detector may see around a
+/// tracked face (`detect_around`); few sizes, so few optimized plans.
+pub const ROI_WINDOWS: [usize; 4] = [64, 128, 192, 256];
+/// The window is at least this many times the face box's size, so the face is found
+/// again after moving by up to 0.3 of its width between frames.
+const ROI_CONTEXT: f32 = 1.6;
+/// A crop whose input would cost more than this share of the whole-frame pass is not worth
+/// it (a close-up face fills the frame): the whole frame is searched instead.
+const ROI_MAX_SHARE: f32 = 0.6;
 
 /// Distinct input shapes kept optimized at once (a camera uses one; an eval a few).
 const PLAN_CACHE: usize = 8;
@@ -146,10 +155,15 @@ impl Detector {
         if w == 0 || h == 0 {
             return Ok(Vec::new());
         }
-        let mut faces = match &self.backend {
+        let faces = match &self.backend {
             Backend::CenterFace { .. } => self.detect_centerface(img)?,
             Backend::BlazeFace { plan } => self.detect_blazeface(plan, img)?,
         };
+        Ok(self.finish(faces, w, h))
+    }
+
+    /// Size filter, NMS, boxes clamped to the image.
+    fn finish(&self, mut faces: Vec<Face>, w: u32, h: u32) -> Vec<Face> {
         faces.retain(|f| f.width() >= self.cfg.min_face_px);
         let mut faces = nms(faces, self.cfg.nms_iou);
         for f in &mut faces {
@@ -158,7 +172,7 @@ impl Detector {
             f.bbox[1] = f.bbox[1].clamp(0.0, h as f32);
             f.bbox[3] = f.bbox[3].clamp(0.0, h as f32);
         }
-        Ok(faces)
+        faces
     }
 
     fn centerface_plan(&self, pw: usize, ph: usize) -> Result<Plan, ModelError> {
@@ -180,8 +194,109 @@ impl Detector {
 
     fn detect_centerface(&self, img: &RgbImage) -> Result<Vec<Face>, PipelineError> {
         let (w, h) = img.dimensions();
+        let (rw, rh) = self.input_size(w, h);
+        let (pw, ph) = (
+            (rw as usize).div_ceil(32) * 32,
+            (rh as usize).div_ceil(32) * 32,
+        );
+        let mut input = Tensor::zero::<f32>(&[1, 3, ph, pw]).map_err(inference)?;
+        let mut view = input.try_as_plain_ram_mut().map_err(inference)?;
+        let buf = view.as_slice_mut::<f32>().map_err(inference)?;
+        if (w, h) == (2 * rw, 2 * rh) {
+            // The common camera case (640x480 -> 320x240): a 2x2 box filter straight into the
+            // input, without an intermediate image.
+            fill_half(buf, img, pw, ph);
+        } else if (rw, rh) == (w, h) {
+            fill_nchw(buf, img, pw, ph, 0, 0);
+        } else {
+            let resized = imageops::resize(img, rw, rh, FilterType::Triangle);
+            fill_nchw(buf, &resized, pw, ph, 0, 0);
+        }
+        let faces = self.run_centerface(input, pw, ph)?;
+        let (sx, sy) = (rw as f32 / w as f32, rh as f32 / h as f32);
+        Ok(faces
+            .into_iter()
+            .map(|f| map_face(f, sx, sy, 0.0, 0.0))
+            .collect())
+    }
+
+    /// Faces in a square window around `bbox` (a tracked face's last box), detected on that
+    /// window of the whole-frame pass's input alone: the same scale and the same pixels, the
+    /// window's corner on the network's 32-pixel stride grid, so the face's landmarks come out
+    /// as the whole-frame pass gives them (only the context beyond the window is zeros). The
+    /// window is `ROI_CONTEXT` times the face, rounded up to one of `ROI_WINDOWS`. `None` when
+    /// that is not worth it (the window would cost over `ROI_MAX_SHARE` of the whole frame's
+    /// pass: a close-up face) or the detector cannot (BlazeFace has a fixed whole-frame
+    /// input). Same invariants as `detect`: source pixels, clamped, after NMS, best first.
+    pub fn detect_around(
+        &self,
+        img: &RgbImage,
+        bbox: [f32; 4],
+    ) -> Result<Option<Vec<Face>>, PipelineError> {
+        if !matches!(self.backend, Backend::CenterFace { .. }) {
+            return Ok(None);
+        }
+        let (w, h) = img.dimensions();
+        // CenterFace's boxes are ~1.35 times taller than wide: their geometric mean.
+        let face = ((bbox[2] - bbox[0]).max(0.0) * (bbox[3] - bbox[1]).max(0.0)).sqrt();
+        if w == 0 || h == 0 || !face.is_finite() || face < 1.0 {
+            return Ok(None);
+        }
+        let (rw, rh) = self.input_size(w, h);
+        let (pw, ph) = (
+            (rw as usize).div_ceil(32) * 32,
+            (rh as usize).div_ceil(32) * 32,
+        );
+        let (sx, sy) = (rw as f32 / w as f32, rh as f32 / h as f32);
+        let wanted = ROI_CONTEXT * face * sx;
+        let Some(n) = ROI_WINDOWS
+            .iter()
+            .copied()
+            .find(|&n| n as f32 >= wanted)
+            .filter(|&n| n <= pw && n <= ph)
+            .filter(|&n| (n * n) as f32 <= ROI_MAX_SHARE * (pw * ph) as f32)
+        else {
+            return Ok(None);
+        };
+        // The window's corner: centred on the face, on the 32-pixel grid, inside the input.
+        let centre = |a: f32, b: f32, s: f32| (a + b) / 2.0 * s;
+        let corner = |c: f32, padded: usize| {
+            let x = ((c - n as f32 / 2.0) / 32.0).round().max(0.0) as usize * 32;
+            x.min(padded - n)
+        };
+        let x0 = corner(centre(bbox[0], bbox[2], sx), pw);
+        let y0 = corner(centre(bbox[1], bbox[3], sy), ph);
+        let mut input = Tensor::zero::<f32>(&[1, 3, n, n]).map_err(inference)?;
+        let mut view = input.try_as_plain_ram_mut().map_err(inference)?;
+        let buf = view.as_slice_mut::<f32>().map_err(inference)?;
+        if (w, h) == (2 * rw, 2 * rh) {
+            fill_half_window(buf, img, n, x0, y0);
+        } else if (rw, rh) == (w, h) {
+            fill_window(buf, img, n, x0, y0);
+        } else {
+            let resized = imageops::resize(img, rw, rh, FilterType::Triangle);
+            fill_window(buf, &resized, n, x0, y0);
+        }
+        let faces = self.run_centerface(input, n, n)?;
+        let faces = faces
+            .into_iter()
+            .map(|f| {
+                map_face(
+                    map_face(f, 1.0, 1.0, x0 as f32, y0 as f32),
+                    sx,
+                    sy,
+                    0.0,
+                    0.0,
+                )
+            })
+            .collect();
+        Ok(Some(self.finish(faces, w, h)))
+    }
+
+    /// The size a frame is scaled to for the whole-frame pass (longer side <= `max_side`).
+    fn input_size(&self, w: u32, h: u32) -> (u32, u32) {
         let longest = w.max(h);
-        let (rw, rh) = if longest > self.cfg.max_side {
+        if longest > self.cfg.max_side {
             let s = self.cfg.max_side as f32 / longest as f32;
             (
                 ((w as f32 * s).round() as u32).max(1),
@@ -189,25 +304,17 @@ impl Detector {
             )
         } else {
             (w, h)
-        };
-        let resized: Cow<'_, RgbImage> = if (rw, rh) == (w, h) {
-            Cow::Borrowed(img)
-        } else {
-            Cow::Owned(imageops::resize(img, rw, rh, FilterType::Triangle))
-        };
-        let (rw, rh) = (rw as usize, rh as usize);
-        let (pw, ph) = (rw.div_ceil(32) * 32, rh.div_ceil(32) * 32);
-        let plan = self.centerface_plan(pw, ph)?;
-
-        // NCHW, RGB 0..255, zero padding right and bottom.
-        let mut input = vec![0f32; 3 * ph * pw];
-        for (x, y, p) in resized.enumerate_pixels() {
-            let (x, y) = (x as usize, y as usize);
-            for c in 0..3 {
-                input[c * ph * pw + y * pw + x] = f32::from(p[c]);
-            }
         }
-        let input = Tensor::from_shape(&[1, 3, ph, pw], &input).map_err(inference)?;
+    }
+
+    /// Runs CenterFace on a `pw` x `ph` NCHW input; faces in input pixels.
+    fn run_centerface(
+        &self,
+        input: Tensor,
+        pw: usize,
+        ph: usize,
+    ) -> Result<Vec<Face>, PipelineError> {
+        let plan = self.centerface_plan(pw, ph)?;
         let out = models::run(&plan, input).map_err(inference)?;
         let [heat, scale, offset, lms] = [0, 1, 2, 3].map(|i| models::as_f32(&out[i]));
         let (heat, scale, offset, lms) = (
@@ -224,7 +331,6 @@ impl Detector {
                 message: format!("unexpected CenterFace output sizes for a {pw}x{ph} input"),
             });
         }
-        let (sx, sy) = (rw as f32 / w as f32, rh as f32 / h as f32);
         let mut faces = Vec::new();
         for (i, &score) in heat.iter().enumerate() {
             if score <= self.cfg.score_threshold {
@@ -238,12 +344,12 @@ impl Detector {
             let mut landmarks = [[0f32; 2]; 5];
             for (j, lm) in landmarks.iter_mut().enumerate() {
                 *lm = [
-                    (lms[(2 * j + 1) * n + i] * s1 + x1) / sx,
-                    (lms[2 * j * n + i] * s0 + y1) / sy,
+                    lms[(2 * j + 1) * n + i] * s1 + x1,
+                    lms[2 * j * n + i] * s0 + y1,
                 ];
             }
             faces.push(Face {
-                bbox: [x1 / sx, y1 / sy, (x1 + s1) / sx, (y1 + s0) / sy],
+                bbox: [x1, y1, x1 + s1, y1 + s0],
                 score,
                 landmarks,
             });
@@ -311,6 +417,94 @@ impl Detector {
             });
         }
         Ok(faces)
+    }
+}
+
+/// Maps a face from input pixels (scaled by `sx`, `sy` from the source, after an offset of
+/// `ox`, `oy` source pixels) back to source pixels.
+fn map_face(mut f: Face, sx: f32, sy: f32, ox: f32, oy: f32) -> Face {
+    f.bbox = [
+        f.bbox[0] / sx + ox,
+        f.bbox[1] / sy + oy,
+        f.bbox[2] / sx + ox,
+        f.bbox[3] / sy + oy,
+    ];
+    for p in &mut f.landmarks {
+        *p = [p[0] / sx + ox, p[1] / sy + oy];
+    }
+    f
+}
+
+/// Writes `img` into a zeroed NCHW buffer of `pw` x `ph` at (`ox`, `oy`), RGB 0..255.
+fn fill_nchw(buf: &mut [f32], img: &RgbImage, pw: usize, ph: usize, ox: usize, oy: usize) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let plane = pw * ph;
+    for (y, row) in img.as_raw().chunks_exact(3 * w).take(h).enumerate() {
+        let base = (y + oy) * pw + ox;
+        for (x, p) in row.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                buf[c * plane + base + x] = f32::from(p[c]);
+            }
+        }
+    }
+}
+
+/// Writes the `n` x `n` window at (`x0`, `y0`) of `img` (zeros beyond it) into an NCHW buffer.
+fn fill_window(buf: &mut [f32], img: &RgbImage, n: usize, x0: usize, y0: usize) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let raw = img.as_raw();
+    for y in 0..n.min(h.saturating_sub(y0)) {
+        let row = &raw[(y0 + y) * 3 * w..(y0 + y + 1) * 3 * w];
+        for x in 0..n.min(w.saturating_sub(x0)) {
+            for c in 0..3 {
+                buf[c * n * n + y * n + x] = f32::from(row[3 * (x0 + x) + c]);
+            }
+        }
+    }
+}
+
+/// `fill_window` of `img` downscaled 2:1 as `fill_half` does it (the same pixels).
+fn fill_half_window(buf: &mut [f32], img: &RgbImage, n: usize, x0: usize, y0: usize) {
+    let w = img.width() as usize;
+    let (rw, rh) = (w / 2, img.height() as usize / 2);
+    let raw = img.as_raw();
+    for y in 0..n.min(rh.saturating_sub(y0)) {
+        let sy = 2 * (y0 + y);
+        let r0 = &raw[sy * 3 * w..(sy + 1) * 3 * w];
+        let r1 = &raw[(sy + 1) * 3 * w..(sy + 2) * 3 * w];
+        for x in 0..n.min(rw.saturating_sub(x0)) {
+            for c in 0..3 {
+                let i = 6 * (x0 + x) + c;
+                let sum = u16::from(r0[i])
+                    + u16::from(r0[i + 3])
+                    + u16::from(r1[i])
+                    + u16::from(r1[i + 3]);
+                buf[c * n * n + y * n + x] = f32::from(sum) * 0.25;
+            }
+        }
+    }
+}
+
+/// Writes `img` downscaled 2:1 (each output pixel the mean of a 2x2 block) into a zeroed NCHW
+/// buffer of `pw` x `ph`.
+fn fill_half(buf: &mut [f32], img: &RgbImage, pw: usize, ph: usize) {
+    let w = img.width() as usize;
+    let (rw, rh) = (w / 2, img.height() as usize / 2);
+    let plane = pw * ph;
+    let raw = img.as_raw();
+    for y in 0..rh {
+        let r0 = &raw[2 * y * 3 * w..(2 * y + 1) * 3 * w];
+        let r1 = &raw[(2 * y + 1) * 3 * w..(2 * y + 2) * 3 * w];
+        for x in 0..rw {
+            for c in 0..3 {
+                let i = 6 * x + c;
+                let sum = u16::from(r0[i])
+                    + u16::from(r0[i + 3])
+                    + u16::from(r1[i])
+                    + u16::from(r1[i + 3]);
+                buf[c * plane + y * pw + x] = f32::from(sum) * 0.25;
+            }
+        }
     }
 }
 

@@ -95,6 +95,55 @@ impl Embedder {
     }
 }
 
+/// A tracked face's embedding, kept for reuse: a decision needs one embedding, not one per
+/// frame. It is computed on first use and again only when the face is clearly better (quality
+/// up by `REEMBED_GAIN`) than when it was computed, or when the track changed.
+#[derive(Debug, Default)]
+pub struct TrackEmbedding {
+    kept: Option<(u64, f32, Embedding)>,
+    computed: u64,
+}
+
+/// Quality gain (0-1 scale) over the kept embedding's that is worth a new embedding.
+pub const REEMBED_GAIN: f32 = 0.05;
+
+impl TrackEmbedding {
+    /// The embedding of `track`'s face, from `crop` (its aligned 112x112 crop of quality
+    /// `quality`) when none is kept for it or this one is clearly better.
+    pub fn get(
+        &mut self,
+        embedder: &Embedder,
+        track: u64,
+        quality: f32,
+        crop: &RgbImage,
+    ) -> Result<&Embedding, PipelineError> {
+        let stale = match &self.kept {
+            Some((t, q, _)) => *t != track || quality >= q + REEMBED_GAIN,
+            None => true,
+        };
+        if stale {
+            let e = embedder.embed(crop)?;
+            self.computed += 1;
+            self.kept = Some((track, quality, e));
+        }
+        match &self.kept {
+            Some((_, _, e)) => Ok(e),
+            None => unreachable!("an embedding was just kept"),
+        }
+    }
+
+    /// Drops the kept embedding: the next `get` embeds its crop (after a match failed, the
+    /// next try deserves another frame).
+    pub fn forget(&mut self) {
+        self.kept = None;
+    }
+
+    /// Embeddings computed so far.
+    pub fn computed(&self) -> u64 {
+        self.computed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,29 @@ pub struct PipelineConfig {
     pub quality: QualityConfig,
     pub limits: DecodeLimits,
     pub precision: Precision,
+    pub schedule: ScheduleConfig,
+}
+
+/// `[pipeline]`: how a stream of frames spends its budget, and threads per model run.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Threads one model run may use (tract's matrix products on a shared pool); 0: the cores
+    /// available to the process.
+    pub threads: usize,
+    /// While faces are tracked, the whole frame is searched for faces this often (ms: a new
+    /// face is found within it); on the frames between, each tracked face is re-detected on a
+    /// crop around it. 0: the whole frame on every frame.
+    pub redetect_ms: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            threads: 1,
+            redetect_ms: 500.0,
+        }
+    }
 }
 
 /// One face, fully analysed.
@@ -112,9 +135,19 @@ impl Pipeline {
 
     /// Quality of every face without embedding it (cheap; for `detect`).
     pub fn quality(&self, img: &RgbImage, face: &Face) -> Result<Quality, PipelineError> {
+        self.aligned(img, face).map(|(_, q)| q)
+    }
+
+    /// The face's aligned 112x112 crop (what `embedder().embed` takes) and its quality.
+    pub fn aligned(
+        &self,
+        img: &RgbImage,
+        face: &Face,
+    ) -> Result<(RgbImage, Quality), PipelineError> {
         let (_, crop) =
             align::align(img, &face.landmarks).ok_or(PipelineError::DegenerateLandmarks)?;
-        Ok(quality::assess(face, &crop, &self.cfg.quality))
+        let quality = quality::assess(face, &crop, &self.cfg.quality);
+        Ok((crop, quality))
     }
 
     /// Decode, detect, and analyse the largest face.

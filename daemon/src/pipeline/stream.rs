@@ -115,6 +115,12 @@ pub struct Stream {
     frame: u64,
     /// Luminance of the last `context::GAP + 1` frames (frame index, image), newest last.
     grays: VecDeque<(u64, Gray)>,
+    /// When the whole frame was last searched for faces (stream ms).
+    last_full_ms: Option<f64>,
+    full_frames: u64,
+    roi_frames: u64,
+    /// Whether the palm detector runs (off when a hand cannot block anything).
+    palms: bool,
 }
 
 fn ms(t: Instant) -> f64 {
@@ -129,7 +135,80 @@ impl Stream {
             tracks: HashMap::new(),
             frame: 0,
             grays: VecDeque::new(),
+            last_full_ms: None,
+            full_frames: 0,
+            roi_frames: 0,
+            palms: true,
         }
+    }
+
+    /// Runs the palm detector (a 256x256 pass over the whole frame, the costliest model of
+    /// the stack) only if `on`: callers turn it off when a hand over the face cannot block a
+    /// decision (`obstacles.hand` >= 1), and the hand's score then stays 0.
+    pub fn with_palms(mut self, on: bool) -> Stream {
+        self.palms = on;
+        self
+    }
+
+    /// Faces in this frame: the whole frame when due (no track, `redetect_ms` elapsed, more
+    /// tracks than get liveness, or a tracked face lost), else each tracked face on a crop
+    /// around its last box (`Detector::detect_around`).
+    fn detect(
+        &mut self,
+        pipeline: &Pipeline,
+        img: &RgbImage,
+        t_ms: f64,
+    ) -> Result<Vec<super::detect::Face>, PipelineError> {
+        let every = pipeline.config().schedule.redetect_ms;
+        let tracked: Vec<[f32; 4]> = self
+            .tracker
+            .tracks()
+            .filter(|(_, _, missed)| *missed == 0)
+            .map(|(_, b, _)| b)
+            .collect();
+        let due = every <= 0.0
+            || tracked.is_empty()
+            || tracked.len() != self.tracker.len()
+            || tracked.len() > MAX_LIVE_FACES
+            || self
+                .last_full_ms
+                .is_none_or(|t| t_ms - t >= every || t_ms < t);
+        if !due {
+            let mut found = Vec::with_capacity(tracked.len());
+            for bbox in &tracked {
+                match pipeline.detector().detect_around(img, *bbox)? {
+                    None => {
+                        found.clear();
+                        break;
+                    }
+                    // The face nearest to where the track was (it may share the crop with
+                    // the edge of another).
+                    Some(faces) => {
+                        if let Some(f) = faces.into_iter().max_by(|a, b| {
+                            super::detect::iou(&a.bbox, bbox)
+                                .total_cmp(&super::detect::iou(&b.bbox, bbox))
+                        }) {
+                            found.push(f);
+                        }
+                    }
+                }
+            }
+            if found.len() == tracked.len() {
+                self.roi_frames += 1;
+                return Ok(super::detect::nms(
+                    found,
+                    pipeline.detector().config().nms_iou,
+                ));
+            }
+        }
+        self.last_full_ms = Some(t_ms);
+        self.full_frames += 1;
+        pipeline.detect(img)
+    }
+
+    /// Frames searched whole and frames searched around tracked faces so far.
+    pub fn detections(&self) -> (u64, u64) {
+        (self.full_frames, self.roi_frames)
     }
 
     /// The liveness state of a live track.
@@ -147,7 +226,7 @@ impl Stream {
     ) -> Result<FrameReport, PipelineError> {
         let mut costs = StageCosts::default();
         let started = Instant::now();
-        let mut faces = pipeline.detect(img)?;
+        let mut faces = self.detect(pipeline, img, t_ms)?;
         faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
         costs.detect_ms = ms(started);
         let (assignments, dropped) = self.tracker.update(&faces);
@@ -173,11 +252,12 @@ impl Stream {
         let every = self.cfg.obstacle_every_frames.max(1);
         let needs_obstacles = |seen: u32| seen < 3 || seen.is_multiple_of(every);
         // The palm detector sees the whole frame once, for every face that needs it.
-        let palm_due = assignments.iter().take(MAX_LIVE_FACES).any(|a| {
-            self.tracks
-                .get(&a.track)
-                .is_none_or(|t| needs_obstacles(t.seen))
-        });
+        let palm_due = self.palms
+            && assignments.iter().take(MAX_LIVE_FACES).any(|a| {
+                self.tracks
+                    .get(&a.track)
+                    .is_none_or(|t| needs_obstacles(t.seen))
+            });
         let palms = if palm_due {
             let t = Instant::now();
             let p = models.obstacles.palms(img)?;

@@ -116,6 +116,11 @@ impl Tracker {
         (out, dropped)
     }
 
+    /// Every live track's id, last box and frames missed since.
+    pub fn tracks(&self) -> impl Iterator<Item = (u64, [f32; 4], u32)> + '_ {
+        self.slots.iter().map(|s| (s.id, s.bbox, s.missed))
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len()
     }

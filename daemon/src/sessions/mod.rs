@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::pipeline::embed::TrackEmbedding;
 use crate::pipeline::liveness::{
     Decision, Evidence, Instruction, LivenessConfig, Requirements, decide,
 };
@@ -94,6 +95,10 @@ pub struct Session {
     pub last_costs: Option<FrameCosts>,
     /// The audit row of an end without a decision (expired, cancelled) has been written.
     end_recorded: bool,
+    /// The authenticating face's embedding, reused until the face is clearly better.
+    embedding: TrackEmbedding,
+    /// Milliseconds spent embedding in the current frame.
+    frame_embed_ms: f64,
 }
 
 /// Per-stage cost of one frame through a session, milliseconds.
@@ -101,7 +106,7 @@ pub struct Session {
 pub struct FrameCosts {
     pub decode_ms: f64,
     pub stages: crate::pipeline::stream::StageCosts,
-    /// Alignment, embedding and quality of the main face.
+    /// Alignment and quality of the main face, and its embedding when one was computed.
     pub embed_ms: f64,
     /// Everything after: matching, decision, audit.
     pub decide_ms: f64,
@@ -166,14 +171,9 @@ pub fn rfc3339_ms(ms: u64) -> String {
 }
 
 impl Sessions {
-    /// Creates a session for `client`, expiring after `ttl`.
-    pub fn create(
-        &self,
-        client: &str,
-        kind: Kind,
-        liveness: &LivenessConfig,
-        ttl: Duration,
-    ) -> Arc<Handle> {
+    /// Creates a session for `client` on `engine`'s rules, expiring after `ttl`.
+    pub fn create(&self, client: &str, kind: Kind, engine: &Engine, ttl: Duration) -> Arc<Handle> {
+        let hand_blocks = engine.obstacles.hand < 1.0;
         self.sweep();
         let now = now_ms();
         let token = new_token_id();
@@ -190,13 +190,15 @@ impl Sessions {
                 expires_ms: now + ttl.as_millis() as u64,
                 last_activity_ms: now,
                 started: Instant::now(),
-                stream: Stream::new(liveness.clone()),
+                stream: Stream::new(engine.liveness.clone()).with_palms(hand_blocks),
                 frames: 0,
                 samples: Vec::new(),
                 liveness_passed: false,
                 track: None,
                 last_costs: None,
                 end_recorded: false,
+                embedding: TrackEmbedding::default(),
+                frame_embed_ms: 0.0,
             }),
         });
         lock(&self.map).insert(token, h.clone());
@@ -477,9 +479,11 @@ impl Session {
                     .get(1)
                     .is_some_and(|second| second.face.area() > 0.6 * main.face.area());
                 let embedding_started = Instant::now();
-                let analysis = engine
+                // Aligned and scored on every frame; embedded only when a sample or a match
+                // needs it.
+                let (crop, quality) = engine
                     .pipeline
-                    .analyze(img, &main.face)
+                    .aligned(img, &main.face)
                     .map_err(|e| FrameError::Internal(e.to_string()))?;
                 costs.embed_ms = embedding_started.elapsed().as_secs_f64() * 1000.0;
                 if self.track != Some(main.track) {
@@ -490,7 +494,7 @@ impl Session {
                 Some(FrameView {
                     summary: FaceSummary {
                         bbox: main.face.bbox,
-                        quality: analysis.quality.score,
+                        quality: quality.score,
                         eyelid_ratio: main.liveness.eyelid_ratio,
                         blinks: main.blinks,
                         motion_events: main.motion_events,
@@ -501,13 +505,16 @@ impl Session {
                     spoof_score: main.spoof_score,
                     judgeable: main.judgeable,
                     multiple,
-                    embedding: analysis.embedding.as_slice().to_vec(),
+                    track: main.track,
+                    crop,
                 })
             }
         };
         let decided = Instant::now();
+        self.frame_embed_ms = 0.0;
         let (progress, ending) = self.frame_result(engine, store, view, started);
-        costs.decide_ms = decided.elapsed().as_secs_f64() * 1000.0;
+        costs.embed_ms += self.frame_embed_ms;
+        costs.decide_ms = decided.elapsed().as_secs_f64() * 1000.0 - self.frame_embed_ms;
         costs.total_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.last_costs = Some(costs);
         Ok(FrameResult {
@@ -578,7 +585,13 @@ impl Session {
         let f = &v.summary;
         let usable = f.obstacles.is_empty() && !v.multiple && f.quality >= min_quality;
         if usable && self.samples.len() < target {
-            self.samples.push((v.embedding.clone(), f.quality));
+            // Every sample is its own frame's embedding (their mean is the template).
+            let t = Instant::now();
+            match engine.pipeline.embedder().embed(&v.crop) {
+                Ok(e) => self.samples.push((e.as_slice().to_vec(), f.quality)),
+                Err(e) => tracing::error!(error = %e, "embedding an enrollment sample failed"),
+            }
+            self.frame_embed_ms += t.elapsed().as_secs_f64() * 1000.0;
         }
         let decision = decide(
             &Requirements::enrollment(required_blinks, target as u64, min_quality),
@@ -816,12 +829,31 @@ impl Session {
             let p = self.progress(Some(&v), Some(&decision), message, v.rejection());
             return (p, None);
         }
+        let t = Instant::now();
+        let embedded = self
+            .embedding
+            .get(engine.pipeline.embedder(), v.track, f.quality, &v.crop)
+            .map(|e| e.as_slice().to_vec());
+        self.frame_embed_ms += t.elapsed().as_secs_f64() * 1000.0;
+        let embedding = match embedded {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "embedding the face failed");
+                let p = self.progress(
+                    Some(&v),
+                    Some(&decision),
+                    "Keep looking at the camera",
+                    None,
+                );
+                return (p, None);
+            }
+        };
         let matched = match user_id {
             Some(u) => store
-                .verify(&self.client, u, &v.embedding)
+                .verify(&self.client, u, &embedding)
                 .map(|m| m.filter(|m| m.similarity >= min_confidence)),
             None => store
-                .identify(&self.client, &v.embedding, engine.top_k, min_confidence)
+                .identify(&self.client, &embedding, engine.top_k, min_confidence)
                 .map(|(best, _)| best),
         };
         match matched {
@@ -906,7 +938,9 @@ struct FrameView {
     /// The face is large and sharp enough for its liveness to be judged.
     judgeable: bool,
     multiple: bool,
-    embedding: Vec<f32>,
+    track: u64,
+    /// The aligned 112x112 crop, embedded only when needed.
+    crop: image::RgbImage,
 }
 
 impl FrameView {

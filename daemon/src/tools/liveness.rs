@@ -70,6 +70,9 @@ pub struct SequenceResult {
     /// Frames of the main track with each obstacle over its threshold: mask, hand, glasses, hat.
     pub obstacle_frames: [usize; 4],
     pub costs: Vec<StageCosts>,
+    /// Frames searched whole, and frames where the tracked faces were re-detected around
+    /// their last boxes (`Stream::detections`).
+    pub detections: (u64, u64),
 }
 
 /// Runs a sequence of decoded frames through a fresh stream.
@@ -162,6 +165,7 @@ pub fn run_sequence(
         obstacles,
         obstacle_frames,
         costs,
+        detections: stream.detections(),
     })
 }
 
