@@ -184,11 +184,15 @@ impl Stream {
                     // The face nearest to where the track was (it may share the crop with
                     // the edge of another).
                     Some(faces) => {
-                        if let Some(f) = faces.into_iter().max_by(|a, b| {
-                            super::detect::iou(&a.bbox, bbox)
-                                .total_cmp(&super::detect::iou(&b.bbox, bbox))
-                        }) {
-                            found.push(f);
+                        // (A face in the window that does not overlap the track's box is
+                        // someone else: the track counts as lost, the whole frame is searched.)
+                        if let Some(f) = faces
+                            .into_iter()
+                            .map(|f| (super::detect::iou(&f.bbox, bbox), f))
+                            .filter(|(overlap, _)| *overlap > 0.1)
+                            .max_by(|a, b| a.0.total_cmp(&b.0))
+                        {
+                            found.push(f.1);
                         }
                     }
                 }
