@@ -1,15 +1,18 @@
 //! A stream of frames from one camera or session: detect, track, and per track run the
 //! liveness and obstacle checks, spending the frame budget only where it can change a decision.
 //!
-//! Schedule per frame: detection always; the eye model (two 64x64 crops) on every tracked face
+//! Schedule per frame: detection always, of the whole frame at least every
+//! `pipeline.redetect_ms` and otherwise in a window around each tracked face (the whole pass's
+//! own pixels, so the same landmarks; a close-up is always searched whole); the eye model (two 64x64 crops) on every tracked face
 //! (blinks last 1-3 frames at 10 fps, so a skipped frame is a missed blink); the mask classifier
 //! and the palm detector on a track's first 3 frames and then every `obstacle_every_frames`
-//! (obstacles change slowly; their last scores are carried between runs); hat and sunglasses
+//! (obstacles change slowly; their last scores are carried between runs; no palm detector when
+//! a hand cannot block: `with_palms`); hat and sunglasses
 //! cues every frame (cheap arithmetic on pixels already cropped); context motion (the ring
 //! around each face against the frame `context::GAP` frames before, from half-resolution
 //! luminance kept for the last `GAP + 1` frames) and moiré (a 32 or 64 px spectrum of the face)
 //! every frame (both in the `cues` stage of `facegate bench liveness`). Embedding is the
-//! caller's, once a face is stable and clear.
+//! caller's, once per decision (`embed::TrackEmbedding`).
 //!
 //! Invariant: per-track state lives exactly as long as the tracker keeps the track; a dropped
 //! track's state is dropped in the same frame.
@@ -151,8 +154,9 @@ impl Stream {
     }
 
     /// Faces in this frame: the whole frame when due (no track, `redetect_ms` elapsed, more
-    /// tracks than get liveness, or a tracked face lost), else each tracked face on a crop
-    /// around its last box (`Detector::detect_around`).
+    /// tracks than get liveness, a track missed, or a tracked face not found again in its
+    /// window), else each tracked face in a window around its last box
+    /// (`Detector::detect_around`).
     fn detect(
         &mut self,
         pipeline: &Pipeline,
@@ -181,11 +185,9 @@ impl Stream {
                         found.clear();
                         break;
                     }
-                    // The face nearest to where the track was (it may share the crop with
-                    // the edge of another).
+                    // The face overlapping the track's last box most (the window may hold the
+                    // edge of another); none overlapping: lost, the whole frame is searched.
                     Some(faces) => {
-                        // (A face in the window that does not overlap the track's box is
-                        // someone else: the track counts as lost, the whole frame is searched.)
                         if let Some(f) = faces
                             .into_iter()
                             .map(|f| (super::detect::iou(&f.bbox, bbox), f))
