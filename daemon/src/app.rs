@@ -592,8 +592,6 @@ pub fn load_pipeline(
     Ok(pipeline)
 }
 
-/// Logs go to journald when systemd gave us a journal stream, else to stderr.
-/// `FACEGATE_LOG` (an `EnvFilter` directive) overrides the verbosity flags.
 /// Sets how many threads one model run may use (`pipeline.threads`, 0: the cores available)
 /// and returns it: tract's matrix products share one pool of that many threads.
 fn model_threads(configured: usize) -> usize {
@@ -609,6 +607,8 @@ fn model_threads(configured: usize) -> usize {
     n
 }
 
+/// Logs go to journald when systemd gave us a journal stream, else to stderr.
+/// `FACEGATE_LOG` (an `EnvFilter` directive) overrides the verbosity flags.
 fn init_logging(verbosity: i16) {
     let level = match verbosity {
         ..=-2 => "error",

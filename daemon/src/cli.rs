@@ -194,7 +194,7 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
-    /// Per-stage latency of the pipeline on one thread, fp32 and int8; `bench index` for the
+    /// Per-stage latency of the pipeline, one frame at a time, fp32 and int8; `bench index` for the
     /// vector index.
     Bench {
         #[command(subcommand)]
@@ -236,7 +236,7 @@ pub struct PipelineBenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
-    /// A door's whole per-frame work over a clip on one thread (detection full or around tracked
+    /// A door's whole per-frame work over a clip, frame after frame (detection full or around tracked
     /// faces, liveness, one embedding per visit, 1:N over synthetic enrollments plus the
     /// person): per-frame cost by stage, decision frame, RSS; the configured schedule against
     /// the whole frame every frame.

@@ -223,9 +223,10 @@ fn eval_on_orl_meets_the_accuracy_bar_in_both_precisions() {
 
 #[test]
 fn bench_json_reports_every_stage_for_both_precisions() {
+    // The model thread pool follows `pipeline.threads` (default: the cores available).
     let v = stdout_json(&facegate(
         &["bench", "--iterations", "2", "--json", "-q"],
-        &[],
+        &[("FACEGATE_PIPELINE__THREADS", "1")],
     ));
     assert_eq!(v["precision"], "fp32");
     assert_eq!(v["threads"], 1);

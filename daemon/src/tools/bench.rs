@@ -1,5 +1,6 @@
 //! `facegate bench`: per-stage latency (decode, detect, align, quality, embed, end-to-end)
-//! on one thread, p50 / p99 and frames/s, per model precision. Prints a table or JSON.
+//! one frame at a time (model runs on `pipeline.threads`), p50 / p99 and frames/s, per model
+//! precision. Prints a table or JSON.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -138,7 +139,7 @@ fn run_json(r: &Run) -> serde_json::Value {
         },
         "stages": stages,
         "precision": r.precision.as_str(),
-        "threads": 1,
+        "threads": super::model_threads(),
         "frames": r.end_to_end.len(),
         "load_ms": r.load_ms,
     })
@@ -171,9 +172,10 @@ pub fn run(
         return super::print_json(&doc);
     }
     println!(
-        "{} image(s) x {} iterations, one thread: {}",
+        "{} image(s) x {} iterations, {} model thread(s): {}",
         images.len(),
         opts.iterations,
+        super::model_threads(),
         images
             .iter()
             .map(|(n, _)| n.as_str())

@@ -332,9 +332,10 @@ pub fn bench(
         return super::print_json(&json!({"frames": r.frames, "stages": stages}));
     }
     println!(
-        "liveness stack over {} frames of {} (one thread)",
+        "liveness stack over {} frames of {} ({} model thread(s))",
         r.frames,
-        dir.display()
+        dir.display(),
+        super::model_threads()
     );
     println!(
         "{:<8} {:>10} {:>10} {:>16} {:>11}",

@@ -33,3 +33,12 @@ pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     writeln!(out)?;
     Ok(())
 }
+
+/// Threads one model run uses now (tract's pool, set from `pipeline.threads` at start).
+pub fn model_threads() -> usize {
+    use tract_linalg::multithread::{Executor, current_tract_executor};
+    match current_tract_executor() {
+        Executor::MultiThread(pool) => pool.current_num_threads(),
+        _ => 1,
+    }
+}
