@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::pipeline::embed::TrackEmbedding;
 use crate::pipeline::liveness::{
     Decision, Evidence, Instruction, LivenessConfig, Requirements, decide,
 };
@@ -95,8 +94,6 @@ pub struct Session {
     pub last_costs: Option<FrameCosts>,
     /// The audit row of an end without a decision (expired, cancelled) has been written.
     end_recorded: bool,
-    /// The authenticating face's embedding, reused until the face is clearly better.
-    embedding: TrackEmbedding,
     /// Milliseconds spent embedding in the current frame.
     frame_embed_ms: f64,
 }
@@ -197,7 +194,6 @@ impl Sessions {
                 track: None,
                 last_costs: None,
                 end_recorded: false,
-                embedding: TrackEmbedding::default(),
                 frame_embed_ms: 0.0,
             }),
         });
@@ -505,7 +501,6 @@ impl Session {
                     spoof_score: main.spoof_score,
                     judgeable: main.judgeable,
                     multiple,
-                    track: main.track,
                     crop,
                 })
             }
@@ -830,9 +825,11 @@ impl Session {
             return (p, None);
         }
         let t = Instant::now();
-        let embedded = self
-            .embedding
-            .get(engine.pipeline.embedder(), v.track, f.quality, &v.crop)
+        // The one embedding of this attempt: the first match decides the session.
+        let embedded = engine
+            .pipeline
+            .embedder()
+            .embed(&v.crop)
             .map(|e| e.as_slice().to_vec());
         self.frame_embed_ms += t.elapsed().as_secs_f64() * 1000.0;
         let embedding = match embedded {
@@ -938,7 +935,6 @@ struct FrameView {
     /// The face is large and sharp enough for its liveness to be judged.
     judgeable: bool,
     multiple: bool,
-    track: u64,
     /// The aligned 112x112 crop, embedded only when needed.
     crop: image::RgbImage,
 }
