@@ -86,10 +86,11 @@ fn every_labelled_blink_is_found_and_false_blinks_are_few() {
 /// movement: never verified, and judged `unknown` (ask to blink), never `spoof`. SYNTHETIC photo
 /// attacks (print, bent print, screen) from two shared photos are never accepted, at any frame.
 /// Replayed clips on a moving screen (real blinks, speech, head turns) are caught by the
-/// screen's moiré: at most 2 of the 17 accepted. The eye-cut print is rendered with a
-/// detectable face; its APCER is reported, not bounded (its blinks are real, and a held
-/// sheet's surroundings give it away only where the sheet fills the ring around the face: see
-/// ARCHITECTURE.md).
+/// screen's moiré: at most 1 of the 17 accepted (lp_d13's, whose grid barely aliases). The
+/// eye-cut print is rendered with a detectable face; its APCER is reported, not bounded (its
+/// blinks are real, and a held sheet's surroundings give it away only where the sheet fills the
+/// ring around the face: see ARCHITECTURE.md). Sessions after face_noface's person has left
+/// are counted apart.
 #[test]
 fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     let clips: Vec<String> = std::fs::read_dir(data("video"))
@@ -121,6 +122,19 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
         }
         assert!(c["sessions"].as_u64().unwrap() >= 1, "{c}");
     }
+    // face_noface's person leaves after 2.4 s (a cartoon follows): the sessions starting after
+    // that have no one to verify, and are counted apart instead of as never verified.
+    let noface = per_clip
+        .iter()
+        .find(|c| c["clip"] == "face_noface" && c["scale"] == "native")
+        .unwrap();
+    assert_eq!(noface["never_share"], 0.0, "{noface}");
+    assert!(noface["absent_sessions"].as_u64().unwrap() >= 2, "{noface}");
+    assert_eq!(
+        noface["sessions"].as_u64().unwrap() + noface["absent_sessions"].as_u64().unwrap(),
+        5,
+        "one session per second with 2 s left, of a 6.4 s clip: {noface}"
+    );
     let scales = |s: &str| per_clip.iter().filter(|c| c["scale"] == s).count();
     assert_eq!(scales("native"), clips.len(), "{v}");
     assert!(scales("80px") >= clips.len() - 2, "{v}");
@@ -147,7 +161,7 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     let replay = &v["synthetic_attacks"]["replay_screen"];
     assert_eq!(replay["sequences"], 17, "{v}");
     assert!(
-        replay["accepted"].as_u64().unwrap() <= 2,
+        replay["accepted"].as_u64().unwrap() <= 1,
         "replayed clips accepted: {v}"
     );
     for kind in ["eye_cut_print", "replay_screen"] {

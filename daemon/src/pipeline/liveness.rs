@@ -77,6 +77,10 @@ pub struct LivenessConfig {
     /// `screen_frames` such frames make a track a screen.
     pub moire_peak: f32,
     pub screen_frames: u32,
+    /// One frame whose moiré peak is over this makes a track a screen on its own: a screen's
+    /// grid aliases intermittently as it sways, and a replayed person blinks before a third
+    /// frame shows it.
+    pub moire_certain: f32,
     /// Range of the mouth opening (inner lips over the outer eye corners' distance, face mesh,
     /// median of 3 frames) within `mouth_window_frames` that is a facial movement (talking, an
     /// expression): a motion event and evidence of life, which no print or photo screen makes.
@@ -107,6 +111,7 @@ impl Default for LivenessConfig {
             sheet_over_room: 3.0,
             moire_peak: 2.7,
             screen_frames: 3,
+            moire_certain: 3.2,
             mouth_motion: 0.10,
             mouth_window_frames: 10,
         }
@@ -275,8 +280,9 @@ pub struct LivenessTrack {
     /// Frames whose surroundings moved with the face (a held sheet) / stayed (a room).
     sheet_frames: u32,
     room_frames: u32,
-    /// Frames whose face showed a screen's pixel grid.
+    /// Frames whose face showed a screen's pixel grid; whether one showed it beyond doubt.
     screen_frames: u32,
+    screen_certain: bool,
     /// Recent mouth openings (raw, for the median of 3) and their medians (the window).
     mouth_raw: VecDeque<f32>,
     mouth: VecDeque<f32>,
@@ -310,6 +316,7 @@ impl LivenessTrack {
             sheet_frames: 0,
             room_frames: 0,
             screen_frames: 0,
+            screen_certain: false,
             mouth_raw: VecDeque::new(),
             mouth: VecDeque::new(),
             mouth_moved: false,
@@ -342,6 +349,9 @@ impl LivenessTrack {
         }
         if moire.is_some_and(|m| m > self.cfg.moire_peak) {
             self.screen_frames += 1;
+        }
+        if moire.is_some_and(|m| m > self.cfg.moire_certain) {
+            self.screen_certain = true;
         }
         let first = *self.first_ms.get_or_insert(t_ms);
         let t_rel = (t_ms - first) / 1000.0;
@@ -580,7 +590,7 @@ impl LivenessTrack {
     pub fn presented(&self) -> bool {
         let held = self.sheet_frames >= self.cfg.sheet_frames
             && self.sheet_frames as f32 > self.cfg.sheet_over_room * self.room_frames as f32;
-        held || self.screen_frames >= self.cfg.screen_frames
+        held || self.screen_frames >= self.cfg.screen_frames || self.screen_certain
     }
 
     pub fn blinks(&self) -> &[Event] {
@@ -890,6 +900,7 @@ mod tests {
         MeshObservation {
             rigid,
             mouth_open: 0.05,
+            eyelids: [0.3, 0.3],
         }
     }
 
@@ -994,7 +1005,8 @@ mod tests {
             with_face: 3,
         };
         let open = [0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.2, 0.31, 0.32, 0.31];
-        let run = |ctx: &dyn Fn(usize) -> Option<ContextObservation>, moire: Option<f32>| {
+        let run = |ctx: &dyn Fn(usize) -> Option<ContextObservation>,
+                   moire: &dyn Fn(usize) -> Option<f32>| {
             let mut t = LivenessTrack::new(LivenessConfig::default());
             for (i, o) in open.iter().enumerate() {
                 t.update(
@@ -1004,7 +1016,7 @@ mod tests {
                     &Cues {
                         eyes: Some(&eyes(*o)),
                         context: ctx(i).as_ref(),
-                        moire,
+                        moire: moire(i),
                         ..Cues::default()
                     },
                 );
@@ -1012,20 +1024,25 @@ mod tests {
             t
         };
         // The eyes behind an eye-cut print blink, and the sheet moves with the face.
-        let held = run(&|i| (i % 2 == 0).then_some(sheet), None);
+        let held = run(&|i| (i % 2 == 0).then_some(sheet), &|_| None);
         assert_eq!(held.blinks().len(), 1);
         assert!(held.presented());
         assert_eq!(held.verdict(), Verdict::Spoof);
         // A person before a wall: the room stays; a few sheet-like frames (hair moving with the
         // head) do not outweigh it.
-        let person = run(&|i| Some(if i % 3 == 0 { sheet } else { room }), None);
+        let person = run(&|i| Some(if i % 3 == 0 { sheet } else { room }), &|_| None);
         assert!(!person.presented());
         assert_eq!(person.verdict(), Verdict::Live);
         // A pixel grid over the face in enough frames: a screen.
-        let screen = run(&|_| None, Some(3.5));
+        let screen = run(&|_| None, &|_| Some(2.9));
         assert!(screen.presented());
         assert_eq!(screen.verdict(), Verdict::Spoof);
-        assert!(!run(&|_| None, Some(1.5)).presented());
+        assert!(!run(&|_| None, &|_| Some(1.5)).presented());
+        // Two grid frames are not enough, unless one of them is beyond doubt.
+        assert!(!run(&|_| None, &|i| Some(if i < 2 { 2.9 } else { 1.5 })).presented());
+        let glimpse = run(&|_| None, &|i| Some(if i == 4 { 3.5 } else { 1.5 }));
+        assert!(glimpse.presented());
+        assert_eq!(glimpse.verdict(), Verdict::Spoof);
     }
 
     #[test]
@@ -1033,6 +1050,7 @@ mod tests {
         let mesh = |open: f32| MeshObservation {
             rigid: Vec::new(),
             mouth_open: open,
+            eyelids: [0.3, 0.3],
         };
         let run = |openings: &[f32]| {
             let mut t = LivenessTrack::new(LivenessConfig::default());

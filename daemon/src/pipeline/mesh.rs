@@ -34,6 +34,12 @@ const LIP_UPPER: usize = 13;
 const LIP_LOWER: usize = 14;
 const EYE_OUTER_R: usize = 33;
 const EYE_OUTER_L: usize = 263;
+/// Per eye (image-left = the subject's right, then image-right): outer and inner corner, and
+/// three upper-lid points over three lower-lid points (MediaPipe's eye contour).
+const LIDS: [([usize; 2], [usize; 3], [usize; 3]); 2] = [
+    ([33, 133], [160, 159, 158], [144, 145, 153]),
+    ([263, 362], [387, 386, 385], [373, 374, 380]),
+];
 
 /// The mesh of one face in one frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +48,11 @@ pub struct MeshObservation {
     pub rigid: Vec<[f32; 2]>,
     /// Inner-lip distance over the outer eye-corner distance.
     pub mouth_open: f32,
+    /// Eyelid opening of the image-left and image-right eye: mean lid distance over the eye's
+    /// corner distance (the eye aspect ratio of the mesh's contour). Measured, not used for
+    /// blinks: this mesh barely closes its eyes when the person does (ARCHITECTURE.md); kept
+    /// in `facegate pad-eval --dump` so that the comparison can be re-run.
+    pub eyelids: [f32; 2],
 }
 
 #[derive(Debug)]
@@ -114,9 +125,18 @@ impl MeshModel {
             [m[0] * u + m[1] * v + m[2], m[3] * u + m[4] * v + m[5]]
         };
         let eyes = dist(point(EYE_OUTER_R), point(EYE_OUTER_L)).max(1e-3);
+        let eyelids = LIDS.map(|([a, b], upper, lower)| {
+            let lids: f32 = upper
+                .iter()
+                .zip(&lower)
+                .map(|(&u, &l)| dist(point(u), point(l)))
+                .sum();
+            lids / (3.0 * dist(point(a), point(b)).max(1e-3))
+        });
         Ok(MeshObservation {
             rigid: RIGID.iter().map(|&i| point(i)).collect(),
             mouth_open: dist(point(LIP_UPPER), point(LIP_LOWER)) / eyes,
+            eyelids,
         })
     }
 }

@@ -12,6 +12,8 @@
 //! with the session frame budget, give the time to a live verdict under the authentication
 //! rules (at least 3 frames, blink or head movement, attack score under the threshold, face large
 //! enough to judge); windows of `--window-frames` give BPCER (share of windows never live).
+//! Sessions and windows with a face in fewer than 2 s of their frames are no presentation (the
+//! person has left) and are counted apart.
 //!
 //! Every sequence is judged by a fresh `LivenessTrack` fed the observations (landmarks, eyes,
 //! mesh) one stream pass made of the frames: the track is pure over its observations, so this is
@@ -147,7 +149,7 @@ fn observe(
 
 /// One sequence's observations as a JSON line: per frame `null` (no face) or
 /// `{track, width, lm: [10], eyes: [left, right, sharpness]|null, mesh: [rigid points, 104]|null,
-/// ctx: [still, with_face]|null}`.
+/// mouth: mouth opening|null, lids: [left, right] mesh eyelid openings|null, ctx: [still, with_face]|null}`.
 fn dump_line(set: &str, name: &str, obs: &[Option<Obs>]) -> String {
     let frames: Vec<serde_json::Value> = obs
         .iter()
@@ -159,6 +161,8 @@ fn dump_line(set: &str, name: &str, obs: &[Option<Obs>]) -> String {
                 "lm": o.landmarks.iter().flatten().collect::<Vec<_>>(),
                 "eyes": o.eyes.map(|e| [e.opening[0], e.opening[1], e.sharpness]),
                 "mesh": o.mesh.as_ref().map(|m| m.rigid.iter().flatten().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>()),
+                "mouth": o.mesh.as_ref().map(|m| m.mouth_open),
+                "lids": o.mesh.as_ref().map(|m| m.eyelids),
                 "moire": o.moire,
                 "ctx": o.context.map(|c| [c.still, c.with_face]),
             }),
@@ -242,6 +246,10 @@ struct ClipResult {
     windows: usize,
     windows_live: usize,
     rejected_windows: Vec<String>,
+    /// Sessions and windows left out: a face in fewer than 2 s of their frames (no one was
+    /// presenting: face_noface's person leaves after 2.4 s).
+    absent_sessions: usize,
+    absent_windows: usize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -267,6 +275,13 @@ fn median_width(obs: &[Option<Obs>]) -> f32 {
     w.get(w.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// Whether someone presents a face in a stretch of frames: a face in at least `min` of them
+/// (2 s: the median time to a live verdict asked for). Sessions and windows where no one does
+/// are not bona fide presentations and are counted apart.
+fn presenting(obs: &[Option<Obs>], min: usize) -> bool {
+    obs.iter().flatten().count() >= min.min(obs.len())
+}
+
 fn evaluate_clip(
     name: &str,
     scale: String,
@@ -278,17 +293,27 @@ fn evaluate_clip(
     // Sessions every second, each with the session budget; a start needs 2 s of frames left.
     let min_left = (2 * fps_frames).min(obs.len());
     let mut sessions = Vec::new();
+    let (mut absent_sessions, mut absent_windows) = (0, 0);
     let mut start = 0;
     while start + min_left <= obs.len() {
         let end = (start + opts.session_frames).min(obs.len());
-        let j = judge(&obs[start..end], cfg, opts.fps);
-        sessions.push(j.frames_to_live.map(|n| n as f64 / opts.fps));
+        if presenting(&obs[start..end], 2 * fps_frames) {
+            let j = judge(&obs[start..end], cfg, opts.fps);
+            sessions.push(j.frames_to_live.map(|n| n as f64 / opts.fps));
+        } else {
+            absent_sessions += 1;
+        }
         start += fps_frames;
     }
     let window = opts.window_frames.min(obs.len());
     let (mut windows, mut windows_live, mut rejected) = (0, 0, Vec::new());
     let mut start = 0;
     while window > 0 && start + window <= obs.len() {
+        if !presenting(&obs[start..start + window], 2 * fps_frames) {
+            absent_windows += 1;
+            start += opts.window_stride.max(1);
+            continue;
+        }
         windows += 1;
         if judge(&obs[start..start + window], cfg, opts.fps)
             .frames_to_live
@@ -308,6 +333,8 @@ fn evaluate_clip(
         windows,
         windows_live,
         rejected_windows: rejected,
+        absent_sessions,
+        absent_windows,
     }
 }
 
@@ -617,6 +644,8 @@ fn report(
     let windows_live: usize = clips.iter().map(|c| c.windows_live).sum();
     let bpcer = 1.0 - windows_live as f64 / windows.max(1) as f64;
     let rejected: Vec<&String> = clips.iter().flat_map(|c| &c.rejected_windows).collect();
+    let absent_sessions: usize = clips.iter().map(|c| c.absent_sessions).sum();
+    let absent_windows: usize = clips.iter().map(|c| c.absent_windows).sum();
     if opts.json {
         let per_kind: serde_json::Map<String, serde_json::Value> = attacks
             .iter()
@@ -652,6 +681,8 @@ fn report(
                     "windows": c.windows,
                     "windows_live": c.windows_live,
                     "bpcer": 1.0 - c.windows_live as f64 / c.windows.max(1) as f64,
+                    "absent_sessions": c.absent_sessions,
+                    "absent_windows": c.absent_windows,
                 })
             })
             .collect();
@@ -666,6 +697,8 @@ fn report(
                 "accepted": windows_live,
                 "bpcer": bpcer,
                 "rejected": rejected,
+                "absent_sessions": absent_sessions,
+                "absent_windows": absent_windows,
                 "per_clip": per_clip,
             },
             "frames_per_attack": opts.frames,
@@ -710,6 +743,12 @@ fn report(
         windows_live,
         windows
     );
+    if absent_sessions + absent_windows > 0 {
+        println!(
+            "  left out, a face in under 2 s of their frames: {absent_sessions} sessions, \
+             {absent_windows} windows"
+        );
+    }
     println!();
     println!(
         "{:<26} {:>9} {:>9} {:>7} {:>7} {:>7} {:>10}",
