@@ -149,7 +149,8 @@ fn observe(
 
 /// One sequence's observations as a JSON line: per frame `null` (no face) or
 /// `{track, width, lm: [10], eyes: [left, right, sharpness]|null, mesh: [rigid points, 104]|null,
-/// mouth: mouth opening|null, lids: [left, right] mesh eyelid openings|null, ctx: [still, with_face]|null}`.
+/// mouth: mouth opening|null, lids: [left, right] mesh eyelid openings|null,
+/// ctx: [still, with_face]|null}`.
 fn dump_line(set: &str, name: &str, obs: &[Option<Obs>]) -> String {
     let frames: Vec<serde_json::Value> = obs
         .iter()
