@@ -236,10 +236,10 @@ pub struct PipelineBenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
-    /// A door's whole per-frame work over a clip, frame after frame (detection full or around tracked
-    /// faces, liveness, one embedding per visit, 1:N over synthetic enrollments plus the
-    /// person): per-frame cost by stage, decision frame, RSS; the configured schedule against
-    /// the whole frame every frame.
+    /// A door's whole per-frame work over a clip, frame after frame (detection full or around
+    /// tracked faces, liveness, one embedding per visit, 1:N over synthetic enrollments plus
+    /// the person): per-frame cost by stage, decision frame, RSS; the configured schedule
+    /// against the whole frame every frame.
     Stream {
         #[arg(long, value_name = "DIR")]
         frames: PathBuf,

@@ -48,6 +48,24 @@ def producer(graph):
     return {o: n for n in graph.node for o in n.output}
 
 
+def prelu_nodes(g, x, slope, init_base, node_base, outputs):
+    """prelu(x) = x + (s - 1) * min(x, 0) as three nodes writing `outputs` (their two constants
+    added to the graph's initializers): two passes in tract (Min+Mul fused as one chain over x,
+    then one Add), against three for the tf2onnx export's Relu/Abs/Sub/Mul/Add form. An ONNX
+    PRelu node is lowered by tract-onnx to GT + Mul + Iff, slower than either
+    (models/MODELS.md)."""
+    zero_name, k_name = init_base + "/zero", init_base + "/slope_minus_one"
+    g.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero_name))
+    g.initializer.append(numpy_helper.from_array((slope - 1.0).astype(np.float32), k_name))
+    base = node_base + "/prelu"
+    neg, scaled = base + "/neg", base + "/scaled"
+    return [
+        helper.make_node("Min", [x, zero_name], [neg], name=neg),
+        helper.make_node("Mul", [neg, k_name], [scaled], name=scaled),
+        helper.make_node("Add", [x, scaled], list(outputs), name=base),
+    ]
+
+
 def fuse_prelu(model):
     g = model.graph
     inits = {i.name: i for i in g.initializer}
@@ -79,20 +97,7 @@ def fuse_prelu(model):
         if any(len(cons.get(o, [])) != 1 for node in inner for o in node.output):
             continue
         c = numpy_helper.to_array(inits[c_name]).astype(np.float32)
-        # prelu(x) = x + (s - 1) * min(x, 0) with s = 2c: two passes in tract (Min+Mul fused
-        # as one chain over x, then one Add), against three for the export's form (Abs;
-        # Sub+Mul; Max+Add). An ONNX PRelu node is lowered by tract-onnx to GT + Mul + Iff,
-        # slower than either (models/MODELS.md).
-        zero_name, k_name = c_name + "/zero", c_name + "/slope_minus_one"
-        g.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero_name))
-        g.initializer.append(numpy_helper.from_array((2.0 * c - 1.0).astype(np.float32), k_name))
-        base = n.name + "/prelu"
-        neg, scaled = base + "/neg", base + "/scaled"
-        new_nodes.append((n, [
-            helper.make_node("Min", [x, zero_name], [neg], name=neg),
-            helper.make_node("Mul", [neg, k_name], [scaled], name=scaled),
-            helper.make_node("Add", [x, scaled], list(n.output), name=base),
-        ]))
+        new_nodes.append((n, prelu_nodes(g, x, 2.0 * c, c_name, n.name, n.output)))
         remove.update(id(k) for k in inner + [n])
         fused += 1
     replacement = {id(old): new for old, new in new_nodes}
@@ -109,8 +114,7 @@ def fuse_prelu(model):
 
 
 def lower_prelu(model):
-    """Every ONNX PRelu(x, s) becomes x + (s - 1) * min(x, 0): exactly PRelu (x >= 0: x;
-    x < 0: s x), in the two passes tract runs fastest (see fuse_prelu)."""
+    """Every ONNX PRelu(x, s) becomes prelu_nodes: exactly PRelu (x >= 0: x; x < 0: s x)."""
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     nodes, lowered = [], 0
@@ -120,16 +124,7 @@ def lower_prelu(model):
             continue
         x, slope = n.input
         s = numpy_helper.to_array(inits[slope]).astype(np.float32)
-        zero_name, k_name = slope + "/zero", slope + "/slope_minus_one"
-        g.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero_name))
-        g.initializer.append(numpy_helper.from_array((s - 1.0).astype(np.float32), k_name))
-        base = (n.name or n.output[0]) + "/prelu"
-        neg, scaled = base + "/neg", base + "/scaled"
-        nodes.extend([
-            helper.make_node("Min", [x, zero_name], [neg], name=neg),
-            helper.make_node("Mul", [neg, k_name], [scaled], name=scaled),
-            helper.make_node("Add", [x, scaled], list(n.output), name=base),
-        ])
+        nodes.extend(prelu_nodes(g, x, s, slope, n.name or n.output[0], n.output))
         lowered += 1
     del g.node[:]
     g.node.extend(nodes)

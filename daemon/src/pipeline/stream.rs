@@ -3,11 +3,11 @@
 //!
 //! Schedule per frame: detection always, of the whole frame at least every
 //! `pipeline.redetect_ms` and otherwise in a window around each tracked face (the whole pass's
-//! own pixels, so the same landmarks; a close-up is always searched whole); the eye model (two 64x64 crops) on every tracked face
-//! (blinks last 1-3 frames at 10 fps, so a skipped frame is a missed blink); the mask classifier
-//! and the palm detector on a track's first 3 frames and then every `obstacle_every_frames`
-//! (obstacles change slowly; their last scores are carried between runs; no palm detector when
-//! a hand cannot block: `with_palms`); hat and sunglasses
+//! own pixels, so the same landmarks; a close-up is always searched whole); the eye model (two
+//! 64x64 crops) on every tracked face (blinks last 1-3 frames at 10 fps, so a skipped frame is
+//! a missed blink); the mask classifier and the palm detector on a track's first 3 frames and
+//! then every `obstacle_every_frames` (obstacles change slowly; their last scores are carried
+//! between runs; no palm detector when a hand cannot block: `with_palms`); hat and sunglasses
 //! cues every frame (cheap arithmetic on pixels already cropped); context motion (the ring
 //! around each face against the frame `context::GAP` frames before, from half-resolution
 //! luminance kept for the last `GAP + 1` frames) and moiré (a 32 or 64 px spectrum of the face)
