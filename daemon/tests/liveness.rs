@@ -326,6 +326,65 @@ fn tracking_between_whole_frame_searches_makes_the_same_liveness_decisions() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// A door settles the track of a visitor it has decided: from then on the stream only tracks
+/// that face (same track, no liveness model or cue, its state frozen) and gives its liveness
+/// place to the next face. Four real GRID speakers tiled 2x2 in one 720x576 frame: three get
+/// liveness (the place limit); once the largest is settled, the fourth gets it.
+#[test]
+fn a_settled_track_is_only_tracked_and_frees_its_liveness_place() {
+    use facegate_daemon::pipeline::liveness::LivenessConfig;
+    use facegate_daemon::pipeline::stream::Stream;
+    use facegate_daemon::tools::liveness::decode_frames;
+    let (pipeline, live) = models();
+    let clips = ["grid_bbaf2n", "grid_brbk7n", "grid_lbax4n", "grid_sbwe5n"]
+        .map(|c| decode_frames(pipeline, &data(&format!("video/{c}"))).unwrap());
+    let (w, h) = clips[0][0].dimensions();
+    let n = clips.iter().map(Vec::len).min().unwrap();
+    let mut stream = Stream::new(LivenessConfig::default());
+    let mut settled = None;
+    let mut track_frames = 0;
+    for i in 0..n {
+        let mut frame = image::RgbImage::new(2 * w, 2 * h);
+        for (k, c) in clips.iter().enumerate() {
+            let (x, y) = ((k as u32 % 2) * w, (k as u32 / 2) * h);
+            image::imageops::replace(&mut frame, &c[i], x.into(), y.into());
+        }
+        let r = stream
+            .process(pipeline, live, &frame, i as f64 * 100.0)
+            .unwrap();
+        assert_eq!(r.faces.len(), 4, "frame {i}: {} faces", r.faces.len());
+        let judged = r.faces.iter().filter(|f| f.eyes.is_some()).count();
+        match settled {
+            None => {
+                assert_eq!(judged, 3, "frame {i}: three places");
+                assert!(r.faces.iter().all(|f| !f.settled));
+                if i == 10 {
+                    let id = r.faces[0].track;
+                    track_frames = r.faces[0].frames;
+                    assert!(stream.settle(id));
+                    settled = Some(id);
+                }
+            }
+            Some(id) => {
+                let f = r.faces.iter().find(|f| f.track == id);
+                let f = f.unwrap_or_else(|| panic!("frame {i}: the settled face is still tracked"));
+                assert!(f.settled && f.eyes.is_none() && f.mesh.is_none() && f.moire.is_none());
+                assert_eq!(f.frames, track_frames, "frame {i}: its liveness is frozen");
+                // The other three (the fourth face included) are judged.
+                assert_eq!(judged, 3, "frame {i}");
+                assert!(
+                    r.faces
+                        .iter()
+                        .filter(|f| f.track != id)
+                        .all(|f| f.eyes.is_some())
+                );
+            }
+        }
+    }
+    assert!(settled.is_some() && n >= 25, "{n} frames");
+    assert!(!stream.settle(u64::MAX), "no such track");
+}
+
 /// The fp32 pipeline and the liveness models, loaded once per test binary.
 fn models() -> &'static (Pipeline, LiveModels) {
     static M: std::sync::OnceLock<(Pipeline, LiveModels)> = std::sync::OnceLock::new();

@@ -4,7 +4,9 @@
 //! (live, but nobody enrolled), or `denied` (no liveness, an obstacle or a poor face within the
 //! visit's window). A denied person who then passes (told to blink, they do) is still decided:
 //! granted or unknown, once; a visit is never denied twice. A person granted is not granted
-//! again within the cool-down.
+//! again within the cool-down. A visitor decided granted or unknown who stays in view is only
+//! tracked from then on (`Stream::settle`): no liveness work, and no place taken from the
+//! next person.
 //!
 //! Invariant: a visit gets at most one final decision (granted / unknown), preceded at most by
 //! one denial at the end of its window; only a face that passed the
@@ -113,7 +115,8 @@ pub struct Door {
     embeddings: u64,
 }
 
-/// Faces per frame that a door decides (largest first; the stream judges liveness on these).
+/// Faces per frame that a door decides (the largest undecided ones; the stream judges liveness
+/// on the same faces, since a decided visitor's track is settled).
 const DECIDED_FACES: usize = 3;
 
 impl Door {
@@ -161,11 +164,23 @@ impl Door {
         self.granted_at.retain(|_, t| t_ms - *t < cooldown_ms);
         let mut decisions = Vec::new();
         let mut view = DoorView::default();
-        for (rank, face) in report.faces.iter().enumerate() {
-            if rank >= DECIDED_FACES {
+        // Undecided faces taken so far (largest first); a decided visitor still in view takes
+        // no place, as in the stream, which settled their track.
+        let mut deciding = 0;
+        for face in &report.faces {
+            let decided = self
+                .visits
+                .get(&face.track)
+                .and_then(|v| v.decided.filter(|_| !v.denied));
+            if let Some(state) = decided {
+                view.faces.push((face.face.bbox, state));
+                continue;
+            }
+            if deciding >= DECIDED_FACES {
                 view.faces.push((face.face.bbox, "waiting"));
                 continue;
             }
+            deciding += 1;
             let visit = self.visits.entry(face.track).or_insert(Visit {
                 first_t_ms: t_ms,
                 decided: None,
@@ -173,10 +188,6 @@ impl Door {
                 attempts: 0,
                 embedding: TrackEmbedding::default(),
             });
-            if let Some(state) = visit.decided.filter(|_| !visit.denied) {
-                view.faces.push((face.face.bbox, state));
-                continue;
-            }
             let aligned = engine.pipeline.aligned(img, &face.face).ok();
             let quality = aligned.as_ref().map_or(0.0, |(_, q)| q.score);
             let obstacles = face.obstacles.blocking(&engine.obstacles);
@@ -193,7 +204,7 @@ impl Door {
                     judgeable: face.judgeable,
                 },
             );
-            if rank == 0 {
+            if deciding == 1 {
                 view.prompt = decision.instruction;
                 view.live = decision.passed;
             }
@@ -238,6 +249,10 @@ impl Door {
             let state = outcome.as_str();
             visit.decided = Some(state);
             visit.denied = matches!(outcome, Outcome::Denied { .. });
+            if !visit.denied {
+                // Final: the stream only tracks this face from now on (no liveness work).
+                self.stream.settle(face.track);
+            }
             view.faces.push((face.face.bbox, state));
             if let Outcome::Granted {
                 client, user_id, ..

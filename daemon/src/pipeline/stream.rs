@@ -12,7 +12,9 @@
 //! around each face against the frame `context::GAP` frames before, from half-resolution
 //! luminance kept for the last `GAP + 1` frames) and moiré (a 32 or 64 px spectrum of the face)
 //! every frame (both in the `cues` stage of `facegate bench liveness`). Embedding is the
-//! caller's, once per decision (`embed::TrackEmbedding`).
+//! caller's, once per decision (`embed::TrackEmbedding`). A track the caller has decided
+//! (`settle`: a door's granted or unknown visitor still standing there) is only tracked: no
+//! liveness model or cue runs on it, and it leaves its liveness place to the next face.
 //!
 //! Invariant: per-track state lives exactly as long as the tracker keeps the track; a dropped
 //! track's state is dropped in the same frame.
@@ -33,7 +35,8 @@ use super::screen;
 use super::track::Tracker;
 use super::{Pipeline, PipelineError};
 
-/// Faces per frame that get liveness checks (largest first): a door serves one person at a time.
+/// Faces per frame that get liveness checks (the largest unsettled ones): a door serves one
+/// person at a time.
 const MAX_LIVE_FACES: usize = 3;
 /// Frames a track may go unseen before it is dropped (0.5 s at 10 fps).
 const MAX_MISSED: u32 = 5;
@@ -89,12 +92,15 @@ pub struct FaceReport {
     pub verdict: Verdict,
     /// Large enough for liveness to be judged (else: come closer).
     pub judgeable: bool,
+    /// Decided by the caller (`Stream::settle`): tracked only, its liveness frozen.
+    pub settled: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct FrameReport {
     pub frame: u64,
-    /// Every detected face, largest first; only the first `MAX_LIVE_FACES` have liveness.
+    /// Every detected face, largest first; only the first `MAX_LIVE_FACES` unsettled ones have
+    /// liveness.
     pub faces: Vec<FaceReport>,
     /// Tracks that ended in this frame (unseen too long), with their final state.
     pub ended: Vec<(u64, LivenessTrack)>,
@@ -108,6 +114,8 @@ struct TrackState {
     obstacles: ObstacleScores,
     /// The face's landmarks in recent frames (frame index, landmarks), newest last.
     recent: VecDeque<(u64, [[f32; 2]; 5])>,
+    /// Decided by the caller: no more liveness work (`Stream::settle`).
+    settled: bool,
 }
 
 #[derive(Debug)]
@@ -217,6 +225,14 @@ impl Stream {
         (self.full_frames, self.roi_frames)
     }
 
+    /// The caller has decided track `id` (a door's granted or unknown visitor): from the next
+    /// frame on it is only tracked (so it stays the same visit), its liveness state frozen; no
+    /// liveness model or cue runs on it and it no longer takes one of the `MAX_LIVE_FACES`
+    /// places. Settling is for the track's lifetime. False if no such track.
+    pub fn settle(&mut self, id: u64) -> bool {
+        self.tracks.get_mut(&id).map(|t| t.settled = true).is_some()
+    }
+
     /// The liveness state of a live track.
     pub fn track(&self, id: u64) -> Option<&LivenessTrack> {
         self.tracks.get(&id).map(|t| &t.live)
@@ -259,11 +275,12 @@ impl Stream {
         let needs_obstacles = |seen: u32| seen < 3 || seen.is_multiple_of(every);
         // The palm detector sees the whole frame once, for every face that needs it.
         let palm_due = self.palms
-            && assignments.iter().take(MAX_LIVE_FACES).any(|a| {
-                self.tracks
-                    .get(&a.track)
-                    .is_none_or(|t| needs_obstacles(t.seen))
-            });
+            && assignments
+                .iter()
+                .map(|a| self.tracks.get(&a.track))
+                .filter(|t| t.is_none_or(|t| !t.settled))
+                .take(MAX_LIVE_FACES)
+                .any(|t| t.is_none_or(|t| needs_obstacles(t.seen)));
         let palms = if palm_due {
             let t = Instant::now();
             let p = models.obstacles.palms(img)?;
@@ -273,13 +290,15 @@ impl Stream {
             None
         };
         let mut reports = Vec::with_capacity(faces.len());
-        for (rank, a) in assignments.iter().enumerate() {
+        let mut live_faces = 0;
+        for a in &assignments {
             let face = &faces[a.face];
             let state = self.tracks.entry(a.track).or_insert_with(|| TrackState {
                 live: LivenessTrack::new(self.cfg.clone()),
                 seen: 0,
                 obstacles: ObstacleScores::default(),
                 recent: VecDeque::new(),
+                settled: false,
             });
             state.recent.push_back((frame, face.landmarks));
             if state.recent.len() > context::GAP + 1 {
@@ -290,7 +309,8 @@ impl Stream {
             let mut context_obs = None;
             let mut moire = None;
             let mut liveness = FrameLiveness::default();
-            if rank < MAX_LIVE_FACES {
+            if !state.settled && live_faces < MAX_LIVE_FACES {
+                live_faces += 1;
                 let t = Instant::now();
                 eyes = models.eyes.observe(img, face).ok();
                 costs.eyes_ms += ms(t);
@@ -350,6 +370,7 @@ impl Stream {
                 spoof_score: state.live.spoof_score(),
                 verdict: state.live.verdict(),
                 judgeable: state.live.judgeable(),
+                settled: state.settled,
             });
         }
         Ok(FrameReport {

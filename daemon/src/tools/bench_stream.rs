@@ -5,7 +5,8 @@
 //! liveness models and cues, one embedding per visit, 1:N over a scratch store of N synthetic
 //! enrollments plus the person (enrolled from the clip's sharpest face). Reported per schedule
 //! (the configured `pipeline.redetect_ms`, and the whole frame on every frame for comparison):
-//! per-frame cost (mean, p50, p95, by stage), full / ROI detections, embeddings computed, the
+//! per-frame cost (mean, p50, p95, by stage; mean up to the final decision and after it, when the
+//! decided visitor is only tracked), full / ROI detections, embeddings computed, the
 //! frame the face appeared, the frame its liveness evidence was complete, the frame of the
 //! decision and what it was, RSS.
 
@@ -45,6 +46,10 @@ struct Row {
     mean_ms: f64,
     p50_ms: f64,
     p95_ms: f64,
+    /// Mean over the frames up to and including the final decision, and over those after it
+    /// (the decided visitor still in view: tracked only).
+    to_decision_mean_ms: Option<f64>,
+    after_decision_mean_ms: Option<f64>,
     detect_ms: f64,
     eyes_ms: f64,
     mesh_ms: f64,
@@ -119,11 +124,13 @@ pub fn run(config: &Config, engines: Engines, opts: &Options) -> anyhow::Result<
         opts.enrollments + 1
     );
     println!(
-        "{:<12} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} | {:>9} {:>6} | {:>5} {:>5} {:>5} {:>7} {:>9} {:>7}",
+        "{:<12} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} | {:>9} {:>6} | {:>5} {:>5} {:>5} {:>7} {:>9} {:>7}",
         "schedule",
         "mean",
         "p50",
         "p95",
+        "to dec",
+        "after",
         "detect",
         "eyes",
         "mesh",
@@ -141,13 +148,16 @@ pub fn run(config: &Config, engines: Engines, opts: &Options) -> anyhow::Result<
         "RSS MiB"
     );
     let o = |v: Option<usize>| v.map_or("-".to_owned(), |v| v.to_string());
+    let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
     for r in &rows {
         println!(
-            "{:<12} {:>7.2} {:>7.2} {:>7.2} | {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} | {:>4}/{:<4} {:>6} | {:>5} {:>5} {:>5} {:>7} {:>9} {:>7.1}",
+            "{:<12} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>7} | {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} | {:>4}/{:<4} {:>6} | {:>5} {:>5} {:>5} {:>7} {:>9} {:>7.1}",
             r.schedule,
             r.mean_ms,
             r.p50_ms,
             r.p95_ms,
+            f(r.to_decision_mean_ms),
+            f(r.after_decision_mean_ms),
             r.detect_ms,
             r.eyes_ms,
             r.mesh_ms,
@@ -167,7 +177,10 @@ pub fn run(config: &Config, engines: Engines, opts: &Options) -> anyhow::Result<
             r.rss_mib
         );
     }
-    println!("ms per frame; stage columns are means; face / live / dec: frame numbers (0-based)");
+    println!(
+        "ms per frame; to dec / after: mean up to the final decision / after it (the visitor \
+         tracked only); stage columns are means; face / live / dec: frame numbers (0-based)"
+    );
     Ok(())
 }
 
@@ -269,12 +282,19 @@ fn measure(
             .or(decisions_seen.first())
             .cloned();
         let decision_frame = decision.as_ref().map(|(i, _)| *i);
+        let mean_of = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        let (to_decision, after_decision) = match decision_frame {
+            Some(d) => (mean_of(&ms[..=d]), mean_of(&ms[d + 1..])),
+            None => (None, None),
+        };
         rows.push(Row {
             schedule: name.clone(),
             frames: ms.len(),
             mean_ms: mean,
             p50_ms: percentile(&ms, 50.0),
             p95_ms: percentile(&ms, 95.0),
+            to_decision_mean_ms: to_decision,
+            after_decision_mean_ms: after_decision,
             detect_ms: stage_mean[0],
             eyes_ms: stage_mean[1],
             mesh_ms: stage_mean[2],
