@@ -627,6 +627,73 @@ fn crash_child() {
     }
 }
 
+/// sled 0.34 picks an unfinished `snap.*.generating` file (a SIGKILL while it wrote a snapshot)
+/// as its snapshot and refuses to open (`Corruption { at: None }`): the crash test below hit
+/// it in CI (an empty file beside the last finished snapshot). The store removes such a file
+/// and opens with every enrollment.
+#[test]
+fn an_unfinished_sled_snapshot_does_not_stop_the_store() {
+    let dir = common::tempdir("unfinished-snapshot");
+    let users: Vec<String> = (0..20).map(|i| format!("snap-{i}")).collect();
+    {
+        let (store, _) = open(&dir, Quantization::F16);
+        for u in &users {
+            store
+                .enroll("door", u, &template_for(u), 0.9, true)
+                .unwrap();
+        }
+    }
+    let records = dir.join("records");
+    assert!(records.join("db").exists(), "the sled directory moved");
+    // What a kill leaves: an empty file, and one cut in the middle (both sort after any
+    // finished snapshot, as a newer one does).
+    let empty = records.join("snap.7FFFFFFFFFFFFFF0.generating");
+    let cut = records.join("snap.7FFFFFFFFFFFFFFF.generating");
+    std::fs::write(&empty, b"").unwrap();
+    std::fs::write(&cut, [0x5au8; 4096]).unwrap();
+
+    let (store, _) = open(&dir, Quantization::F16);
+    for u in &users {
+        let m = store.verify("door", u, &template_for(u)).unwrap();
+        assert!(m.is_some_and(|m| m.similarity > 0.999), "{u} lost");
+    }
+    assert!(store.check_consistency().unwrap().is_empty());
+    assert!(
+        !empty.exists() && !cut.exists(),
+        "the unfinished snapshots are gone"
+    );
+    drop(store);
+    // A finished snapshot that is corrupt is still refused: that is not a crash's leftover.
+    let mut finished: Vec<PathBuf> = std::fs::read_dir(&records)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snap.")
+        })
+        .collect();
+    finished.sort();
+    {
+        let last = finished.last().expect("sled wrote a snapshot at close");
+        let mut bytes = std::fs::read(last).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0xff;
+        std::fs::write(last, bytes).unwrap();
+        let opened = Store::open(
+            &dir,
+            &KeySources::default(),
+            &store_config(Quantization::F16),
+            EMBEDDING_DIM,
+        );
+        let Err(err) = opened else {
+            panic!("a corrupt finished snapshot opens")
+        };
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+}
+
 #[test]
 fn sigkill_during_enrollment_loses_no_acknowledged_enrollment() {
     let dir = common::tempdir("crash");

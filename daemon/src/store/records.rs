@@ -873,6 +873,7 @@ impl Records {
 /// lock is retried for up to 3 s before it is reported as another process using the directory.
 fn open_db(path: &Path) -> Result<sled::Db, RecordError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut cleared = false;
     loop {
         match sled::Config::new()
             .path(path)
@@ -888,9 +889,41 @@ fn open_db(path: &Path) -> Result<sled::Db, RecordError> {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
+            // sled reads snapshots only once it holds the lock, so no live process is
+            // writing the unfinished file removed here.
+            Err(sled::Error::Corruption { .. })
+                if !cleared && remove_unfinished_snapshots(path)? > 0 =>
+            {
+                cleared = true;
+            }
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Deletes the snapshot files sled was still writing when its process died.
+///
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, fsyncs it, and only then renames it
+/// to `snap.<lsn>`; but on open it reads the last of ALL `snap.*` names, the unfinished one
+/// included (it sorts after the finished one), and refuses a truncated file with
+/// `Corruption { at: None }` (spacejam/sled#1527, #1533): a SIGKILL during a snapshot made
+/// the store unopenable. Called only when an open failed that way. An unfinished file was
+/// never the snapshot of record, and the log it summarises is still on disk, so removing it
+/// loses nothing: sled recovers from the previous snapshot and the log
+/// (`tests/store.rs::an_unfinished_sled_snapshot_does_not_stop_the_store`).
+fn remove_unfinished_snapshots(path: &Path) -> Result<usize, RecordError> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(path).map_err(sled::Error::Io)? {
+        let entry = entry.map_err(sled::Error::Io)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %name, "removing a sled snapshot left unfinished by a crash");
+            std::fs::remove_file(entry.path()).map_err(sled::Error::Io)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 pub(super) fn tomb_key(slot: &[u8; 32]) -> Vec<u8> {
