@@ -10,6 +10,8 @@
 //! Invariant: templates, user ids, client secrets and audit details exist on the broker only
 //! inside `sealed`; the clear fields carry no user data.
 
+pub mod sled_snapshots;
+
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;

@@ -118,16 +118,29 @@ fn claim(site: &str, key: &SiteKey, event: &Event) -> Option<(Vec<u8>, u64, Stri
 impl Hub {
     pub fn open(dir: &std::path::Path, sites: BTreeMap<String, SiteKey>) -> anyhow::Result<Hub> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let db = sled::Config::new()
-            .path(dir.join("hub.db"))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .with_context(|| {
-                format!(
-                    "opening the hub store in {} (is a hub running on it?)",
-                    dir.display()
-                )
-            })?;
+        let path = dir.join("hub.db");
+        let open = || {
+            sled::Config::new()
+                .path(&path)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+        };
+        let db = match open() {
+            // A SIGKILL while sled wrote a snapshot (facegate_proto::sled_snapshots).
+            Err(sled::Error::Corruption { .. })
+                if facegate_proto::sled_snapshots::remove_unfinished(&path)? > 0 =>
+            {
+                tracing::warn!("removed sled snapshots left unfinished by a crash");
+                open()
+            }
+            other => other,
+        }
+        .with_context(|| {
+            format!(
+                "opening the hub store in {} (is a hub running on it?)",
+                dir.display()
+            )
+        })?;
         let meta = db.open_tree("meta")?;
         let instance = match meta.get(b"instance")? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
@@ -684,5 +697,25 @@ async fn session(args: &HubArgs, hub: &Arc<Hub>) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hub killed while sled wrote a snapshot opens again with what it stored.
+    #[test]
+    fn an_unfinished_sled_snapshot_does_not_stop_the_hub() {
+        let dir = std::env::temp_dir().join(format!("facegate-hub-snap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let instance = Hub::open(&dir, BTreeMap::new()).unwrap().instance.clone();
+        let unfinished = dir.join("hub.db").join("snap.7FFFFFFFFFFFFFFF.generating");
+        std::fs::write(&unfinished, b"").unwrap();
+        let hub = Hub::open(&dir, BTreeMap::new()).unwrap();
+        assert_eq!(hub.instance, instance, "the same store, not a new one");
+        assert!(!unfinished.exists());
+        drop(hub);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

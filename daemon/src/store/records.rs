@@ -889,11 +889,9 @@ fn open_db(path: &Path) -> Result<sled::Db, RecordError> {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            // sled reads snapshots only once it holds the lock, so no live process is
-            // writing the unfinished file removed here.
-            Err(sled::Error::Corruption { .. })
-                if !cleared && remove_unfinished_snapshots(path)? > 0 =>
-            {
+            // A SIGKILL while sled wrote a snapshot (`facegate_proto::sled_snapshots`;
+            // `tests/store.rs::an_unfinished_sled_snapshot_does_not_stop_the_store`).
+            Err(sled::Error::Corruption { .. }) if !cleared && clear_unfinished(path)? > 0 => {
                 cleared = true;
             }
             Err(e) => return Err(e.into()),
@@ -901,28 +899,10 @@ fn open_db(path: &Path) -> Result<sled::Db, RecordError> {
     }
 }
 
-/// Deletes the snapshot files sled was still writing when its process died.
-///
-/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, fsyncs it, and only then renames it
-/// to `snap.<lsn>`; but on open it reads the last of ALL `snap.*` names, the unfinished one
-/// included (it sorts after the finished one), and refuses a truncated file with
-/// `Corruption { at: None }` (spacejam/sled#1527, #1533): a SIGKILL during a snapshot made
-/// the store unopenable. Called only when an open failed that way. An unfinished file was
-/// never the snapshot of record, and the log it summarises is still on disk, so removing it
-/// loses nothing: sled recovers from the previous snapshot and the log
-/// (`tests/store.rs::an_unfinished_sled_snapshot_does_not_stop_the_store`).
-fn remove_unfinished_snapshots(path: &Path) -> Result<usize, RecordError> {
-    let mut removed = 0;
-    for entry in std::fs::read_dir(path).map_err(sled::Error::Io)? {
-        let entry = entry.map_err(sled::Error::Io)?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("snap.") && name.ends_with(".generating") {
-            tracing::warn!(file = %name, "removing a sled snapshot left unfinished by a crash");
-            std::fs::remove_file(entry.path()).map_err(sled::Error::Io)?;
-            removed += 1;
-        }
-    }
+fn clear_unfinished(path: &Path) -> Result<usize, RecordError> {
+    let removed =
+        facegate_proto::sled_snapshots::remove_unfinished(path).map_err(sled::Error::Io)?;
+    tracing::warn!(removed, "removed sled snapshots left unfinished by a crash");
     Ok(removed)
 }
 
