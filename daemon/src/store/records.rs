@@ -902,7 +902,9 @@ fn open_db(path: &Path) -> Result<sled::Db, RecordError> {
 fn clear_unfinished(path: &Path) -> Result<usize, RecordError> {
     let removed =
         facegate_proto::sled_snapshots::remove_unfinished(path).map_err(sled::Error::Io)?;
-    tracing::warn!(removed, "removed sled snapshots left unfinished by a crash");
+    if removed > 0 {
+        tracing::warn!(removed, "removed sled snapshots left unfinished by a crash");
+    }
     Ok(removed)
 }
 
