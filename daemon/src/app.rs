@@ -175,26 +175,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             face_widths,
             json,
             dump,
+            from_dump,
         } => {
+            let opts = tools::pad_eval::Options {
+                photos,
+                clips,
+                frames,
+                fps,
+                seeds,
+                window_frames,
+                window_stride,
+                session_frames,
+                face_widths,
+                json,
+                dump,
+            };
+            if let Some(path) = from_dump {
+                return tools::pad_eval::rejudge(&config.liveness, &opts, &path);
+            }
             let (pipeline, live) = load_live(&models()?, &config)?;
-            tools::pad_eval::run(
-                &pipeline,
-                &live,
-                &config.liveness,
-                &tools::pad_eval::Options {
-                    photos,
-                    clips,
-                    frames,
-                    fps,
-                    seeds,
-                    window_frames,
-                    window_stride,
-                    session_frames,
-                    face_widths,
-                    json,
-                    dump,
-                },
-            )
+            tools::pad_eval::run(&pipeline, &live, &config.liveness, &opts)
         }
         Command::Keys {
             action:

@@ -155,7 +155,7 @@ pub enum Command {
     /// BPCER per window of real clips, at their own size and downscaled.
     PadEval {
         /// Photos (or folders of photos) to make attacks from.
-        #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
+        #[arg(long, value_name = "PATH", num_args = 1.., required_unless_present = "from_dump")]
         photos: Vec<PathBuf>,
         /// Folders of real frames (bona fide; also the eyes of eye-cut prints and the videos of
         /// replays).
@@ -188,6 +188,11 @@ pub enum Command {
         /// context votes) to this file as JSON lines, for tuning the cues offline.
         #[arg(long, value_name = "FILE")]
         dump: Option<PathBuf>,
+        /// Judge the observations of an earlier `--dump` again under the configured liveness
+        /// rules, instead of rendering and observing (no models run; seconds). `--fps` and the
+        /// window and session options must be those of the run that wrote it.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["photos", "clips", "dump"])]
+        from_dump: Option<PathBuf>,
     },
     /// Master and data keys of the store.
     Keys {

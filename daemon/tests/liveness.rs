@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{data, facegate, stdout_json};
+use common::{data, facegate, stdout_json, tempdir};
 use facegate_daemon::pipeline::Pipeline;
 use facegate_daemon::pipeline::models::ModelStore;
 use facegate_daemon::pipeline::obstacles::{self, ObstacleScores};
@@ -99,6 +99,8 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
         .collect();
     assert!(clips.len() >= 17, "{clips:?}");
     let (photo_a, photo_b) = (data("photos/single_face.jpg"), data("photos/astronaut.png"));
+    let dir = tempdir("pad-dump");
+    let dump = dir.join("observations.jsonl");
     let mut args = vec![
         "pad-eval",
         "--photos",
@@ -107,6 +109,8 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
         "--face-widths",
         "80",
         "--json",
+        "--dump",
+        path(&dump),
         "--clips",
     ];
     args.extend(clips.iter().map(String::as_str));
@@ -180,6 +184,25 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
         v["synthetic_attacks"]["eye_cut_print"]["apcer"],
         v["synthetic_attacks"]["replay_screen"]["apcer"]
     );
+
+    // The observations dumped for tuning judge to the same report again, without the models.
+    let again = stdout_json(&facegate(
+        &["pad-eval", "--from-dump", path(&dump), "--json"],
+        &[],
+    ));
+    assert_eq!(
+        again, v,
+        "--from-dump must reproduce the run that wrote the dump"
+    );
+    // A damaged dump is refused with its line named, not half-judged.
+    let text = std::fs::read_to_string(&dump).unwrap();
+    let broken = dir.join("broken.jsonl");
+    std::fs::write(&broken, text.replacen("\"lm\":[", "\"lm\":[\"x\",", 1)).unwrap();
+    let out = facegate(&["pad-eval", "--from-dump", path(&broken)], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.jsonl, line "), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
 
     // The face that never blinks is `unknown`, not `spoof`.
     let lbbc2a = stdout_json(&facegate(

@@ -692,6 +692,7 @@ fn an_unfinished_sled_snapshot_does_not_stop_the_store() {
         };
         assert!(err.to_string().contains("corrupt"), "{err}");
     }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -33,6 +33,20 @@ pub fn tempdir(tag: &str) -> PathBuf {
     d
 }
 
+/// Removes a test's temporary directory when the test ends well; a failing test leaves it for
+/// inspection. Bound right after the directory is made, it is dropped after everything the
+/// test binds later (the daemons, brokers and browsers writing in it).
+#[derive(Debug)]
+pub struct RemoveOnSuccess(pub PathBuf);
+
+impl Drop for RemoveOnSuccess {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// `../shared/data/<rel>` beside the checkout.
 pub fn data(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

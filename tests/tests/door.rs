@@ -14,7 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use facegate_blackbox::{Daemon, Ws, cli, cli_json, data, read_timed_out, tempdir};
+use facegate_blackbox::{
+    Daemon, RemoveOnSuccess, Ws, cli, cli_json, data, read_timed_out, tempdir,
+};
 use serde_json::{Value, json};
 
 /// Copies frames `range` of a shared clip into a fresh folder (a replay source).
@@ -71,6 +73,7 @@ fn relay_config(dir: &Path, out: &Path) -> PathBuf {
 #[test]
 fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
     let dir = tempdir("door");
+    let _cleanup = RemoveOnSuccess(dir.clone());
     let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
     let b = cli_json(&dir, &["clients", "add", "door-b", "--json"]);
     let photo = |n: usize| data(&format!("video/pexels_eyes_hand/{n:04}.jpg"));
@@ -98,7 +101,9 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
 
     // --- Two cameras at once: the enrolled woman (6 s of later frames), a GRID stranger (3 s).
     let lady = clip("door-lady", "pexels_eyes_hand", 110..=170);
+    let _lady_cleanup = RemoveOnSuccess(lady.clone());
     let stranger = clip("door-stranger", "grid_bbaf2n", 1..=30);
+    let _stranger_cleanup = RemoveOnSuccess(stranger.clone());
     let cam = |name: &str, d: &Path| format!("{name}=replay:{}@10,once,delay=2", d.display());
     let d = Daemon::start_run(
         &dir,
@@ -246,8 +251,10 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
     // --- A still photo of her (looping) and a SYNTHETIC print attack of her: no grant.
     std::fs::remove_file(&relay_out).unwrap();
     let still = tempdir("door-still");
+    let _still_cleanup = RemoveOnSuccess(still.clone());
     std::fs::copy(photo(120), still.join("0001.jpg")).unwrap();
     let print = tempdir("door-print");
+    let _print_cleanup = RemoveOnSuccess(print.clone());
     let out = cli(
         &dir,
         &[

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use facegate_blackbox::{Daemon, cli, cli_json, cli_stdin, data, tempdir};
+use facegate_blackbox::{Daemon, RemoveOnSuccess, cli, cli_json, cli_stdin, data, tempdir};
 use serde_json::{Value, json};
 
 /// A headless Chromium and its DevTools page socket.
@@ -158,6 +158,7 @@ fn target_dir() -> PathBuf {
 #[test]
 fn the_kiosk_page_shows_the_grant_of_the_person_at_the_door() {
     let dir = tempdir("kiosk");
+    let _cleanup = RemoveOnSuccess(dir.clone());
     cli_json(&dir, &["clients", "add", "door-a", "--json"]);
     let photo = |n: usize| data(&format!("video/pexels_eyes_hand/{n:04}.jpg"));
     let imgs: Vec<String> = [1, 5, 9].map(|n| photo(n).display().to_string()).to_vec();
@@ -175,6 +176,7 @@ fn the_kiosk_page_shows_the_grant_of_the_person_at_the_door() {
         String::from_utf8_lossy(&out.stderr)
     );
     let clip = tempdir("kiosk-clip");
+    let _clip_cleanup = RemoveOnSuccess(clip.clone());
     for n in 110..=170 {
         let f = format!("{n:04}.jpg");
         std::fs::copy(photo(n), clip.join(&f)).unwrap();
@@ -193,7 +195,9 @@ fn the_kiosk_page_shows_the_grant_of_the_person_at_the_door() {
         ],
     );
     let started = Instant::now();
-    let mut b = Browser::launch(&tempdir("kiosk-chromium"));
+    let profile = tempdir("kiosk-chromium");
+    let _profile_cleanup = RemoveOnSuccess(profile.clone());
+    let mut b = Browser::launch(&profile);
     b.call("Page.enable", json!({}));
     b.call("Page.navigate", json!({"url": format!("{}/", d.base)}));
     b.wait_for(

@@ -19,7 +19,7 @@ use facegate_blackbox::sync::{
     Broker, SITE, SyncProc, Terminal, enroll_pexels, holds_template, hub_cli, run_session, sample,
     site_key, terminal, wait_for,
 };
-use facegate_blackbox::{Daemon, tempdir};
+use facegate_blackbox::{Daemon, RemoveOnSuccess, tempdir};
 use serde_json::{Value, json};
 
 const USER: &str = "wolfgang-lady";
@@ -79,6 +79,7 @@ fn cancelled_sessions(d: &Daemon, auth: &str, n: usize) {
 #[test]
 fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
     let root = tempdir("sync");
+    let _cleanup = RemoveOnSuccess(root.clone());
     let mut broker = Broker::start(&root.join("broker"));
     let capture = broker.capture();
     let key = root.join("site.key");
@@ -445,6 +446,7 @@ fn sh(dir: &Path, cmd: &str) {
 #[test]
 fn tls_and_passwords_on_a_locked_broker() {
     let root = tempdir("sync-tls");
+    let _cleanup = RemoveOnSuccess(root.clone());
     let bdir = root.join("broker");
     std::fs::create_dir_all(&bdir).unwrap();
     std::fs::write(

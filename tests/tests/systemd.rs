@@ -10,7 +10,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use facegate_blackbox::{Daemon, tempdir};
+use facegate_blackbox::{Daemon, RemoveOnSuccess, tempdir};
 
 /// Every datagram received within `limit` (or until `stop` matches one).
 fn receive(sock: &UnixDatagram, limit: Duration, stop: &str) -> Vec<String> {
@@ -38,6 +38,7 @@ fn receive(sock: &UnixDatagram, limit: Duration, stop: &str) -> Vec<String> {
 #[test]
 fn ready_watchdog_and_stopping_reach_systemd_and_a_frozen_daemon_stops_pinging() {
     let dir = tempdir("notify");
+    let _cleanup = RemoveOnSuccess(dir.clone());
     let path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     let p = path.display().to_string();

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use image::RgbImage;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::attack::{self, AttackKind, Content};
@@ -147,29 +148,97 @@ fn observe(
     Ok(out)
 }
 
-/// One sequence's observations as a JSON line: per frame `null` (no face) or
-/// `{track, width, lm: [10], eyes: [left, right, sharpness]|null, mesh: [rigid points, 104]|null,
-/// mouth: mouth opening|null, lids: [left, right] mesh eyelid openings|null,
-/// ctx: [still, with_face]|null}`.
-fn dump_line(set: &str, name: &str, obs: &[Option<Obs>]) -> String {
-    let frames: Vec<serde_json::Value> = obs
-        .iter()
-        .map(|o| match o {
-            None => serde_json::Value::Null,
-            Some(o) => json!({
-                "track": o.track,
-                "width": o.width,
-                "lm": o.landmarks.iter().flatten().collect::<Vec<_>>(),
-                "eyes": o.eyes.map(|e| [e.opening[0], e.opening[1], e.sharpness]),
-                "mesh": o.mesh.as_ref().map(|m| m.rigid.iter().flatten().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>()),
-                "mouth": o.mesh.as_ref().map(|m| m.mouth_open),
-                "lids": o.mesh.as_ref().map(|m| m.eyelids),
-                "moire": o.moire,
-                "ctx": o.context.map(|c| [c.still, c.with_face]),
+/// One sequence's observations as written by `--dump` (one JSON line) and read back by
+/// `--from-dump`: per frame `null` (no face) or a [`DumpFrame`].
+#[derive(Debug, Serialize, Deserialize)]
+struct DumpLine {
+    /// `bona_fide` or the attack's name.
+    set: String,
+    /// `clip@scale` for bona fide sequences, a description for attacks.
+    name: String,
+    frames: Vec<Option<DumpFrame>>,
+}
+
+/// One frame of a dumped sequence: `lm` the 5 landmarks flattened, `eyes` [left, right
+/// opening, sharpness], `mesh` the rigid points flattened (0.01 px), `mouth` the mouth opening,
+/// `lids` the mesh's eyelid openings, `ctx` [still, with_face] context votes.
+#[derive(Debug, Serialize, Deserialize)]
+struct DumpFrame {
+    track: u64,
+    width: f32,
+    lm: Vec<f32>,
+    eyes: Option<[f32; 3]>,
+    mesh: Option<Vec<f32>>,
+    mouth: Option<f32>,
+    lids: Option<[f32; 2]>,
+    moire: Option<f32>,
+    ctx: Option<[u32; 2]>,
+}
+
+impl DumpFrame {
+    fn of(o: &Obs) -> DumpFrame {
+        DumpFrame {
+            track: o.track,
+            width: o.width,
+            lm: o.landmarks.iter().flatten().copied().collect(),
+            eyes: o.eyes.map(|e| [e.opening[0], e.opening[1], e.sharpness]),
+            mesh: o.mesh.as_ref().map(|m| {
+                m.rigid
+                    .iter()
+                    .flatten()
+                    .map(|v| (v * 100.0).round() / 100.0)
+                    .collect()
             }),
+            mouth: o.mesh.as_ref().map(|m| m.mouth_open),
+            lids: o.mesh.as_ref().map(|m| m.eyelids),
+            moire: o.moire,
+            ctx: o.context.map(|c| [c.still, c.with_face]),
+        }
+    }
+
+    /// The observation again (the eyes' texture and darkness, sunglasses cues the track does
+    /// not read, are not dumped).
+    fn obs(self) -> anyhow::Result<Obs> {
+        let landmarks: [[f32; 2]; 5] = pairs(&self.lm)
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("`lm` needs 10 numbers, has {}", self.lm.len()))?;
+        let mesh = match (self.mesh, self.mouth, self.lids) {
+            (Some(rigid), Some(mouth_open), Some(eyelids)) => Some(MeshObservation {
+                rigid: pairs(&rigid),
+                mouth_open,
+                eyelids,
+            }),
+            _ => None,
+        };
+        Ok(Obs {
+            track: self.track,
+            width: self.width,
+            landmarks,
+            eyes: self.eyes.map(|[l, r, sharpness]| EyeObservation {
+                opening: [l, r],
+                texture: 0.0,
+                darkness: 0.0,
+                sharpness,
+            }),
+            mesh,
+            context: self
+                .ctx
+                .map(|[still, with_face]| ContextObservation { still, with_face }),
+            moire: self.moire,
         })
-        .collect();
-    json!({"set": set, "name": name, "frames": frames}).to_string()
+    }
+}
+
+fn pairs(v: &[f32]) -> Vec<[f32; 2]> {
+    v.chunks_exact(2).map(|c| [c[0], c[1]]).collect()
+}
+
+fn dump_line(set: &str, name: &str, obs: &[Option<Obs>]) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(&DumpLine {
+        set: set.to_owned(),
+        name: name.to_owned(),
+        frames: obs.iter().map(|o| o.as_ref().map(DumpFrame::of)).collect(),
+    })?)
 }
 
 /// The frame shrunk by `s` around its centre, on a grey canvas of the same size.
@@ -459,14 +528,14 @@ pub fn run(
         && let Ok(mut lines) = dumped.lock()
     {
         for (name, obs) in &native {
-            lines.push(dump_line("bona_fide", &format!("{name}@native"), obs));
+            lines.push(dump_line("bona_fide", &format!("{name}@native"), obs)?);
         }
         for ((i, target, _), obs) in scaled_jobs.iter().zip(&scaled) {
             lines.push(dump_line(
                 "bona_fide",
                 &format!("{}@{target:.0}px", native[*i].0),
                 obs,
-            ));
+            )?);
         }
     }
 
@@ -594,16 +663,32 @@ pub fn run(
         if opts.dump.is_some()
             && let Ok(mut lines) = dumped.lock()
         {
-            lines.push(dump_line(kind.name(), &what, &obs));
+            lines.push(dump_line(kind.name(), &what, &obs)?);
         }
         Ok(Some((kind, judge(&obs, cfg, opts.fps), what)))
     })?;
+    let (attacks, accepted_attacks) = tally(judged.into_iter().flatten());
+    if let Some(path) = &opts.dump {
+        let lines = dumped
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+        std::fs::write(path, lines.join("\n") + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    report(opts, &clips, &attacks, &accepted_attacks)
+}
+
+/// Per attack type: sequences, accepted ones (any frame live) and their cues; and a line for
+/// each accepted attack.
+fn tally(
+    judged: impl Iterator<Item = (AttackKind, Judged, String)>,
+) -> (Vec<(AttackKind, Tally)>, Vec<String>) {
     let mut attacks: Vec<(AttackKind, Tally)> = AttackKind::ALL
         .iter()
         .map(|k| (*k, Tally::default()))
         .collect();
     let mut accepted_attacks = Vec::new();
-    for (kind, j, what) in judged.into_iter().flatten() {
+    for (kind, j, what) in judged {
         let Some((_, tally)) = attacks.iter_mut().find(|(k, _)| *k == kind) else {
             continue;
         };
@@ -618,13 +703,44 @@ pub fn run(
             accepted_attacks.push(format!("{what} (live at frame {n})"));
         }
     }
-    if let Some(path) = &opts.dump {
-        let lines = dumped
-            .into_inner()
-            .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
-        std::fs::write(path, lines.join("\n") + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+    (attacks, accepted_attacks)
+}
+
+/// `--from-dump`: judges the observations of an earlier `--dump` again under `cfg` (no
+/// rendering, no models: seconds instead of a quarter of an hour), with the same sessions,
+/// windows and report as the run that wrote them. What a change of the liveness rules or their
+/// settings does to every sequence, before paying for a full run.
+pub fn rejudge(cfg: &LivenessConfig, opts: &Options, dump: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(dump).with_context(|| format!("cannot read {}", dump.display()))?;
+    let mut clips = Vec::new();
+    let mut judged = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let at = || format!("{}, line {}", dump.display(), n + 1);
+        let seq: DumpLine = serde_json::from_str(line).with_context(at)?;
+        let obs = seq
+            .frames
+            .into_iter()
+            .map(|f| f.map(DumpFrame::obs).transpose())
+            .collect::<anyhow::Result<Vec<_>>>()
+            .with_context(at)?;
+        if seq.set == "bona_fide" {
+            let (clip, scale) = seq.name.rsplit_once('@').unwrap_or((&seq.name, "native"));
+            clips.push(evaluate_clip(clip, scale.to_owned(), &obs, cfg, opts));
+        } else {
+            let kind = AttackKind::ALL
+                .into_iter()
+                .find(|k| k.name() == seq.set)
+                .ok_or_else(|| anyhow::anyhow!("{}: unknown set `{}`", at(), seq.set))?;
+            judged.push((kind, judge(&obs, cfg, opts.fps), seq.name));
+        }
     }
+    clips.sort_by(|a, b| (&a.name, &a.scale).cmp(&(&b.name, &b.scale)));
+    let (attacks, accepted_attacks) = tally(judged.into_iter());
     report(opts, &clips, &attacks, &accepted_attacks)
 }
 
