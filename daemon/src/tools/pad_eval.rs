@@ -160,8 +160,9 @@ struct DumpLine {
 }
 
 /// One frame of a dumped sequence: `lm` the 5 landmarks flattened, `eyes` [left, right
-/// opening, sharpness], `mesh` the rigid points flattened (0.01 px), `mouth` the mouth opening,
-/// `lids` the mesh's eyelid openings, `ctx` [still, with_face] context votes.
+/// opening, sharpness], `mesh` the rigid points flattened, `mouth` the mouth opening, `lids`
+/// the mesh's eyelid openings, `ctx` [still, with_face] context votes. Every number is written
+/// as the shortest decimal that reads back to the same f32, so a re-judgement is exact.
 #[derive(Debug, Serialize, Deserialize)]
 struct DumpFrame {
     track: u64,
@@ -182,13 +183,10 @@ impl DumpFrame {
             width: o.width,
             lm: o.landmarks.iter().flatten().copied().collect(),
             eyes: o.eyes.map(|e| [e.opening[0], e.opening[1], e.sharpness]),
-            mesh: o.mesh.as_ref().map(|m| {
-                m.rigid
-                    .iter()
-                    .flatten()
-                    .map(|v| (v * 100.0).round() / 100.0)
-                    .collect()
-            }),
+            mesh: o
+                .mesh
+                .as_ref()
+                .map(|m| m.rigid.iter().flatten().copied().collect()),
             mouth: o.mesh.as_ref().map(|m| m.mouth_open),
             lids: o.mesh.as_ref().map(|m| m.eyelids),
             moire: o.moire,
