@@ -658,14 +658,22 @@ pub fn run(
             }
         };
         let obs = observe(pipeline, models, cfg, frames.into_iter().map(Ok), opts.fps)?;
-        if opts.dump.is_some()
-            && let Ok(mut lines) = dumped.lock()
-        {
-            lines.push(dump_line(kind.name(), &what, &obs)?);
-        }
-        Ok(Some((kind, judge(&obs, cfg, opts.fps), what)))
+        let line = match opts.dump {
+            Some(_) => Some(dump_line(kind.name(), &what, &obs)?),
+            None => None,
+        };
+        Ok(Some((kind, judge(&obs, cfg, opts.fps), what, line)))
     })?;
-    let (attacks, accepted_attacks) = tally(judged.into_iter().flatten());
+    // In job order, as judged: the dump (and a re-judgement of it) lists the attacks in the
+    // order this report does, whichever worker finished first.
+    let mut judged_attacks = Vec::new();
+    for (kind, j, what, line) in judged.into_iter().flatten() {
+        if let (Some(line), Ok(mut lines)) = (line, dumped.lock()) {
+            lines.push(line);
+        }
+        judged_attacks.push((kind, j, what));
+    }
+    let (attacks, accepted_attacks) = tally(judged_attacks.into_iter());
     if let Some(path) = &opts.dump {
         let lines = dumped
             .into_inner()
