@@ -178,8 +178,9 @@ pub enum Command {
         /// A session's frame budget (time-to-live sessions start every second).
         #[arg(long, default_value_t = 50)]
         session_frames: usize,
-        /// Face widths (pixels) of the downscaled copies of each clip (only smaller than its
-        /// own).
+        /// Face widths (pixels) of rescaled copies of each clip: a smaller one shrinks the face
+        /// in a frame of the same size (farther away), a larger one enlarges the whole frame
+        /// (a higher-resolution camera; at most 4 times).
         #[arg(long, value_name = "PX", num_args = 0.., default_values_t = [120.0, 80.0])]
         face_widths: Vec<f32>,
         #[arg(long)]

@@ -8,7 +8,8 @@
 //!
 //! Bona fide presentations: every clip at its own size and at downscaled copies (the frame
 //! shrunk around its centre on a canvas of the same size, so the face is ~120 and ~80 px wide in
-//! a frame as large as the original). Per clip and scale: sessions starting every second, each
+//! a frame as large as the original); a `--face-widths` larger than the clip's face enlarges the
+//! whole frame instead (a higher-resolution camera). Per clip and scale: sessions starting every second, each
 //! with the session frame budget, give the time to a live verdict under the authentication
 //! rules (at least 3 frames, blink or head movement, attack score under the threshold, face large
 //! enough to judge); windows of `--window-frames` give BPCER (share of windows never live).
@@ -239,13 +240,18 @@ fn dump_line(set: &str, name: &str, obs: &[Option<Obs>]) -> anyhow::Result<Strin
     })?)
 }
 
-/// The frame shrunk by `s` around its centre, on a grey canvas of the same size.
-fn shrink(img: &RgbImage, s: f32) -> RgbImage {
+/// The frame rescaled by `s`: shrunk around its centre on a grey canvas of the same size (a
+/// person farther from the same camera), or enlarged as a whole (a camera of `s` times the
+/// resolution at the same distance; softer than a sharp sensor, as it is interpolated).
+fn rescale(img: &RgbImage, s: f32) -> RgbImage {
     let (w, h) = img.dimensions();
     let (sw, sh) = (
         ((w as f32 * s).round() as u32).max(1),
         ((h as f32 * s).round() as u32).max(1),
     );
+    if s > 1.0 {
+        return image::imageops::resize(img, sw, sh, image::imageops::FilterType::CatmullRom);
+    }
     let small = image::imageops::resize(img, sw, sh, image::imageops::FilterType::Triangle);
     let mut canvas = RgbImage::from_pixel(w, h, image::Rgb([118, 118, 118]));
     image::imageops::overlay(
@@ -490,7 +496,8 @@ pub fn run(
     for (i, (_, obs)) in native.iter().enumerate() {
         let w = median_width(obs);
         for &target in &opts.face_widths {
-            if w > 0.0 && target / w < 0.95 {
+            // Copies differ from the clip by at least 5 %; enlarging stops at 4 times.
+            if w > 0.0 && (target / w < 0.95 || (1.05..=4.0).contains(&(target / w))) {
                 scaled_jobs.push((i, target, target / w));
             }
         }
@@ -503,7 +510,7 @@ pub fn run(
             cfg,
             files
                 .iter()
-                .map(|p| decode_file(pipeline, p).map(|img| shrink(&img, s))),
+                .map(|p| decode_file(pipeline, p).map(|img| rescale(&img, s))),
             opts.fps,
         )
     })?;
