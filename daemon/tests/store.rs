@@ -20,6 +20,7 @@ fn store_config(q: Quantization) -> StoreConfig {
     StoreConfig {
         quantization: q,
         search_expansion: 128,
+        cache_mib: 32,
     }
 }
 
@@ -573,6 +574,7 @@ fn tampered_snapshot_is_rebuilt_and_tampered_template_is_refused() {
         &StoreConfig {
             quantization: Quantization::I8,
             search_expansion: 128,
+            cache_mib: 32,
         },
         EMBEDDING_DIM,
     )

@@ -36,6 +36,9 @@ pub struct StoreConfig {
     pub quantization: Quantization,
     /// HNSW search breadth: recall@1 against search latency (see `facegate bench index`).
     pub search_expansion: usize,
+    /// sled's page cache for the records, MiB (sled's own default is 1 GiB, which a rebuild or
+    /// a key rotation of a large store fills up to the store's size on disk).
+    pub cache_mib: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +176,7 @@ impl Store {
                 path: dir.to_owned(),
                 source,
             })?;
-        let (records, key_source) = open_records(dir, sources)?;
+        let (records, key_source) = open_records(dir, sources, cfg.cache_mib << 20)?;
         let epoch = records.epoch()?;
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let mut refused = Vec::new();
@@ -469,6 +472,7 @@ impl Store {
 fn open_records(
     dir: &Path,
     sources: &KeySources,
+    cache_bytes: u64,
 ) -> Result<(Records, MasterKeySource), StoreError> {
     let (master, source) = keys::resolve_master_key(dir, sources)?;
     let pending = match &source {
@@ -476,7 +480,7 @@ fn open_records(
         _ => None,
     }
     .filter(|(pending, _)| pending.exists());
-    match (Records::open(dir, &master, &source), pending) {
+    match (Records::open(dir, &master, &source, cache_bytes), pending) {
         (Ok(records), Some((pending, _))) => {
             tracing::warn!(path = %pending.display(), "a key rotation stopped before using its new master key: removed it");
             std::fs::remove_file(&pending).map_err(|source| StoreError::Dir {
@@ -488,7 +492,12 @@ fn open_records(
         (Ok(records), None) => Ok((records, source)),
         (Err(RecordError::Key(KeyError::WrongMasterKey { .. })), Some((pending, path))) => {
             let next = keys::read_master_key_file(&pending)?;
-            let records = Records::open(dir, &next, &MasterKeySource::KeyFile(pending.clone()))?;
+            let records = Records::open(
+                dir,
+                &next,
+                &MasterKeySource::KeyFile(pending.clone()),
+                cache_bytes,
+            )?;
             tracing::warn!(path = %path.display(), "a key rotation stopped after re-wrapping: its new master key now replaces the key file");
             keys::commit_key_file(&pending, &path)?;
             Ok((records, MasterKeySource::KeyFile(path)))

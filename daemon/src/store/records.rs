@@ -226,13 +226,15 @@ pub(super) fn aad(tree: &str, key: &[u8]) -> Vec<u8> {
 }
 
 impl Records {
-    /// Opens (or creates) the database in `dir` with the master key.
+    /// Opens (or creates) the database in `dir` with the master key; sled keeps at most
+    /// `cache_bytes` of its pages in memory.
     pub fn open(
         dir: &Path,
         master: &SecretKey,
         source: &MasterKeySource,
+        cache_bytes: u64,
     ) -> Result<Records, RecordError> {
-        let db = open_db(&dir.join("records"))?;
+        let db = open_db(&dir.join("records"), cache_bytes)?;
         let meta = db.open_tree("meta")?;
         let enrollments = db.open_tree("enrollments")?;
         let users = db.open_tree("users")?;
@@ -871,13 +873,14 @@ impl Records {
 /// Opens the sled database. Its file lock is released only once sled's background flusher of
 /// a previous open (in this process, or a process still exiting) has let go of it, so a busy
 /// lock is retried for up to 3 s before it is reported as another process using the directory.
-fn open_db(path: &Path) -> Result<sled::Db, RecordError> {
+fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, RecordError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut cleared = false;
     loop {
         match sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_bytes)
             .open()
         {
             Ok(db) => return Ok(db),

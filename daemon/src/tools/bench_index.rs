@@ -52,10 +52,19 @@ fn normalize(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 pub(crate) fn rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+/// The process's peak RSS so far.
+pub(crate) fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
                 l.split_whitespace()
                     .nth(1)
                     .and_then(|kb| kb.parse::<f64>().ok())

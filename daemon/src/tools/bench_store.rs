@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use super::bench_index::{Rng, ms, rss_mb};
+use super::bench_index::{Rng, ms, peak_rss_mb, rss_mb};
 use crate::store::keys::KeySources;
 use crate::store::records::{AuditAction, AuditRow, NewTemplate, now_ms};
 use crate::store::{IndexOrigin, SNAPSHOT_FILE, Store, StoreConfig};
@@ -80,12 +80,21 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         ("  RSS after start (MB)", o("open_snapshot", "rss_mb")),
         ("start by rebuild (ms)", o("open_rebuild", "open_ms")),
         ("  RSS after start (MB)", o("open_rebuild", "rss_mb")),
+        (
+            "  peak RSS, start + identify (MB)",
+            o("open_rebuild", "peak_rss_mb"),
+        ),
         ("identify p50 (ms)", o("open_snapshot", "identify_p50_ms")),
         ("identify p99 (ms)", o("open_snapshot", "identify_p99_ms")),
         (
             "identify top-1 correct",
             o("open_snapshot", "identify_correct"),
         ),
+        (
+            "  RSS after the identifications (MB)",
+            o("open_snapshot", "rss_after_identify_mb"),
+        ),
+        ("peak RSS of the bulk import (MB)", f("import_peak_rss_mb")),
         ("audit append p50 (ms, fsync)", f("audit_p50_ms")),
         ("audit append p99 (ms, fsync)", f("audit_p99_ms")),
     ];
@@ -144,6 +153,7 @@ fn measure(opts: &Options, dir: &Path) -> anyhow::Result<serde_json::Value> {
         "dim": opts.dim,
         "quantization": opts.store.quantization,
         "import_per_s": opts.n as f64 / import_s,
+        "import_peak_rss_mb": peak_rss_mb(),
         "disk_mb": disk,
         "snapshot_mb": snapshot_mb,
         "audit_p50_ms": percentile(&audit, 0.5),
@@ -195,6 +205,8 @@ pub fn open_only(opts: &Options, dir: &Path) -> anyhow::Result<()> {
         "origin": match report.index { IndexOrigin::Snapshot => "snapshot".to_owned(), IndexOrigin::Rebuilt { reason } => format!("rebuilt: {reason}") },
         "enrollments": n,
         "rss_mb": rss,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_after_identify_mb": rss_mb(),
         "identify_p50_ms": percentile(&times, 0.5),
         "identify_p99_ms": percentile(&times, 0.99),
         "identify_correct": correct as f64 / asked.max(1) as f64,
