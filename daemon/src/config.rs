@@ -216,6 +216,9 @@ impl Config {
         if self.matching.top_k == 0 {
             return bad("matching.top_k", "must be at least 1");
         }
+        if !(1..=65536).contains(&self.store.cache_mib) {
+            return bad("store.cache_mib", "must be within [1, 65536] MiB");
+        }
         let q = &self.quality;
         if q.good_face_px <= q.min_face_px {
             return bad(
@@ -433,6 +436,10 @@ mod tests {
         std::fs::write(&path, "[detector]\nscore_threshold = 3.0\n").unwrap();
         let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();
         assert!(e.contains("detector.score_threshold"), "{e}");
+
+        std::fs::write(&path, "[store]\ncache_mib = 0\n").unwrap();
+        let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();
+        assert!(e.contains("store.cache_mib"), "{e}");
 
         std::fs::write(&path, "[detector]\nmax_side = \"big\"\n").unwrap();
         let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();

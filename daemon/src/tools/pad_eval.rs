@@ -9,10 +9,11 @@
 //! Bona fide presentations: every clip at its own size and at downscaled copies (the frame
 //! shrunk around its centre on a canvas of the same size, so the face is ~120 and ~80 px wide in
 //! a frame as large as the original); a `--face-widths` larger than the clip's face enlarges the
-//! whole frame instead (a higher-resolution camera). Per clip and scale: sessions starting every second, each
-//! with the session frame budget, give the time to a live verdict under the authentication
-//! rules (at least 3 frames, blink or head movement, attack score under the threshold, face large
-//! enough to judge); windows of `--window-frames` give BPCER (share of windows never live).
+//! whole frame instead (a higher-resolution camera). Per clip and scale: sessions starting every
+//! second, each with the session frame budget, give the time to a live verdict under the
+//! authentication rules (at least 3 frames, blink or head movement, attack score under the
+//! threshold, face large enough to judge); windows of `--window-frames` give BPCER (share of
+//! windows never live).
 //! Sessions and windows with a face in fewer than 2 s of their frames are no presentation (the
 //! person has left) and are counted apart.
 //!
