@@ -47,6 +47,9 @@ impl Browser {
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
+            // Its scratch directories (org.chromium.Chromium.*) go into the profile too, which
+            // the test removes, not into /tmp, where every run left some.
+            .env("TMPDIR", profile)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tract_onnx::prelude::*;
 
 use super::PipelineError;
-use super::models::{self, ModelError, ModelStore, Plan, Precision, Role};
+use super::models::{self, ModelEntry, ModelError, ModelStore, Plan, Precision, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -87,9 +87,12 @@ pub struct Detector {
 
 #[derive(Debug)]
 enum Backend {
-    /// Fully convolutional: one optimized plan per padded input shape.
+    /// Fully convolutional: one optimized plan per padded input shape. The parsed graph is
+    /// not kept between plans (7 MB of weights that each plan packs again anyway): a new shape
+    /// reads, verifies and parses the file again, which costs little next to optimizing.
     CenterFace {
-        model: Box<InferenceModel>,
+        store: ModelStore,
+        entry: ModelEntry,
         plans: Mutex<HashMap<(usize, usize), Plan>>,
     },
     /// Fixed 192x192 input.
@@ -108,9 +111,9 @@ impl Detector {
         let (name, backend) = match cfg.kind {
             DetectorKind::Centerface => {
                 let entry = store.entry(Role::Centerface, precision)?;
-                let model = store.parse(entry)?;
                 let backend = Backend::CenterFace {
-                    model: Box::new(model),
+                    store: store.clone(),
+                    entry: entry.clone(),
                     plans: Mutex::new(HashMap::new()),
                 };
                 (entry.name.clone(), backend)
@@ -176,7 +179,12 @@ impl Detector {
     }
 
     fn centerface_plan(&self, pw: usize, ph: usize) -> Result<Plan, ModelError> {
-        let Backend::CenterFace { model, plans } = &self.backend else {
+        let Backend::CenterFace {
+            store,
+            entry,
+            plans,
+        } = &self.backend
+        else {
             unreachable!("centerface_plan is only called for the CenterFace backend")
         };
         // A poisoned lock only means another thread panicked while planning; the map is intact.
@@ -184,7 +192,7 @@ impl Detector {
         if let Some(plan) = plans.get(&(pw, ph)) {
             return Ok(plan.clone());
         }
-        let plan = models::plan((**model).clone(), &self.name, &[1, 3, ph, pw])?;
+        let plan = models::plan(store.parse(entry)?, &self.name, &[1, 3, ph, pw])?;
         if plans.len() >= PLAN_CACHE {
             plans.clear();
         }

@@ -8,9 +8,14 @@
 //!  [--fps 5] [--seconds 20] [--json]`
 //!
 //! A session that ends (a decision) is replaced by a new one, as at a door.
+//!
+//! The daemon runs with the allocator settings of its systemd unit (`Environment=MALLOC_*`
+//! lines of systemd/facegate.service), as installed; a `MALLOC_*` variable set by the caller
+//! wins, so other settings can be measured against them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use facegate_blackbox::{Daemon, cli_json, data, tempdir};
@@ -34,6 +39,19 @@ fn arg(name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// The `Environment=MALLOC_*=...` settings of the shipped unit.
+fn unit_malloc_env() -> Vec<(String, String)> {
+    let unit = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../systemd/facegate.service");
+    let text = std::fs::read_to_string(&unit)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", unit.display()));
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| k.starts_with("MALLOC_"))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 fn open_session(d: &Daemon, auth: &str) -> Ws {
@@ -191,6 +209,15 @@ fn main() {
         .collect();
     names.sort();
     let frames: Vec<Vec<u8>> = names.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let unit_env = unit_malloc_env();
+    let env: Vec<(&str, &str)> = unit_env
+        .iter()
+        .filter(|(k, _)| std::env::var_os(k).is_none())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if !json_out {
+        println!("daemon environment from its unit: {env:?}");
+    }
     let mut rows = Vec::new();
     for &n in &levels {
         let work = tempdir(&format!("load{n}"));
@@ -201,7 +228,7 @@ fn main() {
         )
         .unwrap();
         let c = cli_json(&work, &["clients", "add", "load", "--json"]);
-        let d = Daemon::start_with(&work, &[], &["--config", config.to_str().unwrap()]);
+        let d = Daemon::start_with(&work, &env, &["--config", config.to_str().unwrap()]);
         let (_, v) = d.post(
             "/api/auth/client/",
             None,
