@@ -173,6 +173,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             window_stride,
             session_frames,
             face_widths,
+            enlarge,
             json,
             dump,
             from_dump,
@@ -187,6 +188,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 window_stride,
                 session_frames,
                 face_widths,
+                enlarge,
                 json,
                 dump,
             };

@@ -179,10 +179,14 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         session_frames: usize,
         /// Face widths (pixels) of rescaled copies of each clip: a smaller one shrinks the face
-        /// in a frame of the same size (farther away), a larger one enlarges the whole frame
-        /// (a higher-resolution camera; at most 4 times).
+        /// in a frame of the same size (farther away); a larger one is skipped unless
+        /// `--enlarge`.
         #[arg(long, value_name = "PX", num_args = 0.., default_values_t = [120.0, 80.0])]
         face_widths: Vec<f32>,
+        /// A `--face-widths` larger than a clip's face enlarges the whole frame (a
+        /// higher-resolution camera at the same distance; at most 4 times).
+        #[arg(long)]
+        enlarge: bool,
         #[arg(long)]
         json: bool,
         /// Also write every sequence's per-frame observations (landmarks, eyelids, mesh,

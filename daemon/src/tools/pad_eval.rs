@@ -8,8 +8,10 @@
 //!
 //! Bona fide presentations: every clip at its own size and at downscaled copies (the frame
 //! shrunk around its centre on a canvas of the same size, so the face is ~120 and ~80 px wide in
-//! a frame as large as the original); a `--face-widths` larger than the clip's face enlarges the
-//! whole frame instead (a higher-resolution camera). Per clip and scale: sessions starting every
+//! a frame as large as the original); with `--enlarge`, a `--face-widths` larger than the clip's
+//! face enlarges the whole frame instead (a higher-resolution camera; without it such a width is
+//! skipped, so the standard report is each clip at its own size and smaller). Per clip and
+//! scale: sessions starting every
 //! second, each with the session frame budget, give the time to a live verdict under the
 //! authentication rules (at least 3 frames, blink or head movement, attack score under the
 //! threshold, face large enough to judge); windows of `--window-frames` give BPCER (share of
@@ -54,6 +56,8 @@ pub struct Options {
     pub session_frames: usize,
     /// Face widths (pixels) of the downscaled copies of each clip.
     pub face_widths: Vec<f32>,
+    /// Widths larger than a clip's face enlarge the whole frame (else they are skipped).
+    pub enlarge: bool,
     pub json: bool,
     /// Writes every sequence's observations here (JSON lines), for tuning.
     pub dump: Option<PathBuf>,
@@ -497,8 +501,9 @@ pub fn run(
     for (i, (_, obs)) in native.iter().enumerate() {
         let w = median_width(obs);
         for &target in &opts.face_widths {
-            // Copies differ from the clip by at least 5 %; enlarging stops at 4 times.
-            if w > 0.0 && (target / w < 0.95 || (1.05..=4.0).contains(&(target / w))) {
+            // Copies differ from the clip by at least 5 %; enlarging, when asked, stops at 4x.
+            let s = target / w;
+            if w > 0.0 && (s < 0.95 || (opts.enlarge && (1.05..=4.0).contains(&s))) {
                 scaled_jobs.push((i, target, target / w));
             }
         }
