@@ -11,11 +11,10 @@
 //! a frame as large as the original); with `--enlarge`, a `--face-widths` larger than the clip's
 //! face enlarges the whole frame instead (a higher-resolution camera; without it such a width is
 //! skipped, so the standard report is each clip at its own size and smaller). Per clip and
-//! scale: sessions starting every
-//! second, each with the session frame budget, give the time to a live verdict under the
-//! authentication rules (at least 3 frames, blink or head movement, attack score under the
-//! threshold, face large enough to judge); windows of `--window-frames` give BPCER (share of
-//! windows never live).
+//! scale: sessions starting every second, each with the session frame budget, give the time to
+//! a live verdict under the authentication rules (at least 3 frames, blink or head movement,
+//! attack score under the threshold, face large enough to judge); windows of `--window-frames`
+//! give BPCER (share of windows never live).
 //! Sessions and windows with a face in fewer than 2 s of their frames are no presentation (the
 //! person has left) and are counted apart.
 //!
@@ -504,7 +503,7 @@ pub fn run(
             // Copies differ from the clip by at least 5 %; enlarging, when asked, stops at 4x.
             let s = target / w;
             if w > 0.0 && (s < 0.95 || (opts.enlarge && (1.05..=4.0).contains(&s))) {
-                scaled_jobs.push((i, target, target / w));
+                scaled_jobs.push((i, target, s));
             }
         }
     }
