@@ -232,3 +232,84 @@ fn bad_images_are_clear_errors() {
         Err(PipelineError::NoFace)
     ));
 }
+
+/// The detector's own downscale (`pipeline::resize`) gives the bytes of `image`'s Triangle
+/// resize, which the liveness rules were measured on: on a frame of every shared clip and on the
+/// photos, at the detector's sizes (longer side 320, 256, 192), at odd sizes, when enlarging and
+/// when one side keeps its size; and a window of it equals the same window cut from the whole.
+#[test]
+fn the_detectors_resize_is_images_triangle_resize_byte_for_byte() {
+    use facegate_daemon::pipeline::resize::{triangle_resize, triangle_resize_window};
+    use image::imageops::{FilterType, resize};
+
+    let mut frames: Vec<(String, image::RgbImage)> = Vec::new();
+    let video = common::data("video");
+    let mut clips: Vec<_> = std::fs::read_dir(&video)
+        .expect("video folder")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    clips.sort();
+    for clip in clips {
+        let mut files: Vec<_> = std::fs::read_dir(&clip)
+            .expect("clip folder")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+            .collect();
+        files.sort();
+        let first = files.first().expect("a frame");
+        frames.push((
+            first.display().to_string(),
+            image::open(first).expect("frame decodes").to_rgb8(),
+        ));
+    }
+    for photo in ["photos/group_sample1.jpg", "photos/astronaut.png"] {
+        let img = image::open(common::data(photo)).expect("photo").to_rgb8();
+        frames.push((photo.to_owned(), img));
+    }
+    assert!(frames.len() >= 19, "{} frames", frames.len());
+    let mut compared = 0usize;
+    for (name, img) in &frames {
+        let (w, h) = img.dimensions();
+        let side = |s: u32| {
+            let k = s as f32 / w.max(h) as f32;
+            (
+                ((w as f32 * k).round() as u32).max(1),
+                ((h as f32 * k).round() as u32).max(1),
+            )
+        };
+        let sizes = [
+            side(320),
+            side(256),
+            side(192),
+            (w / 2 + 1, h / 3 + 1),
+            (w, h / 2),
+            (w * 3 / 2, h * 3 / 2),
+            (7, 5),
+        ];
+        for (nw, nh) in sizes {
+            let want = resize(img, nw, nh, FilterType::Triangle);
+            let got = triangle_resize(img, nw, nh);
+            assert!(got == want, "{name} at {nw}x{nh}: bytes differ");
+            for (x0, y0, n) in [
+                (0, 0, 64),
+                (32, 32, 128),
+                (nw / 2, nh / 3, 96),
+                (nw - 1, 0, 64),
+            ] {
+                let got = triangle_resize_window(img, nw, nh, x0, y0, n, n);
+                let mut cut = image::RgbImage::new(n, n);
+                for y in 0..n.min(nh.saturating_sub(y0)) {
+                    for x in 0..n.min(nw.saturating_sub(x0)) {
+                        cut.put_pixel(x, y, *want.get_pixel(x0 + x, y0 + y));
+                    }
+                }
+                assert!(
+                    got == cut,
+                    "{name} at {nw}x{nh}, window {n} at ({x0}, {y0})"
+                );
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, frames.len() * 7);
+}

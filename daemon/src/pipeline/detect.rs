@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use image::RgbImage;
-use image::imageops::{self, FilterType};
 use serde::Deserialize;
 use tract_onnx::prelude::*;
 
 use super::PipelineError;
 use super::models::{self, ModelEntry, ModelError, ModelStore, Plan, Precision, Role};
+use super::resize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -215,7 +215,7 @@ impl Detector {
         if (rw, rh) == (w, h) {
             fill_nchw(buf, img, pw, ph, 0, 0);
         } else {
-            let resized = imageops::resize(img, rw, rh, FilterType::Triangle);
+            let resized = resize::triangle_resize(img, rw, rh);
             fill_nchw(buf, &resized, pw, ph, 0, 0);
         }
         let faces = self.run_centerface(input, pw, ph)?;
@@ -278,8 +278,11 @@ impl Detector {
         if (rw, rh) == (w, h) {
             fill_window(buf, img, n, x0, y0);
         } else {
-            let resized = imageops::resize(img, rw, rh, FilterType::Triangle);
-            fill_window(buf, &resized, n, x0, y0);
+            // Only the window's pixels of the downscaled frame (the same bytes as downscaling
+            // the whole frame and cutting the window out).
+            let (x, y, n32) = (x0 as u32, y0 as u32, n as u32);
+            let window = resize::triangle_resize_window(img, rw, rh, x, y, n32, n32);
+            fill_window(buf, &window, n, 0, 0);
         }
         let faces = self.run_centerface(input, n, n)?;
         let faces = faces
@@ -366,7 +369,7 @@ impl Detector {
         let s = BLAZE_SIDE as f32 / w.max(h) as f32;
         let rw = ((w as f32 * s).round() as u32).clamp(1, BLAZE_SIDE as u32);
         let rh = ((h as f32 * s).round() as u32).clamp(1, BLAZE_SIDE as u32);
-        let resized = imageops::resize(img, rw, rh, FilterType::Triangle);
+        let resized = resize::triangle_resize(img, rw, rh);
         let (ox, oy) = (
             (BLAZE_SIDE - rw as usize) / 2,
             (BLAZE_SIDE - rh as usize) / 2,

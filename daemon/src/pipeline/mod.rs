@@ -14,6 +14,7 @@ pub mod mesh;
 pub mod models;
 pub mod obstacles;
 pub mod quality;
+pub mod resize;
 pub mod screen;
 pub mod stream;
 pub mod track;
