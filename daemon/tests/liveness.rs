@@ -418,6 +418,54 @@ fn a_settled_track_is_only_tracked_and_frees_its_liveness_place() {
     assert!(!stream.settle(u64::MAX), "no such track");
 }
 
+/// A settled close-up is followed on a coarser input (`Detector::follow`: lp_d9's ~250 px face
+/// at a quarter of the whole-frame pass's scale): it keeps its track on every frame, and its
+/// box stays where the whole-frame pass finds the face.
+#[test]
+fn a_settled_close_up_is_followed_coarsely_and_keeps_its_track() {
+    use facegate_daemon::pipeline::detect::iou;
+    use facegate_daemon::pipeline::liveness::LivenessConfig;
+    use facegate_daemon::pipeline::stream::Stream;
+    use facegate_daemon::tools::liveness::decode_frames;
+    let (pipeline, live) = models();
+    let frames = decode_frames(pipeline, &data("video/lp_d9")).unwrap();
+    let frames = &frames[..60];
+    let mut stream = Stream::new(LivenessConfig::default()).with_palms(false);
+    let mut settled = None;
+    let mut worst = 1f32;
+    for (i, frame) in frames.iter().enumerate() {
+        let r = stream
+            .process(pipeline, live, frame, i as f64 * 100.0)
+            .unwrap();
+        assert_eq!(r.faces.len(), 1, "frame {i}");
+        let face = &r.faces[0];
+        match settled {
+            None if i == 20 => {
+                assert!(stream.settle(face.track));
+                settled = Some(face.track);
+            }
+            None => {}
+            Some(id) => {
+                assert_eq!(
+                    face.track, id,
+                    "frame {i}: the followed face kept its track"
+                );
+                assert!(face.settled, "frame {i}");
+                let whole = pipeline.detect(frame).unwrap();
+                let overlap = iou(&face.face.bbox, &whole[0].bbox);
+                worst = worst.min(overlap);
+            }
+        }
+    }
+    // 39 frames after settling; the whole frame is still searched every 500 ms (new faces).
+    let followed = stream.followed();
+    eprintln!(
+        "followed {followed} of 39 frames, worst overlap with the whole-frame box {worst:.2}"
+    );
+    assert!((25..=39).contains(&followed), "followed {followed}");
+    assert!(worst >= 0.6, "the followed box drifted: overlap {worst:.2}");
+}
+
 /// The fp32 pipeline and the liveness models, loaded once per test binary.
 fn models() -> &'static (Pipeline, LiveModels) {
     static M: std::sync::OnceLock<(Pipeline, LiveModels)> = std::sync::OnceLock::new();

@@ -74,6 +74,10 @@ const ROI_CONTEXT: f32 = 1.6;
 /// A crop whose input would cost more than this share of the whole-frame pass is not worth
 /// it (a close-up face fills the frame): the whole frame is searched instead.
 const ROI_MAX_SHARE: f32 = 0.5;
+/// A followed face (`Detector::follow`) is searched at a scale where it is at least this many
+/// pixels wide in the detector's input (and under twice that, unless the whole-frame scale
+/// is already coarser).
+pub const FOLLOW_FACE_PX: f32 = 24.0;
 
 /// Distinct input shapes kept optimized at once (a camera uses one; an eval a few).
 const PLAN_CACHE: usize = 8;
@@ -203,6 +207,12 @@ impl Detector {
     fn detect_centerface(&self, img: &RgbImage) -> Result<Vec<Face>, PipelineError> {
         let (w, h) = img.dimensions();
         let (rw, rh) = self.input_size(w, h);
+        self.centerface_at(img, rw, rh)
+    }
+
+    /// CenterFace over the whole frame downscaled to `rw` x `rh`; faces in source pixels.
+    fn centerface_at(&self, img: &RgbImage, rw: u32, rh: u32) -> Result<Vec<Face>, PipelineError> {
+        let (w, h) = img.dimensions();
         let (pw, ph) = (
             (rw as usize).div_ceil(32) * 32,
             (rh as usize).div_ceil(32) * 32,
@@ -239,16 +249,56 @@ impl Detector {
         img: &RgbImage,
         bbox: [f32; 4],
     ) -> Result<Option<Vec<Face>>, PipelineError> {
-        if !matches!(self.backend, Backend::CenterFace { .. }) {
+        let Some(face) = self.tracked_side(img, bbox) else {
             return Ok(None);
+        };
+        let (w, h) = img.dimensions();
+        let (rw, rh) = self.input_size(w, h);
+        self.around(img, bbox, face, rw, rh, false)
+    }
+
+    /// A decided face that is only followed (`Stream::settle`): found again on a window of the
+    /// frame downscaled by halvings of the whole-frame pass's scale until the face is under
+    /// twice `FOLLOW_FACE_PX` wide in the detector's input (few distinct shapes, so few plans;
+    /// a close-up at half or a quarter of the scale), or on that whole coarser input when the
+    /// window would not be cheaper. Its landmarks are coarser than `detect_around`'s: no
+    /// liveness cue reads a followed face. `None` when the detector cannot (BlazeFace).
+    pub fn follow(
+        &self,
+        img: &RgbImage,
+        bbox: [f32; 4],
+    ) -> Result<Option<Vec<Face>>, PipelineError> {
+        let Some(face) = self.tracked_side(img, bbox) else {
+            return Ok(None);
+        };
+        let (w, h) = img.dimensions();
+        let (rw, rh) = follow_size(w, self.input_size(w, h), face);
+        self.around(img, bbox, face, rw, rh, true)
+    }
+
+    /// The side of a tracked face's box (geometric mean: CenterFace's boxes are ~1.35 times
+    /// taller than wide), or `None` if there is nothing to search around.
+    fn tracked_side(&self, img: &RgbImage, bbox: [f32; 4]) -> Option<f32> {
+        if !matches!(self.backend, Backend::CenterFace { .. }) {
+            return None;
         }
         let (w, h) = img.dimensions();
-        // CenterFace's boxes are ~1.35 times taller than wide: their geometric mean.
         let face = ((bbox[2] - bbox[0]).max(0.0) * (bbox[3] - bbox[1]).max(0.0)).sqrt();
-        if w == 0 || h == 0 || !face.is_finite() || face < 1.0 {
-            return Ok(None);
-        }
-        let (rw, rh) = self.input_size(w, h);
+        (w > 0 && h > 0 && face.is_finite() && face >= 1.0).then_some(face)
+    }
+
+    /// The window search of `detect_around` and `follow` on the frame downscaled to `rw` x
+    /// `rh`; when no window is worth it, the whole of that input if `whole`, else `None`.
+    fn around(
+        &self,
+        img: &RgbImage,
+        bbox: [f32; 4],
+        face: f32,
+        rw: u32,
+        rh: u32,
+        whole: bool,
+    ) -> Result<Option<Vec<Face>>, PipelineError> {
+        let (w, h) = img.dimensions();
         let (pw, ph) = (
             (rw as usize).div_ceil(32) * 32,
             (rh as usize).div_ceil(32) * 32,
@@ -262,7 +312,12 @@ impl Detector {
             .filter(|&n| n <= pw && n <= ph)
             .filter(|&n| (n * n) as f32 <= ROI_MAX_SHARE * (pw * ph) as f32)
         else {
-            return Ok(None);
+            return if whole {
+                let faces = self.centerface_at(img, rw, rh)?;
+                Ok(Some(self.finish(faces, w, h)))
+            } else {
+                Ok(None)
+            };
         };
         // The window's corner: centred on the face, on the 32-pixel grid, inside the input.
         let centre = |a: f32, b: f32, s: f32| (a + b) / 2.0 * s;
@@ -429,6 +484,17 @@ impl Detector {
 
 /// Maps a face from input pixels (scaled by `sx`, `sy` from the source, after an offset of
 /// `ox`, `oy` source pixels) back to source pixels.
+/// The input size `follow` searches a `face`-pixel face of a `w`-pixel-wide frame at: the
+/// whole-frame pass's `input` halved while the face stays at least `FOLLOW_FACE_PX` wide in it
+/// and both sides stay at least 32.
+fn follow_size(w: u32, input: (u32, u32), face: f32) -> (u32, u32) {
+    let (mut rw, mut rh) = input;
+    while face * rw as f32 / w as f32 >= 2.0 * FOLLOW_FACE_PX && rw >= 64 && rh >= 64 {
+        (rw, rh) = (rw.div_ceil(2), rh.div_ceil(2));
+    }
+    (rw, rh)
+}
+
 fn map_face(mut f: Face, sx: f32, sy: f32, ox: f32, oy: f32) -> Face {
     f.bbox = [
         f.bbox[0] / sx + ox,
@@ -508,6 +574,22 @@ mod tests {
             score,
             landmarks: [[0.0; 2]; 5],
         }
+    }
+
+    #[test]
+    fn a_followed_face_is_searched_at_halvings_of_the_scale_down_to_24_to_48_px() {
+        // A 640x360 close-up (a ~300 px face; 150 px at the 320x180 pass): a quarter.
+        assert_eq!(follow_size(640, (320, 180), 300.0), (80, 45));
+        // 1280x720, the same face twice the size: the same input.
+        assert_eq!(follow_size(1280, (320, 180), 600.0), (80, 45));
+        // A 105 px GRID face in 360x288 (93 px at 320x256): halved once.
+        assert_eq!(follow_size(360, (320, 256), 105.0), (160, 128));
+        // A 67 px webcam face at its own 320x240: already under 48 px after one halving.
+        assert_eq!(follow_size(320, (320, 240), 67.0), (160, 120));
+        // A small face is not searched coarser than the whole-frame pass.
+        assert_eq!(follow_size(640, (320, 240), 60.0), (320, 240));
+        // Nor a tiny frame below 32 px a side.
+        assert_eq!(follow_size(64, (64, 48), 60.0), (64, 48));
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub struct Stream {
     last_full_ms: Option<f64>,
     full_frames: u64,
     roi_frames: u64,
+    /// Searches for a settled face (`Detector::follow`), counted by face.
+    followed: u64,
     /// Whether the palm detector runs (off when a hand cannot block anything).
     palms: bool,
 }
@@ -149,6 +151,7 @@ impl Stream {
             last_full_ms: None,
             full_frames: 0,
             roi_frames: 0,
+            followed: 0,
             palms: true,
         }
     }
@@ -164,7 +167,7 @@ impl Stream {
     /// Faces in this frame: the whole frame when due (no track, `redetect_ms` elapsed, more
     /// tracks than get liveness, a track missed, or a tracked face not found again in its
     /// window), else each tracked face in a window around its last box
-    /// (`Detector::detect_around`).
+    /// (`Detector::detect_around`; a settled face at a coarser scale, `Detector::follow`).
     fn detect(
         &mut self,
         pipeline: &Pipeline,
@@ -172,11 +175,12 @@ impl Stream {
         t_ms: f64,
     ) -> Result<Vec<super::detect::Face>, PipelineError> {
         let every = pipeline.config().schedule.redetect_ms;
-        let tracked: Vec<[f32; 4]> = self
+        // Each tracked face's last box, and whether it is only followed (settled).
+        let tracked: Vec<([f32; 4], bool)> = self
             .tracker
             .tracks()
             .filter(|(_, _, missed)| *missed == 0)
-            .map(|(_, b, _)| b)
+            .map(|(id, b, _)| (b, self.tracks.get(&id).is_some_and(|t| t.settled)))
             .collect();
         let due = every <= 0.0
             || tracked.is_empty()
@@ -187,8 +191,15 @@ impl Stream {
                 .is_none_or(|t| t_ms - t >= every || t_ms < t);
         if !due {
             let mut found = Vec::with_capacity(tracked.len());
-            for bbox in &tracked {
-                match pipeline.detector().detect_around(img, *bbox)? {
+            for &(bbox, settled) in &tracked {
+                let around = if settled {
+                    let faces = pipeline.detector().follow(img, bbox)?;
+                    self.followed += u64::from(faces.is_some());
+                    faces
+                } else {
+                    pipeline.detector().detect_around(img, bbox)?
+                };
+                match around {
                     None => {
                         found.clear();
                         break;
@@ -198,7 +209,7 @@ impl Stream {
                     Some(faces) => {
                         if let Some(f) = faces
                             .into_iter()
-                            .map(|f| (super::detect::iou(&f.bbox, bbox), f))
+                            .map(|f| (super::detect::iou(&f.bbox, &bbox), f))
                             .filter(|(overlap, _)| *overlap > 0.1)
                             .max_by(|a, b| a.0.total_cmp(&b.0))
                         {
@@ -223,6 +234,11 @@ impl Stream {
     /// Frames searched whole and frames searched around tracked faces so far.
     pub fn detections(&self) -> (u64, u64) {
         (self.full_frames, self.roi_frames)
+    }
+
+    /// Searches for settled faces (`Detector::follow`) so far, one per face and frame.
+    pub fn followed(&self) -> u64 {
+        self.followed
     }
 
     /// The caller has decided track `id` (a door's granted or unknown visitor): from the next
