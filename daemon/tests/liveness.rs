@@ -419,8 +419,8 @@ fn a_settled_track_is_only_tracked_and_frees_its_liveness_place() {
 }
 
 /// A settled close-up is followed on a coarser input (`Detector::follow`: lp_d9's ~250 px face
-/// at a quarter of the whole-frame pass's scale): it keeps its track on every frame, and its
-/// box stays where the whole-frame pass finds the face.
+/// at 36 px: the frame at 74x74, under a quarter of the whole-frame pass's scale): it keeps
+/// its track on every frame, and its box stays where the whole-frame pass finds the face.
 #[test]
 fn a_settled_close_up_is_followed_coarsely_and_keeps_its_track() {
     use facegate_daemon::pipeline::detect::iou;

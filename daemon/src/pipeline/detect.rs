@@ -74,10 +74,10 @@ const ROI_CONTEXT: f32 = 1.6;
 /// A crop whose input would cost more than this share of the whole-frame pass is not worth
 /// it (a close-up face fills the frame): the whole frame is searched instead.
 const ROI_MAX_SHARE: f32 = 0.5;
-/// A followed face (`Detector::follow`) is searched at a scale where it is at least this many
-/// pixels wide in the detector's input (and under twice that, unless the whole-frame scale
-/// is already coarser).
-pub const FOLLOW_FACE_PX: f32 = 24.0;
+/// A followed face (`Detector::follow`) is searched at the scale where it is this many pixels
+/// wide in the detector's input (unless the whole-frame pass is coarser): its window, with
+/// `ROI_CONTEXT`, is then the smallest of `ROI_WINDOWS`.
+pub const FOLLOW_FACE_PX: f32 = 36.0;
 
 /// Distinct input shapes kept optimized at once (a camera uses one; an eval a few).
 const PLAN_CACHE: usize = 8;
@@ -257,12 +257,12 @@ impl Detector {
         self.around(img, bbox, face, rw, rh, false)
     }
 
-    /// A decided face that is only followed (`Stream::settle`): found again on a window of the
-    /// frame downscaled by halvings of the whole-frame pass's scale until the face is under
-    /// twice `FOLLOW_FACE_PX` wide in the detector's input (few distinct shapes, so few plans;
-    /// a close-up at half or a quarter of the scale), or on that whole coarser input when the
-    /// window would not be cheaper. Its landmarks are coarser than `detect_around`'s: no
-    /// liveness cue reads a followed face. `None` when the detector cannot (BlazeFace).
+    /// A decided face that is only followed (`Stream::settle`): found again on a 64x64 window
+    /// (the smallest of `ROI_WINDOWS`, so one plan for every camera and face size) centred on
+    /// it, of the frame downscaled until the face is `FOLLOW_FACE_PX` wide (never finer than
+    /// the whole-frame pass), or on the whole of that input when it is too small for the
+    /// window. Its landmarks are coarser than `detect_around`'s: no liveness cue reads a
+    /// followed face. `None` when the detector cannot (BlazeFace).
     pub fn follow(
         &self,
         img: &RgbImage,
@@ -272,7 +272,7 @@ impl Detector {
             return Ok(None);
         };
         let (w, h) = img.dimensions();
-        let (rw, rh) = follow_size(w, self.input_size(w, h), face);
+        let (rw, rh) = follow_size((w, h), self.input_size(w, h), face);
         self.around(img, bbox, face, rw, rh, true)
     }
 
@@ -287,8 +287,10 @@ impl Detector {
         (w > 0 && h > 0 && face.is_finite() && face >= 1.0).then_some(face)
     }
 
-    /// The window search of `detect_around` and `follow` on the frame downscaled to `rw` x
-    /// `rh`; when no window is worth it, the whole of that input if `whole`, else `None`.
+    /// The window search of `detect_around` and (`follow`) of `follow` on the frame
+    /// downscaled to `rw` x `rh`. `detect_around`'s window is on the 32-pixel grid and only
+    /// where it costs at most `ROI_MAX_SHARE` of the whole input, else `None`; `follow`'s is
+    /// centred on the face, and where no window fits, the whole of that input is searched.
     fn around(
         &self,
         img: &RgbImage,
@@ -296,7 +298,7 @@ impl Detector {
         face: f32,
         rw: u32,
         rh: u32,
-        whole: bool,
+        follow: bool,
     ) -> Result<Option<Vec<Face>>, PipelineError> {
         let (w, h) = img.dimensions();
         let (pw, ph) = (
@@ -310,19 +312,21 @@ impl Detector {
             .copied()
             .find(|&n| n as f32 >= wanted)
             .filter(|&n| n <= pw && n <= ph)
-            .filter(|&n| (n * n) as f32 <= ROI_MAX_SHARE * (pw * ph) as f32)
+            .filter(|&n| follow || (n * n) as f32 <= ROI_MAX_SHARE * (pw * ph) as f32)
         else {
-            return if whole {
+            return if follow {
                 let faces = self.centerface_at(img, rw, rh)?;
                 Ok(Some(self.finish(faces, w, h)))
             } else {
                 Ok(None)
             };
         };
-        // The window's corner: centred on the face, on the 32-pixel grid, inside the input.
+        // The window's corner: centred on the face (on the 32-pixel grid unless following),
+        // inside the input.
         let centre = |a: f32, b: f32, s: f32| (a + b) / 2.0 * s;
+        let grid = if follow { 1.0 } else { 32.0 };
         let corner = |c: f32, padded: usize| {
-            let x = ((c - n as f32 / 2.0) / 32.0).round().max(0.0) as usize * 32;
+            let x = ((c - n as f32 / 2.0) / grid).round().max(0.0) as usize * grid as usize;
             x.min(padded - n)
         };
         let x0 = corner(centre(bbox[0], bbox[2], sx), pw);
@@ -484,15 +488,17 @@ impl Detector {
 
 /// Maps a face from input pixels (scaled by `sx`, `sy` from the source, after an offset of
 /// `ox`, `oy` source pixels) back to source pixels.
-/// The input size `follow` searches a `face`-pixel face of a `w`-pixel-wide frame at: the
-/// whole-frame pass's `input` halved while the face stays at least `FOLLOW_FACE_PX` wide in it
-/// and both sides stay at least 32.
-fn follow_size(w: u32, input: (u32, u32), face: f32) -> (u32, u32) {
-    let (mut rw, mut rh) = input;
-    while face * rw as f32 / w as f32 >= 2.0 * FOLLOW_FACE_PX && rw >= 64 && rh >= 64 {
-        (rw, rh) = (rw.div_ceil(2), rh.div_ceil(2));
+/// The size `follow` scales a `frame` to for a `face`-pixel face: the face `FOLLOW_FACE_PX`
+/// wide, or the whole-frame pass's `input` size if that is coarser already.
+fn follow_size(frame: (u32, u32), input: (u32, u32), face: f32) -> (u32, u32) {
+    let s = FOLLOW_FACE_PX / face;
+    if s * frame.0 as f32 >= input.0 as f32 {
+        return input;
     }
-    (rw, rh)
+    (
+        ((frame.0 as f32 * s).round() as u32).max(1),
+        ((frame.1 as f32 * s).round() as u32).max(1),
+    )
 }
 
 fn map_face(mut f: Face, sx: f32, sy: f32, ox: f32, oy: f32) -> Face {
@@ -577,19 +583,18 @@ mod tests {
     }
 
     #[test]
-    fn a_followed_face_is_searched_at_halvings_of_the_scale_down_to_24_to_48_px() {
-        // A 640x360 close-up (a ~300 px face; 150 px at the 320x180 pass): a quarter.
-        assert_eq!(follow_size(640, (320, 180), 300.0), (80, 45));
+    fn a_followed_face_is_scaled_to_36_px_never_finer_than_the_whole_frame_pass() {
+        // A 640x360 close-up (a ~300 px face; 150 px at the 320x180 pass).
+        assert_eq!(follow_size((640, 360), (320, 180), 300.0), (77, 43));
         // 1280x720, the same face twice the size: the same input.
-        assert_eq!(follow_size(1280, (320, 180), 600.0), (80, 45));
-        // A 105 px GRID face in 360x288 (93 px at 320x256): halved once.
-        assert_eq!(follow_size(360, (320, 256), 105.0), (160, 128));
-        // A 67 px webcam face at its own 320x240: already under 48 px after one halving.
-        assert_eq!(follow_size(320, (320, 240), 67.0), (160, 120));
-        // A small face is not searched coarser than the whole-frame pass.
-        assert_eq!(follow_size(640, (320, 240), 60.0), (320, 240));
-        // Nor a tiny frame below 32 px a side.
-        assert_eq!(follow_size(64, (64, 48), 60.0), (64, 48));
+        assert_eq!(follow_size((1280, 720), (320, 180), 600.0), (77, 43));
+        // A 67 px webcam face at its own 320x240.
+        assert_eq!(follow_size((320, 240), (320, 240), 67.0), (172, 129));
+        // A small face is not searched finer than the whole-frame pass.
+        assert_eq!(follow_size((640, 480), (320, 240), 60.0), (320, 240));
+        assert_eq!(follow_size((640, 480), (320, 240), 72.0), (320, 240));
+        // Its window (1.6 times the face) is the smallest of the windows.
+        assert!(ROI_CONTEXT * FOLLOW_FACE_PX <= ROI_WINDOWS[0] as f32);
     }
 
     #[test]
