@@ -486,8 +486,6 @@ impl Detector {
     }
 }
 
-/// Maps a face from input pixels (scaled by `sx`, `sy` from the source, after an offset of
-/// `ox`, `oy` source pixels) back to source pixels.
 /// The size `follow` scales a `frame` to for a `face`-pixel face: the face `FOLLOW_FACE_PX`
 /// wide, or the whole-frame pass's `input` size if that is coarser already.
 fn follow_size(frame: (u32, u32), input: (u32, u32), face: f32) -> (u32, u32) {
@@ -501,6 +499,8 @@ fn follow_size(frame: (u32, u32), input: (u32, u32), face: f32) -> (u32, u32) {
     )
 }
 
+/// Maps a face from input pixels (scaled by `sx`, `sy` from the source, after an offset of
+/// `ox`, `oy` source pixels) back to source pixels.
 fn map_face(mut f: Face, sx: f32, sy: f32, ox: f32, oy: f32) -> Face {
     f.bbox = [
         f.bbox[0] / sx + ox,
