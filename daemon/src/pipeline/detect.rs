@@ -287,7 +287,7 @@ impl Detector {
         (w > 0 && h > 0 && face.is_finite() && face >= 1.0).then_some(face)
     }
 
-    /// The window search of `detect_around` and (`follow`) of `follow` on the frame
+    /// The window search of `detect_around` (`follow` false) and of `follow` on the frame
     /// downscaled to `rw` x `rh`. `detect_around`'s window is on the 32-pixel grid and only
     /// where it costs at most `ROI_MAX_SHARE` of the whole input, else `None`; `follow`'s is
     /// centred on the face, and where no window fits, the whole of that input is searched.
