@@ -308,10 +308,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }),
             ..
         } => {
-            let threads = match threads {
-                Some(n) => model_threads(n),
-                None => config.pipeline.threads,
-            };
+            let threads = model_threads(threads);
             let store = models()?;
             let mut engines = Vec::new();
             let every = config.pipeline.redetect_ms;
@@ -601,10 +598,14 @@ fn model_threads(configured: usize) -> usize {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         n => n,
     };
-    if n > 1 {
-        use tract_linalg::multithread::{Executor, set_default_executor};
-        set_default_executor(Executor::multithread_with_name(n, "facegate-mm"));
-    }
+    use tract_linalg::multithread::{Executor, set_default_executor};
+    // Called again by `bench --threads N` after the configured value was set: one thread must
+    // then replace the pool, not keep it (until 2026-12-03 `--threads 1` kept the cores' pool).
+    set_default_executor(if n > 1 {
+        Executor::multithread_with_name(n, "facegate-mm")
+    } else {
+        Executor::SingleThread
+    });
     tracing::debug!(threads = n, "model threads");
     n
 }

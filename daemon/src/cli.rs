@@ -262,9 +262,9 @@ pub enum BenchTarget {
         /// Resize the frames by this factor first (2: 640x360 as 1280x720).
         #[arg(long, default_value_t = 1.0)]
         scale: f32,
-        /// Threads per model run (default: `pipeline.threads`).
-        #[arg(long)]
-        threads: Option<usize>,
+        /// Threads per model run (default 1: a door runs its models on its own thread).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         #[arg(long)]
         json: bool,
     },

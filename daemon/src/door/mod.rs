@@ -422,7 +422,7 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("door-{}", handle.camera.id))
-        .spawn(move || run(&handle, cfg, host.as_ref()))
+        .spawn(move || crate::pipeline::models::on_this_thread(|| run(&handle, cfg, host.as_ref())))
 }
 
 fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {

@@ -223,6 +223,15 @@ fn load_error(entry: &ModelEntry, e: TractError) -> ModelError {
     }
 }
 
+/// Runs `f` with every model run on the calling thread, whatever `pipeline.threads` set for the
+/// process. A stream (a door) runs small models frame after frame, and cameras run side by side:
+/// handing each product to tract's pool cost a door 20-40 % more CPU a frame and dropped more
+/// frames with two cameras, for no shorter frame (ARCHITECTURE.md, "Speed").
+pub fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
+    use tract_linalg::multithread::{Executor, multithread_tract_scope};
+    multithread_tract_scope(Executor::SingleThread, f)
+}
+
 /// Runs a plan on one f32 tensor and returns its outputs.
 pub fn run(plan: &Plan, input: Tensor) -> TractResult<TVec<TValue>> {
     plan.run(tvec!(input.into()))
@@ -231,4 +240,22 @@ pub fn run(plan: &Plan, input: Tensor) -> TractResult<TVec<TValue>> {
 /// A plain f32 view of an output tensor.
 pub fn as_f32(value: &TValue) -> TractResult<&[f32]> {
     value.try_as_plain_ram()?.as_slice::<f32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use tract_linalg::multithread::{Executor, current_tract_executor, multithread_tract_scope};
+
+    /// A door's thread runs its models on itself even where a pool is what the process (here:
+    /// this thread) would otherwise hand them to.
+    #[test]
+    fn on_this_thread_runs_models_without_the_pool() {
+        multithread_tract_scope(Executor::multithread(2), || {
+            assert!(matches!(current_tract_executor(), Executor::MultiThread(_)));
+            super::on_this_thread(|| {
+                assert!(matches!(current_tract_executor(), Executor::SingleThread));
+            });
+            assert!(matches!(current_tract_executor(), Executor::MultiThread(_)));
+        });
+    }
 }

@@ -1,6 +1,6 @@
 //! `facegate bench stream --frames DIR`: a door's whole per-frame work over a clip, in this
 //! process, frame after frame (as fast as it goes, timestamps at the clip's fps; models on
-//! `--threads`, default `pipeline.threads`):
+//! `--threads`, default 1 as in a door's thread):
 //! detection (the whole frame, or around tracked faces between full searches), tracking, the
 //! liveness models and cues, one embedding per visit, 1:N over a scratch store of N synthetic
 //! enrollments plus the person (enrolled from the clip's sharpest face). Reported per schedule
