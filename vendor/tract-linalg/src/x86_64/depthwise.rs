@@ -78,7 +78,29 @@ unsafe fn contiguous(
             _mm256_storeu_ps(output.add(i), acc);
             i += 8;
         }
-        scalar(input, output, taps, offsets, bias, i, len, 1);
+        if i < len {
+            // The last one to seven points in masked lanes (a masked-off lane is neither read nor
+            // written, so nothing past the contract's last input is touched): a row of a 14- or
+            // 7-wide layer is mostly tail, which ran scalar before.
+            let mask = tail_mask(len - i);
+            let mut acc = biasv;
+            for (tap, offset) in taps.iter().zip(offsets) {
+                let x = _mm256_maskload_ps(input.offset(*offset).add(i), mask);
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(x, _mm256_set1_ps(*tap)));
+            }
+            _mm256_maskstore_ps(output.add(i), mask, acc);
+        }
+    }
+}
+
+/// A mask whose first `n` (at most 8) 32-bit lanes are set.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn tail_mask(n: usize) -> std::arch::x86_64::__m256i {
+    const ONES_THEN_ZEROS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+    debug_assert!(n <= 8);
+    unsafe {
+        std::arch::x86_64::_mm256_loadu_si256(ONES_THEN_ZEROS.as_ptr().add(8 - n.min(8)).cast())
     }
 }
 
@@ -149,7 +171,23 @@ unsafe fn stride2(
             _mm256_storeu_ps(output.add(i), in_order(acc));
             i += 8;
         }
-        scalar(input, output, taps, offsets, bias, i, len, 2);
+        if i < len {
+            // One to seven outputs left: their inputs are the first 2 n - 1 from `p`, read as in
+            // `even8` with the lanes past them masked off (so never touched), then shuffled the
+            // same way; the lanes of outputs past `len` hold junk and are not stored.
+            let n = len - i;
+            let lo_mask = tail_mask((2 * n - 1).min(8));
+            let hi_mask = tail_mask((2 * n - 1).saturating_sub(7));
+            let mut acc = biasv;
+            for (tap, offset) in taps.iter().zip(offsets) {
+                let p = input.offset(*offset + 2 * i as isize);
+                let lo = _mm256_maskload_ps(p, lo_mask);
+                let hi = _mm256_maskload_ps(p.wrapping_add(7), hi_mask);
+                let x = _mm256_shuffle_ps::<0b11_01_10_00>(lo, hi);
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(x, _mm256_set1_ps(*tap)));
+            }
+            _mm256_maskstore_ps(output.add(i), tail_mask(n), in_order(acc));
+        }
     }
 }
 
@@ -233,26 +271,42 @@ mod tests {
         assert_eq!(bits(&output), bits(&expected), "taps {taps} len {len} stride {in_stride}");
     }
 
-    /// Stride 2 on a buffer that ends exactly at the last input the contract makes readable (run
-    /// under valgrind to see that no load reaches past it).
+    /// Strides 1 and 2 on a buffer that ends exactly at the last input the contract makes
+    /// readable, into an output with guard values after its `len` points (run under valgrind to
+    /// see that no load reaches past the input; the guards, that no store reaches past `len`).
     #[test]
-    fn stride2_reads_nothing_past_the_last_input() {
+    fn tails_touch_nothing_past_the_last_input_or_output() {
         if !std::is_x86_feature_detected!("avx2") {
             return;
         }
-        for taps in [3, 9, 25] {
-            for len in [1, 7, 8, 9, 15, 16, 31, 32, 33, 40, 64, 80] {
-                let offsets: Vec<isize> = (0..taps as isize).collect();
-                let k: Vec<f32> = (0..taps).map(|t| (t as f32 * 0.3).cos()).collect();
-                let n = taps - 1 + 2 * (len - 1) + 1;
-                let input: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).sin()).collect();
-                let expected = reference(&input, &k, &offsets, -0.5, len, 2, 0);
-                let mut output = vec![0f32; len];
-                unsafe {
-                    depthwise_w_f32(input.as_ptr(), output.as_mut_ptr(), &k, &offsets, -0.5, len, 2)
-                };
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&output), bits(&expected), "taps {taps} len {len}");
+        for stride in [1usize, 2] {
+            for taps in [3, 9, 25] {
+                for len in [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 14, 15, 16, 31, 32, 33, 40, 54, 64, 80] {
+                    let offsets: Vec<isize> = (0..taps as isize).collect();
+                    let k: Vec<f32> = (0..taps).map(|t| (t as f32 * 0.3).cos()).collect();
+                    let n = taps - 1 + stride * (len - 1) + 1;
+                    let input: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).sin()).collect();
+                    let expected = reference(&input, &k, &offsets, -0.5, len, stride as isize, 0);
+                    let mut output = vec![7f32; len + 8];
+                    unsafe {
+                        depthwise_w_f32(
+                            input.as_ptr(),
+                            output.as_mut_ptr(),
+                            &k,
+                            &offsets,
+                            -0.5,
+                            len,
+                            stride as isize,
+                        )
+                    };
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&output[..len]),
+                        bits(&expected),
+                        "stride {stride} taps {taps} len {len}"
+                    );
+                    assert!(output[len..].iter().all(|&x| x == 7.0), "stored past len {len}");
+                }
             }
         }
     }
