@@ -84,6 +84,8 @@ pub struct DoorConfig {
     pub relay_gpio: String,
     /// How long the GPIO line is held active.
     pub relay_pulse_ms: u64,
+    /// While no face is in view, frames a door processes a second at most (0: every frame).
+    pub idle_fps: f64,
 }
 
 /// Site-wide sync (`[sync]`): what the local sync API (`/api/sync/...`) seals and opens for
@@ -238,6 +240,9 @@ impl Config {
         }
         if dc.unknown_attempts == 0 {
             return bad("door.unknown_attempts", "must be at least 1");
+        }
+        if !(0.0..=240.0).contains(&dc.idle_fps) {
+            return bad("door.idle_fps", "must be within [0, 240] (0: every frame)");
         }
         let sc = &self.sync;
         if !sc.site.is_empty() && !facegate_proto::valid_name(&sc.site) {

@@ -490,3 +490,71 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
     drop((ev_a, ev_b));
     assert!(d.stop().success());
 }
+
+/// An idle door (nobody in view) processes at most `door.idle_fps` frames a second and counts
+/// the frames it leaves as `idle_skipped`, not `dropped`; a person walking up is still found and
+/// decided. The recording: 3.5 s of an empty room (face_noface after its person left), then
+/// 2.5 s of that person (not enrolled: `unknown`), at 10 fps; `idle_fps` is the default 5.
+#[test]
+fn an_idle_door_skips_frames_until_someone_walks_up() {
+    let dir = tempdir("door-idle");
+    let _cleanup = RemoveOnSuccess(dir.clone());
+    let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    let rec = tempdir("door-idle-rec");
+    let _rec_cleanup = RemoveOnSuccess(rec.clone());
+    let frames: Vec<usize> = (30..=64).chain(1..=25).collect();
+    for (i, n) in frames.iter().enumerate() {
+        std::fs::copy(
+            data(&format!("video/face_noface/{n:04}.jpg")),
+            rec.join(format!("{:04}.jpg", i + 1)),
+        )
+        .unwrap();
+    }
+    let d = Daemon::start_run(
+        &dir,
+        &[],
+        &[],
+        &[
+            "--camera",
+            &format!("front=replay:{}@10,once,delay=2", rec.display()),
+            "--door",
+        ],
+    );
+    let auth = d.login(&a);
+    let mut ev = d.events(Some(&auth), None);
+    let events = collect(&mut ev, Duration::from_secs(20), |e| {
+        !decisions(e, "front").is_empty()
+    });
+    let front = decisions(&events, "front");
+    assert_eq!(front.len(), 1, "{events:?}");
+    assert_eq!(front[0]["decision"], "unknown", "{front:?}");
+    // Let the recording end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cam = loop {
+        let (s, v) = d.get("/api/cameras/", Some(("Authorization", &auth)));
+        assert_eq!(s, 200, "{v}");
+        let c = v["cameras"][0].clone();
+        if c["status"] == "ended" || Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let n = |k: &str| cam[k].as_u64().unwrap();
+    let (captured, processed, dropped, idle) = (
+        n("frames_captured"),
+        n("frames_processed"),
+        n("frames_dropped"),
+        n("frames_idle_skipped"),
+    );
+    eprintln!("{processed} processed, {idle} idle, {dropped} dropped of {captured}");
+    assert_eq!(captured, 60, "{cam}");
+    // 35 empty frames at 10 fps, processed at 5 a second: about half are left (the first empty
+    // frame and the frames a slow machine drops anyway are not).
+    assert!((10..=20).contains(&idle), "{cam}");
+    assert!(processed + dropped + idle <= captured, "{cam}");
+    let (_, _, metrics) = d.get_text("/metrics", &[]);
+    assert!(
+        metrics.contains("facegate_camera_frames_total{camera=\"front\",kind=\"idle_skipped\"}"),
+        "{metrics}"
+    );
+}

@@ -150,6 +150,9 @@ pub struct CameraCounters {
     /// Frames the pipeline processed / never saw (replaced in the slot before it took them).
     pub processed: AtomicU64,
     pub dropped: AtomicU64,
+    /// Frames a door left on purpose while nobody was in view (`door.idle_fps`): not a sign of
+    /// overload, so not `dropped`.
+    pub idle_skipped: AtomicU64,
 }
 
 /// A running camera: its capture thread fills the slot.
@@ -175,6 +178,7 @@ pub struct CameraHealth {
     pub captured: u64,
     pub processed: u64,
     pub dropped: u64,
+    pub idle_skipped: u64,
     pub corrupt: u64,
     pub reconnects: u64,
     pub last_error: Option<String>,
@@ -380,6 +384,7 @@ impl Camera {
             captured: c.captured.load(Ordering::Relaxed),
             processed: c.processed.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            idle_skipped: c.idle_skipped.load(Ordering::Relaxed),
             corrupt: c.corrupt.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             last_error: s.last_error.clone(),

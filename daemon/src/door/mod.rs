@@ -428,6 +428,9 @@ pub fn spawn(
 fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {
     use std::sync::atomic::Ordering;
     let cam = &handle.camera;
+    // Nobody in view: at most `idle_fps` frames a second (the rest left in the camera's slot).
+    let idle_gap = (cfg.idle_fps > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.idle_fps));
+    let mut pacing = false;
     let mut door = Door::new(&cam.id, handle.clients.clone(), cfg, host.engine());
     let mut last_seq = 0u64;
     let mut clock: Option<Instant> = None;
@@ -444,9 +447,12 @@ fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {
             continue;
         };
         if last_seq > 0 && frame.seq > last_seq + 1 {
-            cam.counters
-                .dropped
-                .fetch_add(frame.seq - last_seq - 1, Ordering::Relaxed);
+            let left = if pacing {
+                &cam.counters.idle_skipped
+            } else {
+                &cam.counters.dropped
+            };
+            left.fetch_add(frame.seq - last_seq - 1, Ordering::Relaxed);
         }
         last_seq = frame.seq;
         let origin = *clock.get_or_insert(frame.captured);
@@ -460,6 +466,7 @@ fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {
         cam.counters.processed.fetch_add(1, Ordering::Relaxed);
         handle.last_frame_ms.store(now_ms(), Ordering::Relaxed);
         host.frame_done(&cam.id, started.elapsed().as_secs_f64() * 1000.0);
+        pacing = matches!((&result, idle_gap), (Ok((_, view)), Some(_)) if view.faces.is_empty());
         match result {
             Ok((decisions, mut view)) => {
                 view.frame_seq = frame.seq;
@@ -485,6 +492,9 @@ fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {
                 }
             }
             Err(e) => tracing::warn!(camera = %cam.id, error = %e, "door frame failed"),
+        }
+        if let (true, Some(gap)) = (pacing, idle_gap) {
+            std::thread::sleep(gap.saturating_sub(started.elapsed()));
         }
     }
     tracing::info!(camera = %cam.id, "door mode off");

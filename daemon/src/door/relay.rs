@@ -189,6 +189,7 @@ mod tests {
             relay_timeout_s: timeout_s,
             relay_gpio: gpio.into(),
             relay_pulse_ms: 10,
+            idle_fps: 5.0,
         }
     }
 

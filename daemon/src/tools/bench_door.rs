@@ -101,9 +101,13 @@ struct Row {
     frames: u64,
     processed: u64,
     dropped: u64,
+    /// Left on purpose while nobody was in view (`door.idle_fps`).
+    idle: u64,
     mean_ms: f64,
     p95_ms: f64,
     cpu_ms_per_frame: f64,
+    /// The process's CPU time over the scenario.
+    cpu_s: f64,
     decision: String,
     /// From the camera's first frame to the decision (wall clock).
     to_decision_ms: Option<f64>,
@@ -202,9 +206,11 @@ fn run_scenario(
             frames: c.captured.load(Ordering::Relaxed),
             processed: c.processed.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            idle: c.idle_skipped.load(Ordering::Relaxed),
             mean_ms: mean,
             p95_ms: p95,
             cpu_ms_per_frame: cpu * 1000.0 / total_processed.max(1) as f64,
+            cpu_s: cpu,
             decision,
             to_decision_ms: first.map(|(at, _)| at.duration_since(started).as_secs_f64() * 1000.0),
             rss_mib: rss,
@@ -323,8 +329,9 @@ pub fn run(config: &Config, engine: Engine, opts: &Options) -> anyhow::Result<()
             .map(|r| {
                 json!({
                     "scenario": r.scenario, "camera": r.camera, "frames": r.frames,
-                    "processed": r.processed, "dropped": r.dropped, "mean_ms": r.mean_ms,
-                    "p95_ms": r.p95_ms, "cpu_ms_per_frame": r.cpu_ms_per_frame,
+                    "processed": r.processed, "dropped": r.dropped, "idle_skipped": r.idle,
+                    "mean_ms": r.mean_ms, "p95_ms": r.p95_ms,
+                    "cpu_ms_per_frame": r.cpu_ms_per_frame, "cpu_s": r.cpu_s,
                     "decision": r.decision, "to_decision_ms": r.to_decision_ms, "rss_mib": r.rss_mib,
                 })
             })
@@ -347,30 +354,34 @@ pub fn run(config: &Config, engine: Engine, opts: &Options) -> anyhow::Result<()
     )?;
     writeln!(
         out,
-        "{:<12} {:<28} {:>6} {:>9} {:>7} {:>8} {:>7} {:>9} {:>10} {:>7}  decision",
+        "{:<12} {:<28} {:>6} {:>9} {:>7} {:>5} {:>8} {:>7} {:>9} {:>6} {:>10} {:>7}  decision",
         "scenario",
         "camera",
         "frames",
         "processed",
         "dropped",
+        "idle",
         "mean ms",
         "p95 ms",
         "cpu ms/f",
+        "cpu s",
         "to decide",
         "RSS MiB"
     )?;
     for r in &rows {
         writeln!(
             out,
-            "{:<12} {:<28} {:>6} {:>9} {:>7} {:>8.1} {:>7.1} {:>9.1} {:>10} {:>7.0}  {}",
+            "{:<12} {:<28} {:>6} {:>9} {:>7} {:>5} {:>8.1} {:>7.1} {:>9.1} {:>6.1} {:>10} {:>7.0}  {}",
             r.scenario,
             r.camera,
             r.frames,
             r.processed,
             r.dropped,
+            r.idle,
             r.mean_ms,
             r.p95_ms,
             r.cpu_ms_per_frame,
+            r.cpu_s,
             r.to_decision_ms
                 .map_or("-".to_owned(), |m| format!("{m:.0} ms")),
             r.rss_mib,
