@@ -599,7 +599,7 @@ fn model_threads(configured: usize) -> usize {
         n => n,
     };
     use tract_linalg::multithread::{Executor, set_default_executor};
-    // Called again by `bench --threads N` after the configured value was set: one thread must
+    // Called again by `bench stream --threads N` after the configured value was set: one thread must
     // then replace the pool, not keep it (until 2026-12-03 `--threads 1` kept the cores' pool).
     set_default_executor(if n > 1 {
         Executor::multithread_with_name(n, "facegate-mm")

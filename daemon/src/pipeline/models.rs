@@ -225,8 +225,8 @@ fn load_error(entry: &ModelEntry, e: TractError) -> ModelError {
 
 /// Runs `f` with every model run on the calling thread, whatever `pipeline.threads` set for the
 /// process. A stream (a door) runs small models frame after frame, and cameras run side by side:
-/// handing each product to tract's pool cost a door 20-40 % more CPU a frame and dropped more
-/// frames with two cameras, for no shorter frame (ARCHITECTURE.md, "Speed").
+/// handing each product to tract's pool cost a door 13-41 % more CPU a frame and dropped more
+/// frames with two cameras, for frames about as long (ARCHITECTURE.md, "Speed").
 pub fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
     use tract_linalg::multithread::{Executor, multithread_tract_scope};
     multithread_tract_scope(Executor::SingleThread, f)
