@@ -19,12 +19,16 @@ use facegate_blackbox::{
 };
 use serde_json::{Value, json};
 
-/// Copies frames `range` of a shared clip into a fresh folder (a replay source).
-fn clip(tag: &str, name: &str, range: std::ops::RangeInclusive<usize>) -> PathBuf {
+/// Copies frames `frames` of a shared clip, in that order, into a fresh folder (a replay
+/// source, which plays its files in name order).
+fn clip(tag: &str, name: &str, frames: impl IntoIterator<Item = usize>) -> PathBuf {
     let dir = tempdir(tag);
-    for n in range {
-        let f = format!("{n:04}.jpg");
-        std::fs::copy(data(&format!("video/{name}/{f}")), dir.join(&f)).unwrap();
+    for (i, n) in frames.into_iter().enumerate() {
+        std::fs::copy(
+            data(&format!("video/{name}/{n:04}.jpg")),
+            dir.join(format!("{:04}.jpg", i + 1)),
+        )
+        .unwrap();
     }
     dir
 }
@@ -500,16 +504,8 @@ fn an_idle_door_skips_frames_until_someone_walks_up() {
     let dir = tempdir("door-idle");
     let _cleanup = RemoveOnSuccess(dir.clone());
     let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
-    let rec = tempdir("door-idle-rec");
+    let rec = clip("door-idle-rec", "face_noface", (30..=64).chain(1..=25));
     let _rec_cleanup = RemoveOnSuccess(rec.clone());
-    let frames: Vec<usize> = (30..=64).chain(1..=25).collect();
-    for (i, n) in frames.iter().enumerate() {
-        std::fs::copy(
-            data(&format!("video/face_noface/{n:04}.jpg")),
-            rec.join(format!("{:04}.jpg", i + 1)),
-        )
-        .unwrap();
-    }
     let d = Daemon::start_run(
         &dir,
         &[],

@@ -466,7 +466,7 @@ fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {
         cam.counters.processed.fetch_add(1, Ordering::Relaxed);
         handle.last_frame_ms.store(now_ms(), Ordering::Relaxed);
         host.frame_done(&cam.id, started.elapsed().as_secs_f64() * 1000.0);
-        pacing = matches!((&result, idle_gap), (Ok((_, view)), Some(_)) if view.faces.is_empty());
+        pacing = idle_gap.is_some() && matches!(&result, Ok((_, view)) if view.faces.is_empty());
         match result {
             Ok((decisions, mut view)) => {
                 view.frame_seq = frame.seq;
@@ -493,7 +493,7 @@ fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {
             }
             Err(e) => tracing::warn!(camera = %cam.id, error = %e, "door frame failed"),
         }
-        if let (true, Some(gap)) = (pacing, idle_gap) {
+        if let Some(gap) = idle_gap.filter(|_| pacing) {
             std::thread::sleep(gap.saturating_sub(started.elapsed()));
         }
     }
