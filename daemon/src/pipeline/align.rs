@@ -5,6 +5,8 @@
 
 use image::{Rgb, RgbImage};
 
+use super::resize::round_u8;
+
 /// Side of the aligned crop the embedder expects.
 pub const ALIGNED_SIDE: u32 = 112;
 
@@ -141,7 +143,7 @@ pub fn sample(
         for c in 0..3 {
             let top = p00[c] + (p10[c] - p00[c]) * fx;
             let bottom = p01[c] + (p11[c] - p01[c]) * fx;
-            out[c] = (top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8;
+            out[c] = round_u8(top + (bottom - top) * fy);
         }
         Rgb(out)
     })

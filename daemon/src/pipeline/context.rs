@@ -13,6 +13,7 @@
 use image::RgbImage;
 
 use super::align::Similarity;
+use super::resize::round_u8;
 
 /// Luminance at half resolution (a 2x2 box), enough for motion of a few pixels; one byte per
 /// pixel (77 KB for a 640x480 frame; a stream keeps `GAP + 1` of them).
@@ -44,7 +45,7 @@ impl Gray {
                 let (x2, y2) = (2 * x, 2 * y);
                 let v = (luma(x2, y2) + luma(x2 + 1, y2) + luma(x2, y2 + 1) + luma(x2 + 1, y2 + 1))
                     / 4.0;
-                data.push(v.round().clamp(0.0, 255.0) as u8);
+                data.push(round_u8(v));
             }
         }
         Gray { w, h, data }
