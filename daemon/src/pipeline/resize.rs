@@ -157,7 +157,14 @@ mod tests {
                 assert_eq!(round_u8(x), libm(x), "{x:e}");
             }
         }
-        for x in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, f32::MAX, f32::MIN] {
+        for x in [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            f32::MAX,
+            f32::MIN,
+        ] {
             assert_eq!(round_u8(x), libm(x), "{x:e}");
         }
     }
