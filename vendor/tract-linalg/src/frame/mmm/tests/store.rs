@@ -29,6 +29,14 @@ macro_rules! mmm_store_test {
                     $crate::frame::mmm::tests::store::store_pattern::<_,$tc,_>($ker, StoreLayout::RowMajor);
                 }
 
+                #[test] fn store_row_major_padded() {
+                    $crate::frame::mmm::tests::store::store_pattern::<_,$tc,_>($ker, StoreLayout::RowMajorPadded);
+                }
+
+                #[test] fn store_col_major_padded() {
+                    $crate::frame::mmm::tests::store::store_pattern::<_,$tc,_>($ker, StoreLayout::ColMajorPadded);
+                }
+
                 #[test] fn store_arbitrary() {
                     $crate::frame::mmm::tests::store::store_pattern::<_,$tc,_>($ker, StoreLayout::Arbitrary);
                 }
@@ -84,6 +92,11 @@ where
 pub enum StoreLayout {
     ColMajor,
     RowMajor,
+    /// Row major with 3 untouched items after each row (facegate's patch: the contiguous-column
+    /// store must write each row's `nr` items and nothing past them).
+    RowMajorPadded,
+    /// Column major with 3 untouched items after each column (the contiguous-row store).
+    ColMajorPadded,
     Arbitrary,
 }
 
@@ -110,7 +123,9 @@ where
     let size_of_tc = std::mem::size_of::<TC>();
     let (row_stride, col_stride, result_size) = match layout {
         StoreLayout::RowMajor => (nr, 1, mr * nr),
+        StoreLayout::RowMajorPadded => (nr + 3, 1, mr * (nr + 3)),
         StoreLayout::ColMajor => (1, mr, mr * nr),
+        StoreLayout::ColMajorPadded => (1, mr + 3, (mr + 3) * nr),
         // like row major, but storing every other third column
         StoreLayout::Arbitrary => (nr * 3, 3, mr * nr * 3),
     };
@@ -133,8 +148,30 @@ where
     let expected = pattern.cast_to::<TC>().unwrap().into_owned();
     let result = match layout {
         StoreLayout::RowMajor => result,
+        StoreLayout::RowMajorPadded => {
+            let all = result.try_as_plain_ram().unwrap().as_slice::<TC>().unwrap().to_vec();
+            for (i, v) in all.iter().enumerate() {
+                if i % (nr + 3) >= nr {
+                    assert!(*v == TC::max_value(), "item {i} past the end of its row written");
+                }
+            }
+            let rows: Vec<TC> =
+                all.chunks(nr + 3).flat_map(|row| row[..nr].iter().copied()).collect();
+            tensor1(&rows)
+        }
         StoreLayout::ColMajor => {
             result.into_shape(&[ker.nr(), ker.mr()]).unwrap().permute_axes(&[1, 0]).unwrap()
+        }
+        StoreLayout::ColMajorPadded => {
+            let all = result.try_as_plain_ram().unwrap().as_slice::<TC>().unwrap().to_vec();
+            for (i, v) in all.iter().enumerate() {
+                if i % (mr + 3) >= mr {
+                    assert!(*v == TC::max_value(), "item {i} past the end of its column written");
+                }
+            }
+            let cols: Vec<TC> =
+                all.chunks(mr + 3).flat_map(|col| col[..mr].iter().copied()).collect();
+            tensor1(&cols).into_shape(&[nr, mr]).unwrap().permute_axes(&[1, 0]).unwrap()
         }
         StoreLayout::Arbitrary => result
             .into_plain_array::<TC>()
@@ -171,7 +208,9 @@ where
     let size_of_tc = std::mem::size_of::<TC>();
     let (row_stride, col_stride, operand_size) = match layout {
         StoreLayout::RowMajor => (nr, 1, mr * nr),
+        StoreLayout::RowMajorPadded => (nr + 3, 1, mr * (nr + 3)),
         StoreLayout::ColMajor => (1, mr, mr * nr),
+        StoreLayout::ColMajorPadded => (1, mr + 3, (mr + 3) * nr),
         // like row major, but reading every other third column
         StoreLayout::Arbitrary => (nr * 3, 3, mr * nr * 3),
     };
