@@ -144,9 +144,11 @@ mod tests {
     #[test]
     fn round_u8_is_libm_round_clamped() {
         let libm = |x: f32| x.clamp(0.0, 255.0).round() as u8;
-        // Every 61st f32 between -4 and 260 (~8 million values, all exponents in that range).
-        let (lo, hi) = ((-4.0f32).to_bits(), 260.0f32.to_bits());
-        for bits in (0..=lo).step_by(61).chain((0..=hi).step_by(61)) {
+        // Every 61st f32 from 0 to 260 and from -0 to -4 (~36 million values, every exponent
+        // in those ranges).
+        let positive = 0..=260.0f32.to_bits();
+        let negative = (-0.0f32).to_bits()..=(-4.0f32).to_bits();
+        for bits in positive.step_by(61).chain(negative.step_by(61)) {
             let x = f32::from_bits(bits);
             assert_eq!(round_u8(x), libm(x), "{x:e}");
         }
