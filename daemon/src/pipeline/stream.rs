@@ -226,6 +226,13 @@ impl Stream {
                 ));
             }
         }
+        tracing::trace!(
+            frame = self.frame,
+            tracked = tracked.len(),
+            tracks = self.tracker.len(),
+            due,
+            "whole frame searched"
+        );
         self.last_full_ms = Some(t_ms);
         self.full_frames += 1;
         pipeline.detect(img)
