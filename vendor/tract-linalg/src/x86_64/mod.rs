@@ -60,6 +60,7 @@ pub mod amx;
 pub mod amx_bf16;
 #[cfg(target_arch = "x86_64")]
 pub mod avxvnni;
+pub mod bin;
 pub mod by_scalar;
 pub mod conv_w4;
 pub mod depthwise;
