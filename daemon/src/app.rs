@@ -339,12 +339,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Bench {
-            target: Some(BenchTarget::Models { iterations, json }),
+            target:
+                Some(BenchTarget::Models {
+                    iterations,
+                    model,
+                    json,
+                }),
             ..
         } => tools::bench_models::run(
             &models()?,
             &tools::bench_models::Options {
                 iterations,
+                model,
                 threads: config.pipeline.threads,
                 json,
             },

@@ -273,6 +273,9 @@ pub enum BenchTarget {
     Models {
         #[arg(long, default_value_t = 50)]
         iterations: usize,
+        /// Only this model (its manifest name, e.g. `centerface`), every shape (for a profiler)
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
         #[arg(long)]
         json: bool,
     },

@@ -12,6 +12,8 @@ use crate::pipeline::models::{self, ModelStore, Role};
 #[derive(Debug)]
 pub struct Options {
     pub iterations: usize,
+    /// Only the model of this manifest name.
+    pub model: Option<String>,
     pub threads: usize,
     pub json: bool,
 }
@@ -37,7 +39,14 @@ fn shapes(role: Role) -> Vec<Vec<usize>> {
 pub fn run(store: &ModelStore, opts: &Options) -> anyhow::Result<()> {
     anyhow::ensure!(opts.iterations > 0, "--iterations must be at least 1");
     let mut rows = Vec::new();
-    for entry in store.entries() {
+    let wanted = |name: &str| opts.model.as_deref().is_none_or(|m| m == name);
+    if let Some(m) = &opts.model {
+        anyhow::ensure!(
+            store.entries().iter().any(|e| &e.name == m),
+            "no model named {m} in the manifest"
+        );
+    }
+    for entry in store.entries().iter().filter(|e| wanted(&e.name)) {
         for shape in shapes(entry.role) {
             let plan = models::plan(store.parse(entry)?, &entry.name, &shape)?;
             // Values in the range the pipeline feeds (0..255 or -1..1 both fit in -1..255).
