@@ -39,14 +39,15 @@ fn shapes(role: Role) -> Vec<Vec<usize>> {
 pub fn run(store: &ModelStore, opts: &Options) -> anyhow::Result<()> {
     anyhow::ensure!(opts.iterations > 0, "--iterations must be at least 1");
     let mut rows = Vec::new();
-    let wanted = |name: &str| opts.model.as_deref().is_none_or(|m| m == name);
+    let entries: Vec<_> = store
+        .entries()
+        .iter()
+        .filter(|e| opts.model.as_deref().is_none_or(|m| m == e.name))
+        .collect();
     if let Some(m) = &opts.model {
-        anyhow::ensure!(
-            store.entries().iter().any(|e| &e.name == m),
-            "no model named {m} in the manifest"
-        );
+        anyhow::ensure!(!entries.is_empty(), "no model named {m} in the manifest");
     }
-    for entry in store.entries().iter().filter(|e| wanted(&e.name)) {
+    for entry in entries {
         for shape in shapes(entry.role) {
             let plan = models::plan(store.parse(entry)?, &entry.name, &shape)?;
             // Values in the range the pipeline feeds (0..255 or -1..1 both fit in -1..255).
