@@ -75,6 +75,9 @@ pub struct DoorConfig {
     pub min_frames: u64,
     /// Live frames without a match before the person is called unknown.
     pub unknown_attempts: u32,
+    /// Seconds after a live frame without a match before the next attempt: the attempts look
+    /// at the face over most of a second, not three frames in a row.
+    pub unknown_retry_s: f64,
     /// Command run on every grant (argv; `{user_id}`, `{camera}`, `{client}` substituted; also
     /// in FACEGATE_USER_ID / FACEGATE_CAMERA / FACEGATE_CLIENT). Empty: none.
     pub relay_command: Vec<String>,
@@ -240,6 +243,9 @@ impl Config {
         }
         if dc.unknown_attempts == 0 {
             return bad("door.unknown_attempts", "must be at least 1");
+        }
+        if !(0.0..=60.0).contains(&dc.unknown_retry_s) {
+            return bad("door.unknown_retry_s", "must be within [0, 60]");
         }
         if !(0.0..=240.0).contains(&dc.idle_fps) {
             return bad("door.idle_fps", "must be within [0, 240] (0: every frame)");

@@ -94,6 +94,9 @@ struct Visit {
     /// blink grants); no second denial.
     denied: bool,
     attempts: u32,
+    /// When the last attempt found no match (capture clock): the next waits
+    /// `unknown_retry_s`.
+    failed_at_ms: Option<f64>,
     /// The visitor's embedding, reused until their face is clearly better.
     embedding: TrackEmbedding,
 }
@@ -186,6 +189,7 @@ impl Door {
                 decided: None,
                 denied: false,
                 attempts: 0,
+                failed_at_ms: None,
                 embedding: TrackEmbedding::default(),
             });
             let aligned = engine.pipeline.aligned(img, &face.face).ok();
@@ -209,7 +213,14 @@ impl Door {
                 view.live = decision.passed;
             }
             let elapsed = t_ms - visit.first_t_ms;
-            let outcome = if let (true, Some((crop, _))) = (decision.passed, &aligned) {
+            let retry_due = visit
+                .failed_at_ms
+                .is_none_or(|at| t_ms - at >= self.cfg.unknown_retry_s * 1000.0);
+            let outcome = if decision.passed && !retry_due {
+                // A look found no match moments ago: the next waits, so that a face rubbed or
+                // covered for a moment is not called unknown three frames in a row.
+                None
+            } else if let (true, Some((crop, _))) = (decision.passed, &aligned) {
                 // One embedding per visit unless the face gets clearly better.
                 let before = visit.embedding.computed();
                 let embedding = visit
@@ -221,6 +232,7 @@ impl Door {
                     Ok((Some(m), _)) => Some(m),
                     Ok((None, best)) => {
                         visit.attempts += 1;
+                        visit.failed_at_ms = Some(t_ms);
                         visit.embedding.forget();
                         (visit.attempts >= self.cfg.unknown_attempts).then_some(Outcome::Unknown {
                             best_confidence: best,

@@ -185,6 +185,7 @@ mod tests {
             cooldown_s: 10.0,
             min_frames: 3,
             unknown_attempts: 3,
+            unknown_retry_s: 0.4,
             relay_command: command.iter().map(|s| s.to_string()).collect(),
             relay_timeout_s: timeout_s,
             relay_gpio: gpio.into(),
