@@ -388,8 +388,8 @@ fn clients_add_prints_credentials_once_and_enroll_identify_work_on_the_data_dir(
 }
 
 /// A door's first looks at a face rubbed with a hand and the eyes shut (pexels_eyes_hand,
-/// frames 51-56: her similarity to her own enrollment is 0.37-0.48 there, 0.64-0.85 from frame
-/// 59 on) must not make her `unknown`: the door takes its three looks `door.unknown_retry_s`
+/// frames 51-56: on copies upscaled 2x with PIL's bilinear filter her similarity to her best
+/// face, frame 116, is 0.37-0.48 there and 0.64-0.85 from frame 59 on) must not make her `unknown`: the door takes its three looks `door.unknown_retry_s`
 /// apart. At 1280x720 (the clip upscaled 2x) liveness passes at frame 51, in the rubbing; with
 /// the looks three frames in a row (`unknown_retry_s = 0`, the door before) she was `unknown`
 /// at frame 53 and never granted while in view.
