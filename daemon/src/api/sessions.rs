@@ -54,6 +54,8 @@ pub struct AuthMeta {
     max_frames: Option<u64>,
     timeout_seconds: Option<u64>,
     min_frames_required: Option<u64>,
+    /// Matches tried before `no_match_found` (1-10, default 3).
+    max_attempts: Option<u32>,
     #[serde(default)]
     #[allow(dead_code)]
     required_blinks: Option<usize>,
@@ -201,6 +203,7 @@ pub async fn create_authentication(
         .clamp(0.0, 1.0);
     let max_frames = meta.max_frames.unwrap_or(50).clamp(1, 1000);
     let min_frames = meta.min_frames_required.unwrap_or(3).clamp(1, max_frames);
+    let max_attempts = meta.max_attempts.unwrap_or(3).clamp(1, 10);
     let ttl = Duration::from_secs(
         meta.timeout_seconds
             .unwrap_or(state.config.api.session_ttl_s)
@@ -213,6 +216,7 @@ pub async fn create_authentication(
         max_frames,
         min_confidence,
         require_liveness,
+        max_attempts,
     };
     let session_type = kind.type_name();
     state.metrics.session_created(session_type);
@@ -235,7 +239,7 @@ pub async fn create_authentication(
             "config": {
                 "require_liveness": require_liveness,
                 "min_confidence": min_confidence,
-                "max_attempts": max_frames,
+                "max_attempts": max_attempts,
                 "max_frames": max_frames,
                 "min_frames_required": min_frames,
             },

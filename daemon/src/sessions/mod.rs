@@ -44,8 +44,15 @@ pub enum Kind {
         max_frames: u64,
         min_confidence: f32,
         require_liveness: bool,
+        /// Matches tried before `no_match_found` (the contract's `max_attempts`): a live face
+        /// whose first match fails (a hand over it, a blurred frame) is looked at again.
+        max_attempts: u32,
     },
 }
+
+/// Frames between two match attempts of a session (0.4 s at 10 fps, as `door.unknown_retry_s`):
+/// the next look is at a face that has had time to change, not the same blurred moment.
+pub const MATCH_RETRY_FRAMES: u64 = 4;
 
 impl Status {
     pub fn as_str(self) -> &'static str {
@@ -96,6 +103,9 @@ pub struct Session {
     end_recorded: bool,
     /// Milliseconds spent embedding in the current frame.
     frame_embed_ms: f64,
+    /// Authentication: failed matches so far, and the frame from which the next may be tried.
+    match_attempts: u32,
+    retry_at_frame: u64,
 }
 
 /// Per-stage cost of one frame through a session, milliseconds.
@@ -195,6 +205,8 @@ impl Sessions {
                 last_costs: None,
                 end_recorded: false,
                 frame_embed_ms: 0.0,
+                match_attempts: 0,
+                retry_at_frame: 0,
             }),
         });
         lock(&self.map).insert(token, h.clone());
@@ -548,6 +560,7 @@ impl Session {
                 max_frames,
                 min_confidence,
                 require_liveness,
+                max_attempts,
             } => self.authentication_frame(
                 engine,
                 store,
@@ -557,6 +570,7 @@ impl Session {
                 (min_frames, max_frames),
                 min_confidence,
                 require_liveness,
+                max_attempts,
             ),
         }
     }
@@ -732,6 +746,7 @@ impl Session {
         (min_frames, max_frames): (u64, u64),
         min_confidence: f32,
         require_liveness: bool,
+        max_attempts: u32,
     ) -> (Progress, Option<Ending>) {
         let ms = || started.elapsed().as_secs_f64() * 1000.0;
         let over_budget = self.frames >= max_frames;
@@ -824,8 +839,24 @@ impl Session {
             let p = self.progress(Some(&v), Some(&decision), message, v.rejection());
             return (p, None);
         }
+        if self.frames < self.retry_at_frame {
+            // A match failed a moment ago: wait for the face to change before the next.
+            if over_budget {
+                return fail(
+                    self,
+                    "no_match_found",
+                    "No enrolled person matches this face",
+                    0.0,
+                    Some(&v),
+                    Some(&decision),
+                );
+            }
+            let p = self.progress(Some(&v), Some(&decision), NOT_RECOGNISED, None);
+            return (p, None);
+        }
         let t = Instant::now();
-        // The one embedding of this attempt: the first match decides the session.
+        // One embedding per attempt: a match decides the session, and so does the last of
+        // `max_attempts` failed ones (or a failed one at the end of the frame budget).
         let embedded = engine
             .pipeline
             .embedder()
@@ -872,6 +903,12 @@ impl Session {
                     confidence: m.similarity,
                 };
                 (p, Some(ending))
+            }
+            Ok(None) if self.match_attempts + 1 < max_attempts && !over_budget => {
+                self.match_attempts += 1;
+                self.retry_at_frame = self.frames + MATCH_RETRY_FRAMES;
+                let p = self.progress(Some(&v), Some(&decision), NOT_RECOGNISED, None);
+                (p, None)
             }
             Ok(None) => fail(
                 self,
@@ -926,6 +963,7 @@ impl Session {
 
 const NO_FACE: &str = "No face detected: please face the camera";
 const MULTIPLE: &str = "One person at a time, please";
+const NOT_RECOGNISED: &str = "Not recognised yet: keep looking at the camera";
 
 /// What one frame showed of the main face, with what only the session needs.
 #[derive(Debug, Clone)]
