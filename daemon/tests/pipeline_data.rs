@@ -233,15 +233,8 @@ fn bad_images_are_clear_errors() {
     ));
 }
 
-/// The detector's own downscale (`pipeline::resize`) gives the bytes of `image`'s Triangle
-/// resize, which the liveness rules were measured on: on a frame of every shared clip and on the
-/// photos, at the detector's sizes (longer side 320, 256, 192), at odd sizes, when enlarging and
-/// when one side keeps its size; and a window of it equals the same window cut from the whole.
-#[test]
-fn the_detectors_resize_is_images_triangle_resize_byte_for_byte() {
-    use facegate_daemon::pipeline::resize::{triangle_resize, triangle_resize_window};
-    use image::imageops::{FilterType, resize};
-
+/// The first frame of every shared clip and two photos.
+fn first_frames() -> Vec<(String, image::RgbImage)> {
     let mut frames: Vec<(String, image::RgbImage)> = Vec::new();
     let video = common::data("video");
     let mut clips: Vec<_> = std::fs::read_dir(&video)
@@ -267,6 +260,60 @@ fn the_detectors_resize_is_images_triangle_resize_byte_for_byte() {
         frames.push((photo.to_owned(), img));
     }
     assert!(frames.len() >= 19, "{} frames", frames.len());
+    frames
+}
+
+/// Context motion's half-resolution luminance (`context::Gray`, computed in vectorised row
+/// passes) has the bytes of the per-pixel formula its rules were measured on, on real frames
+/// and on crops of odd width and height (the last column and row dropped), reusing a buffer.
+#[test]
+fn the_context_luminance_is_the_2x2_box_of_the_luma_formula_byte_for_byte() {
+    use facegate_daemon::pipeline::context::Gray;
+
+    let mut reuse = None;
+    let mut compared = 0usize;
+    for (name, img) in &first_frames() {
+        let (w, h) = img.dimensions();
+        for (cw, ch) in [(w, h), (w - 1, h - 1), (w - 3, h), (3, 3), (1, 1)] {
+            let img = image::imageops::crop_imm(img, 0, 0, cw, ch).to_image();
+            let g = Gray::from_rgb(&img, reuse.take());
+            let (gw, gh) = ((cw / 2) as usize, (ch / 2) as usize);
+            assert_eq!(g.dimensions(), (gw, gh), "{name} cropped to {cw}x{ch}");
+            let luma = |x: u32, y: u32| {
+                let p = img.get_pixel(x, y).0;
+                0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])
+            };
+            let mut want = Vec::with_capacity(gw * gh);
+            for y in 0..gh as u32 {
+                for x in 0..gw as u32 {
+                    let (x2, y2) = (2 * x, 2 * y);
+                    let v =
+                        (luma(x2, y2) + luma(x2 + 1, y2) + luma(x2, y2 + 1) + luma(x2 + 1, y2 + 1))
+                            / 4.0;
+                    want.push(v.clamp(0.0, 255.0).round() as u8);
+                }
+            }
+            assert!(
+                g.bytes() == want.as_slice(),
+                "{name} cropped to {cw}x{ch}: bytes differ"
+            );
+            reuse = Some(g);
+            compared += 1;
+        }
+    }
+    assert!(compared >= 19 * 5, "{compared}");
+}
+
+/// The detector's own downscale (`pipeline::resize`) gives the bytes of `image`'s Triangle
+/// resize, which the liveness rules were measured on: on a frame of every shared clip and on the
+/// photos, at the detector's sizes (longer side 320, 256, 192), at odd sizes, when enlarging and
+/// when one side keeps its size; and a window of it equals the same window cut from the whole.
+#[test]
+fn the_detectors_resize_is_images_triangle_resize_byte_for_byte() {
+    use facegate_daemon::pipeline::resize::{triangle_resize, triangle_resize_window};
+    use image::imageops::{FilterType, resize};
+
+    let frames = first_frames();
     let mut compared = 0usize;
     for (name, img) in &frames {
         let (w, h) = img.dimensions();

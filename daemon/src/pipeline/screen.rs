@@ -8,6 +8,8 @@
 //! would blur the very aliasing it looks for); spatial frequencies of JPEG's 8x8 blocks are not
 //! peaks (every MJPEG camera frame has them).
 
+use std::sync::OnceLock;
+
 use image::RgbImage;
 
 use super::detect::Face;
@@ -94,39 +96,65 @@ pub fn moire(img: &RgbImage, face: &Face) -> Option<f32> {
     (peak > 0.0).then(|| peak.log10())
 }
 
-/// Power spectrum of an n x n real patch by a separable DFT (n is 32 or 64): one 1-D DFT
-/// over the rows, then the same over the columns.
-fn spectrum(patch: &[f32], n: usize) -> Vec<f32> {
-    let twiddle: Vec<(f32, f32)> = (0..n)
-        .map(|k| {
-            let a = std::f32::consts::TAU * k as f32 / n as f32;
-            (a.cos(), -a.sin())
-        })
-        .collect();
-    // The 1-D DFT of the n complex values at `at(0..n)`, written through `put(k, value)`.
-    let dft = |at: &dyn Fn(usize) -> (f32, f32), put: &mut dyn FnMut(usize, (f32, f32))| {
-        for k in 0..n {
-            let (mut sr, mut si) = (0f32, 0f32);
-            for x in 0..n {
-                let (a, b) = at(x);
-                let (c, d) = twiddle[(k * x) % n];
-                sr += a * c - b * d;
-                si += a * d + b * c;
-            }
-            put(k, (sr, si));
-        }
+/// `twiddle[(k * x) % n]` as a table indexed `x * n + k` (symmetric in `k` and `x`), for n = 32
+/// and 64, built once.
+fn twiddles(n: usize) -> &'static [(f32, f32)] {
+    static T32: OnceLock<Vec<(f32, f32)>> = OnceLock::new();
+    static T64: OnceLock<Vec<(f32, f32)>> = OnceLock::new();
+    let build = || {
+        let twiddle: Vec<(f32, f32)> = (0..n)
+            .map(|k| {
+                let a = std::f32::consts::TAU * k as f32 / n as f32;
+                (a.cos(), -a.sin())
+            })
+            .collect();
+        (0..n * n).map(|i| twiddle[(i / n * (i % n)) % n]).collect()
     };
-    let mut rows = vec![(0f32, 0f32); n * n];
-    for y in 0..n {
-        dft(&|x| (patch[y * n + x], 0.0), &mut |u, v| {
-            rows[y * n + u] = v
-        });
+    match n {
+        32 => T32.get_or_init(build),
+        64 => T64.get_or_init(build),
+        _ => unreachable!("patches are 32 or 64 pixels"),
     }
+}
+
+/// Power spectrum of an n x n real patch by a separable DFT (n is 32 or 64): one 1-D DFT
+/// over the rows, then the same over the columns. Each output frequency `k` sums
+/// `a c - b d` and `a d + b c` over the inputs `x = 0..n` in order, `(a, b)` the input and
+/// `(c, d)` the twiddle of `k x`; the loops run `x` outside and the outputs inside, which the
+/// compiler vectorises, and each sum keeps its order (the bytes of the direct loop, kept in the
+/// tests; that loop was 2 ms a frame for a 64-pixel patch).
+fn spectrum(patch: &[f32], n: usize) -> Vec<f32> {
+    let table = twiddles(n);
+    // Rows: (re, im) of row y at frequency u, at y * n + u.
+    let (mut re, mut im) = (vec![0f32; n * n], vec![0f32; n * n]);
+    for y in 0..n {
+        let (sr, si) = (&mut re[y * n..][..n], &mut im[y * n..][..n]);
+        for x in 0..n {
+            let (a, b) = (patch[y * n + x], 0f32);
+            let tw = &table[x * n..][..n];
+            for ((r, i), &(c, d)) in sr.iter_mut().zip(si.iter_mut()).zip(tw) {
+                *r += a * c - b * d;
+                *i += a * d + b * c;
+            }
+        }
+    }
+    // Columns: frequency v of column u, summed over y, every column at once.
     let mut power = vec![0f32; n * n];
-    for u in 0..n {
-        dft(&|y| rows[y * n + u], &mut |v, (re, im)| {
-            power[v * n + u] = re * re + im * im;
-        });
+    let (mut sr, mut si) = (vec![0f32; n], vec![0f32; n]);
+    for v in 0..n {
+        sr.fill(0.0);
+        si.fill(0.0);
+        for y in 0..n {
+            let (c, d) = table[v * n + y];
+            let (ar, ai) = (&re[y * n..][..n], &im[y * n..][..n]);
+            for (((r, i), &a), &b) in sr.iter_mut().zip(si.iter_mut()).zip(ar).zip(ai) {
+                *r += a * c - b * d;
+                *i += a * d + b * c;
+            }
+        }
+        for ((p, r), i) in power[v * n..][..n].iter_mut().zip(&sr).zip(&si) {
+            *p = r * r + i * i;
+        }
     }
     power
 }
@@ -146,6 +174,74 @@ mod tests {
                 [cx - 22.0, cy + 45.0],
                 [cx + 22.0, cy + 45.0],
             ],
+        }
+    }
+
+    /// The spectrum as it was first written: one 1-D DFT per row, then per column, each output
+    /// summed over its inputs in order, twiddles `(k x) % n`.
+    fn direct_spectrum(patch: &[f32], n: usize) -> Vec<f32> {
+        let twiddle: Vec<(f32, f32)> = (0..n)
+            .map(|k| {
+                let a = std::f32::consts::TAU * k as f32 / n as f32;
+                (a.cos(), -a.sin())
+            })
+            .collect();
+        let dft = |at: &dyn Fn(usize) -> (f32, f32), put: &mut dyn FnMut(usize, (f32, f32))| {
+            for k in 0..n {
+                let (mut sr, mut si) = (0f32, 0f32);
+                for x in 0..n {
+                    let (a, b) = at(x);
+                    let (c, d) = twiddle[(k * x) % n];
+                    sr += a * c - b * d;
+                    si += a * d + b * c;
+                }
+                put(k, (sr, si));
+            }
+        };
+        let mut rows = vec![(0f32, 0f32); n * n];
+        for y in 0..n {
+            dft(&|x| (patch[y * n + x], 0.0), &mut |u, v| {
+                rows[y * n + u] = v
+            });
+        }
+        let mut power = vec![0f32; n * n];
+        for u in 0..n {
+            dft(&|y| rows[y * n + u], &mut |v, (re, im)| {
+                power[v * n + u] = re * re + im * im;
+            });
+        }
+        power
+    }
+
+    /// The vectorised spectrum has the direct loop's bits, on windowed noise with a grid, on
+    /// a constant patch and on one with signed zeros and large values.
+    #[test]
+    fn the_spectrum_has_the_direct_dfts_bits() {
+        let mut seed = 11u32;
+        let mut noise = move || {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (seed >> 16) as f32 / 65536.0 - 0.5
+        };
+        for n in [32usize, 64] {
+            let patches: Vec<Vec<f32>> = vec![
+                (0..n * n)
+                    .map(|i| 60.0 * noise() + 9.0 * ((i % n) as f32 * 2.9).cos())
+                    .collect(),
+                vec![17.25; n * n],
+                (0..n * n)
+                    .map(|i| match i % 5 {
+                        0 => -0.0,
+                        1 => 0.0,
+                        2 => 1e6 * noise(),
+                        _ => noise(),
+                    })
+                    .collect(),
+            ];
+            for (k, p) in patches.iter().enumerate() {
+                let (got, want) = (spectrum(p, n), direct_spectrum(p, n));
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&got) == bits(&want), "patch {k} at n = {n}");
+            }
         }
     }
 

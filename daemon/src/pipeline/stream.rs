@@ -124,7 +124,8 @@ pub struct Stream {
     tracker: Tracker,
     tracks: HashMap<u64, TrackState>,
     frame: u64,
-    /// Luminance of the last `context::GAP + 1` frames (frame index, image), newest last.
+    /// Luminance of the last `context::GAP + 1` frames that had a face with liveness checks
+    /// (frame index, image), newest last.
     grays: VecDeque<(u64, Gray)>,
     /// When the whole frame was last searched for faces (stream ms).
     last_full_ms: Option<f64>,
@@ -282,17 +283,26 @@ impl Stream {
         let frame = self.frame;
         self.frame += 1;
         let t = Instant::now();
-        let oldest = (self.grays.len() > context::GAP)
-            .then(|| self.grays.pop_front().map(|(_, g)| g))
-            .flatten();
-        self.grays.push_back((frame, Gray::from_rgb(img, oldest)));
-        let then = frame.checked_sub(context::GAP as u64);
-        let gray_then = self
-            .grays
+        // Context motion reads a frame's luminance only around a face that has liveness
+        // checks, now or `GAP` frames later (its track's landmarks of this frame): so only
+        // frames with an unsettled face need it (none while the door is idle or has decided).
+        let unsettled = assignments
             .iter()
-            .find(|(f, _)| Some(*f) == then)
-            .map(|(_, g)| g);
-        let gray_now = self.grays.back().map(|(_, g)| g);
+            .any(|a| self.tracks.get(&a.track).is_none_or(|t| !t.settled));
+        if unsettled {
+            let oldest = (self.grays.len() > context::GAP)
+                .then(|| self.grays.pop_front().map(|(_, g)| g))
+                .flatten();
+            self.grays.push_back((frame, Gray::from_rgb(img, oldest)));
+        }
+        let gray_of = |f: Option<u64>| {
+            self.grays
+                .iter()
+                .find(|(g, _)| Some(*g) == f)
+                .map(|(_, g)| g)
+        };
+        let then = frame.checked_sub(context::GAP as u64);
+        let (gray_then, gray_now) = (gray_of(then), gray_of(Some(frame)));
         costs.cues_ms += ms(t);
         let every = self.cfg.obstacle_every_frames.max(1);
         let needs_obstacles = |seen: u32| seen < 3 || seen.is_multiple_of(every);
