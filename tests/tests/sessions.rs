@@ -606,6 +606,25 @@ fn a_live_face_whose_first_match_fails_is_looked_at_again() {
     let (_, sent, r) = &ends[1];
     assert_eq!(r["authenticated"], true, "three attempts: {r}");
     assert_eq!(r["user_id"], "wolfgang-lady", "{r}");
+    // A frame budget that ends while the second look waits: `no_match_found` at its end.
+    let budget = first_sent + 2;
+    let t = d.session(
+        &auth,
+        "/api/auth/authentication/",
+        &json!({"user_id": "wolfgang-lady", "metadata": {"max_frames": budget}}),
+    );
+    let (r, ended) = run(
+        &d,
+        &auth,
+        "/api/auth/authentication/process-frame/",
+        &t,
+        frames.iter().cloned(),
+    );
+    assert_eq!(
+        (ended, r["authenticated"].as_bool(), r["reason"].as_str()),
+        (budget, Some(false), Some("no_match_found")),
+        "{r}"
+    );
     // The looks are 4 frames apart: the grant comes at the second or third.
     assert!(
         (first_sent + 4..=first_sent + 8).contains(sent),
