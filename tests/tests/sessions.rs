@@ -9,12 +9,15 @@ use base64::Engine as _;
 use facegate_blackbox::{Daemon, cli_json, cli_stdin, data, open_payload, tempdir};
 use serde_json::{Value, json};
 
-fn frame(clip: &str, n: usize) -> String {
-    let bytes = std::fs::read(data(&format!("video/{clip}/{n:04}.jpg"))).unwrap();
+fn data_url(jpeg: &[u8]) -> String {
     format!(
         "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
+        base64::engine::general_purpose::STANDARD.encode(jpeg)
     )
+}
+
+fn frame(clip: &str, n: usize) -> String {
+    data_url(&std::fs::read(data(&format!("video/{clip}/{n:04}.jpg"))).unwrap())
 }
 
 fn login(d: &Daemon, c: &Value) -> String {
@@ -565,70 +568,51 @@ fn a_live_face_whose_first_match_fails_is_looked_at_again() {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
             .encode_image(&big)
             .unwrap();
-        format!(
-            "data:image/jpeg;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(jpeg)
-        )
+        data_url(&jpeg)
     };
     // Files 0021-0090: live at 0055 (her first look), her hand gone by 0059 (the second).
     let frames: Vec<String> = (21..=90).map(twice).collect();
-    let mut ends = Vec::new();
-    for meta in [json!({"max_attempts": 1}), json!({})] {
-        let (s, v) = d.post(
+    // A 1:1 session with `meta` over those frames: its creation answer, last answer, frames sent.
+    let verify = |meta: Value| {
+        let (s, created) = d.post(
             "/api/auth/authentication/",
             Some(("Authorization", &auth)),
             &json!({"user_id": "wolfgang-lady", "metadata": meta}),
         );
-        assert_eq!(s, 201, "{v}");
-        let attempts = meta["max_attempts"].as_u64().unwrap_or(3);
-        assert_eq!(v["config"]["max_attempts"], attempts, "{v}");
-        let t = v["session_token"].as_str().unwrap().to_owned();
-        let (r, sent) = run(
-            &d,
-            &auth,
-            "/api/auth/authentication/process-frame/",
-            &t,
-            frames.iter().cloned(),
-        );
-        assert!(
-            sent < frames.len(),
-            "{meta}: undecided after {sent} frames: {r}"
-        );
-        assert_eq!(r["liveness_passed"], true, "{meta}: {r}");
-        ends.push((attempts, sent, r));
-    }
-    let (_, first_sent, first) = &ends[0];
+        assert_eq!(s, 201, "{created}");
+        let t = created["session_token"].as_str().unwrap().to_owned();
+        let path = "/api/auth/authentication/process-frame/";
+        let (last, sent) = run(&d, &auth, path, &t, frames.iter().cloned());
+        assert!(sent < frames.len(), "undecided after {sent} frames: {last}");
+        (created, last, sent)
+    };
+    let (created, first, first_sent) = verify(json!({"max_attempts": 1}));
+    assert_eq!(created["config"]["max_attempts"], 1, "{created}");
     assert_eq!(
-        (first["authenticated"].as_bool(), first["reason"].as_str()),
-        (Some(false), Some("no_match_found")),
+        (
+            first["liveness_passed"].as_bool(),
+            first["authenticated"].as_bool(),
+            first["reason"].as_str()
+        ),
+        (Some(true), Some(false), Some("no_match_found")),
         "one attempt: {first}"
     );
-    let (_, sent, r) = &ends[1];
+    let (created, r, sent) = verify(json!({}));
+    assert_eq!(created["config"]["max_attempts"], 3, "{created}");
     assert_eq!(r["authenticated"], true, "three attempts: {r}");
     assert_eq!(r["user_id"], "wolfgang-lady", "{r}");
+    // The looks are 4 frames apart: the grant comes at the second or third.
+    assert!(
+        (first_sent + 4..=first_sent + 8).contains(&sent),
+        "no match after {first_sent} frames, granted after {sent}"
+    );
     // A frame budget that ends while the second look waits: `no_match_found` at its end.
     let budget = first_sent + 2;
-    let t = d.session(
-        &auth,
-        "/api/auth/authentication/",
-        &json!({"user_id": "wolfgang-lady", "metadata": {"max_frames": budget}}),
-    );
-    let (r, ended) = run(
-        &d,
-        &auth,
-        "/api/auth/authentication/process-frame/",
-        &t,
-        frames.iter().cloned(),
-    );
+    let (_, r, ended) = verify(json!({"max_frames": budget}));
     assert_eq!(
         (ended, r["authenticated"].as_bool(), r["reason"].as_str()),
         (budget, Some(false), Some("no_match_found")),
         "{r}"
-    );
-    // The looks are 4 frames apart: the grant comes at the second or third.
-    assert!(
-        (first_sent + 4..=first_sent + 8).contains(sent),
-        "no match after {first_sent} frames, granted after {sent}"
     );
     assert!(d.stop().success());
     std::fs::remove_dir_all(dir).unwrap();

@@ -225,31 +225,17 @@ fn vote(prev: &Gray, now: &Gray, back: &Similarity, x: f32, y: f32) -> Option<Op
         }
         v
     };
-    // Zero-mean errors: a light change over the whole block is not motion.
-    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
-    let err = |a: &[f32], b: &[f32]| {
-        let (ma, mb) = (mean(a), mean(b));
-        a.iter()
-            .zip(b)
-            .map(|(p, q)| ((p - ma) - (q - mb)).abs())
-            .sum::<f32>()
-            / a.len() as f32
-    };
     let cur = grid(now);
-    let texture = {
-        let m = mean(&cur);
-        cur.iter().map(|v| (v - m).abs()).sum::<f32>() / cur.len() as f32
-    };
-    if texture < 4.0 {
+    if texture(&cur) < 4.0 {
         return Some(None);
     }
     // The two hypotheses must predict different content.
     let still = grid(prev);
     let moved = from.map(|q| sample(prev, q));
-    if err(&still, &moved) < 3.0 {
+    if zero_mean_error(&still, &moved) < 3.0 {
         return Some(None);
     }
-    let (e_still, e_moved) = (err(&cur, &still), err(&cur, &moved));
+    let (e_still, e_moved) = (zero_mean_error(&cur, &still), zero_mean_error(&cur, &moved));
     let v = if e_moved < MARGIN * e_still {
         Some(true)
     } else if e_still < MARGIN * e_moved {
@@ -258,6 +244,27 @@ fn vote(prev: &Gray, now: &Gray, back: &Similarity, x: f32, y: f32) -> Option<Op
         None
     };
     Some(v)
+}
+
+fn mean(v: &[f32]) -> f32 {
+    v.iter().sum::<f32>() / v.len() as f32
+}
+
+/// Mean absolute difference of two blocks once each has its mean removed: a light change over
+/// the whole block is not motion.
+fn zero_mean_error(a: &[f32], b: &[f32]) -> f32 {
+    let (ma, mb) = (mean(a), mean(b));
+    a.iter()
+        .zip(b)
+        .map(|(p, q)| ((p - ma) - (q - mb)).abs())
+        .sum::<f32>()
+        / a.len() as f32
+}
+
+/// Mean absolute deviation of a block from its mean.
+fn texture(v: &[f32]) -> f32 {
+    let m = mean(v);
+    v.iter().map(|x| (x - m).abs()).sum::<f32>() / v.len() as f32
 }
 
 const fn b2() -> f32 {
@@ -355,7 +362,7 @@ mod tests {
     }
 
     /// The vote as first written: every sample read (a sample outside either frame ends the
-    /// block with `None`), then the three tests at once.
+    /// block with `None`), then the three tests at once (the block statistics are shared).
     fn vote_direct(
         prev: &Gray,
         now: &Gray,
@@ -379,24 +386,11 @@ mod tests {
         let c = [x + b2(), y + b2()];
         let q = back.apply(c);
         let shift = (q[0] - c[0]).hypot(q[1] - c[1]);
-        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
-        let err = |a: &[f32], b: &[f32]| {
-            let (ma, mb) = (mean(a), mean(b));
-            a.iter()
-                .zip(b)
-                .map(|(p, q)| ((p - ma) - (q - mb)).abs())
-                .sum::<f32>()
-                / a.len() as f32
-        };
-        let texture = {
-            let m = mean(&cur);
-            cur.iter().map(|v| (v - m).abs()).sum::<f32>() / cur.len() as f32
-        };
-        let apart = err(&still, &moved);
-        if shift < 0.75 || texture < 4.0 || apart < 3.0 {
+        let apart = zero_mean_error(&still, &moved);
+        if shift < 0.75 || texture(&cur) < 4.0 || apart < 3.0 {
             return Some(None);
         }
-        let (e_still, e_moved) = (err(&cur, &still), err(&cur, &moved));
+        let (e_still, e_moved) = (zero_mean_error(&cur, &still), zero_mean_error(&cur, &moved));
         Some(if e_moved < MARGIN * e_still {
             Some(true)
         } else if e_still < MARGIN * e_moved {

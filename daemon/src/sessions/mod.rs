@@ -839,50 +839,46 @@ impl Session {
             let p = self.progress(Some(&v), Some(&decision), message, v.rejection());
             return (p, None);
         }
-        if self.frames < self.retry_at_frame {
-            // A match failed a moment ago: wait for the face to change before the next.
-            if over_budget {
-                return fail(
-                    self,
-                    "no_match_found",
-                    "No enrolled person matches this face",
-                    0.0,
-                    Some(&v),
-                    Some(&decision),
-                );
-            }
+        // A match failed a moment ago: the next look waits for the face to change. If the
+        // frame budget ends meanwhile, the failed look stands.
+        let waiting = self.frames < self.retry_at_frame;
+        if waiting && !over_budget {
             let p = self.progress(Some(&v), Some(&decision), NOT_RECOGNISED, None);
             return (p, None);
         }
-        let t = Instant::now();
-        // One embedding per attempt: a match decides the session, and so does the last of
-        // `max_attempts` failed ones (or a failed one at the end of the frame budget).
-        let embedded = engine
-            .pipeline
-            .embedder()
-            .embed(&v.crop)
-            .map(|e| e.as_slice().to_vec());
-        self.frame_embed_ms += t.elapsed().as_secs_f64() * 1000.0;
-        let embedding = match embedded {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(error = %e, "embedding the face failed");
-                let p = self.progress(
-                    Some(&v),
-                    Some(&decision),
-                    "Keep looking at the camera",
-                    None,
-                );
-                return (p, None);
+        let matched = if waiting {
+            Ok(None)
+        } else {
+            let t = Instant::now();
+            // One embedding per look: a match decides the session, and so does the last of
+            // `max_attempts` failed ones (or a failed one at the end of the frame budget).
+            let embedded = engine
+                .pipeline
+                .embedder()
+                .embed(&v.crop)
+                .map(|e| e.as_slice().to_vec());
+            self.frame_embed_ms += t.elapsed().as_secs_f64() * 1000.0;
+            let embedding = match embedded {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "embedding the face failed");
+                    let p = self.progress(
+                        Some(&v),
+                        Some(&decision),
+                        "Keep looking at the camera",
+                        None,
+                    );
+                    return (p, None);
+                }
+            };
+            match user_id {
+                Some(u) => store
+                    .verify(&self.client, u, &embedding)
+                    .map(|m| m.filter(|m| m.similarity >= min_confidence)),
+                None => store
+                    .identify(&self.client, &embedding, engine.top_k, min_confidence)
+                    .map(|(best, _)| best),
             }
-        };
-        let matched = match user_id {
-            Some(u) => store
-                .verify(&self.client, u, &embedding)
-                .map(|m| m.filter(|m| m.similarity >= min_confidence)),
-            None => store
-                .identify(&self.client, &embedding, engine.top_k, min_confidence)
-                .map(|(best, _)| best),
         };
         match matched {
             Ok(Some(m)) => {
