@@ -250,6 +250,12 @@ impl Config {
         if !(0.0..=240.0).contains(&dc.idle_fps) {
             return bad("door.idle_fps", "must be within [0, 240] (0: every frame)");
         }
+        if !(0.0..=240.0).contains(&self.liveness.analysis_fps) {
+            return bad(
+                "liveness.analysis_fps",
+                "must be within [0, 240] (0: every frame)",
+            );
+        }
         let sc = &self.sync;
         if !sc.site.is_empty() && !facegate_proto::valid_name(&sc.site) {
             return bad(

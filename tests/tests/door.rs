@@ -554,3 +554,98 @@ fn an_idle_door_skips_frames_until_someone_walks_up() {
         "{metrics}"
     );
 }
+
+/// A 30 fps camera: the door analyses at most `liveness.analysis_fps` (10) frames a second and
+/// counts the others `paced_skipped`, so a person is judged as on the 10 fps clips liveness was
+/// tuned on. The recording: the first 6 s of the headtrackr webcam clip (a man turning his
+/// head; he blinks at 3.3 s), every frame shown three times at 30 fps. Analysing every frame,
+/// the door denied him `liveness_failed` at the end of its 5 s window: every window counted in
+/// frames (the open-eye baseline, the medians, the context gap) was a third as long, his blink
+/// stayed within the baseline's own dip and his turning head read as a tilted sheet.
+#[test]
+fn a_30_fps_door_analyses_ten_frames_a_second_and_grants_the_webcam_man() {
+    let dir = tempdir("door-30fps");
+    let _cleanup = RemoveOnSuccess(dir.clone());
+    let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
+    let photo = data("video/headtrackr_cap4/0192.jpg");
+    let out = cli(
+        &dir,
+        &[
+            "enroll",
+            "--client",
+            "door-a",
+            "--user-id",
+            "man",
+            photo.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = clip(
+        "door-30fps-rec",
+        "headtrackr_cap4",
+        (1..=60).flat_map(|n| [n, n, n]),
+    );
+    let _rec_cleanup = RemoveOnSuccess(rec.clone());
+    let d = Daemon::start_run(
+        &dir,
+        &[],
+        &[],
+        &[
+            "--camera",
+            &format!("front=replay:{}@30,once,delay=2", rec.display()),
+            "--door",
+        ],
+    );
+    let auth = d.login(&a);
+    let mut ev = d.events(Some(&auth), None);
+    let events = collect(&mut ev, Duration::from_secs(20), |e| {
+        !decisions(e, "front").is_empty()
+    });
+    let front = decisions(&events, "front");
+    assert_eq!(front.len(), 1, "{events:?}");
+    let g = front[0];
+    assert_eq!(
+        (g["decision"].as_str(), g["user_id"].as_str()),
+        (Some("granted"), Some("man")),
+        "{g}"
+    );
+    eprintln!(
+        "granted after {} ms, {} frames",
+        g["latency_ms"], g["frames"]
+    );
+    // Let the recording end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cam = loop {
+        let (s, v) = d.get("/api/cameras/", Some(("Authorization", &auth)));
+        assert_eq!(s, 200, "{v}");
+        let c = v["cameras"][0].clone();
+        if c["status"] == "ended" || Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let n = |k: &str| cam[k].as_u64().unwrap();
+    let (captured, processed, dropped, idle, paced) = (
+        n("frames_captured"),
+        n("frames_processed"),
+        n("frames_dropped"),
+        n("frames_idle_skipped"),
+        n("frames_paced_skipped"),
+    );
+    eprintln!("{processed} processed, {paced} paced, {idle} idle, {dropped} dropped of {captured}");
+    assert_eq!(captured, 180, "{cam}");
+    // Two of every three frames are left on purpose (a loaded machine drops some of the others
+    // before the door takes them, which leaves fewer to pace).
+    assert!((80..=125).contains(&paced), "{cam}");
+    assert!(processed <= 65, "{cam}");
+    assert!(processed + dropped + idle + paced <= captured, "{cam}");
+    let (_, _, metrics) = d.get_text("/metrics", &[]);
+    assert!(
+        metrics.contains("facegate_camera_frames_total{camera=\"front\",kind=\"paced_skipped\"}"),
+        "{metrics}"
+    );
+}

@@ -57,6 +57,7 @@ fn health_json(h: &CameraHealth, e: &CameraEntry) -> Value {
         "frames_processed": h.processed,
         "frames_dropped": h.dropped,
         "frames_idle_skipped": h.idle_skipped,
+        "frames_paced_skipped": h.paced_skipped,
         "frames_corrupt": h.corrupt,
         "reconnects": h.reconnects,
         "last_error": h.last_error,
@@ -94,7 +95,7 @@ pub fn prometheus(state: &ApiState) -> String {
     }
     let _ = writeln!(
         t,
-        "# HELP facegate_camera_frames_total Camera frames by camera and kind (captured, processed, dropped: replaced before the pipeline took them, idle_skipped: left by a door while nobody was in view, corrupt: undecodable).\n# TYPE facegate_camera_frames_total counter"
+        "# HELP facegate_camera_frames_total Camera frames by camera and kind (captured, processed, dropped: replaced before the pipeline took them, idle_skipped: left by a door while nobody was in view, paced_skipped: left because they came faster than liveness.analysis_fps, corrupt: undecodable).\n# TYPE facegate_camera_frames_total counter"
     );
     let healths: Vec<CameraHealth> = state.cameras.iter().map(|e| e.camera.health()).collect();
     for h in &healths {
@@ -103,6 +104,7 @@ pub fn prometheus(state: &ApiState) -> String {
             ("processed", h.processed),
             ("dropped", h.dropped),
             ("idle_skipped", h.idle_skipped),
+            ("paced_skipped", h.paced_skipped),
             ("corrupt", h.corrupt),
         ] {
             let _ = writeln!(
@@ -175,7 +177,7 @@ pub struct CameraQuery {
 
 #[utoipa::path(get, path = "/api/cameras/", tag = "cameras",
     security(("bearer" = []), ("api_key" = [])),
-    responses((status = 200, description = "`{cameras: [{id, source, status, door, clients, width, height, fps_in, frames_captured, frames_processed, frames_dropped, frames_idle_skipped, frames_corrupt, reconnects, last_error}]}`"),
+    responses((status = 200, description = "`{cameras: [{id, source, status, door, clients, width, height, fps_in, frames_captured, frames_processed, frames_dropped, frames_idle_skipped, frames_paced_skipped, frames_corrupt, reconnects, last_error}]}`"),
               (status = 401, description = "No or bad token", body = super::openapi::ErrorBody)))]
 /// The terminal's cameras and their health.
 pub async fn list(

@@ -369,6 +369,9 @@ fn start_feed(state: &Arc<ApiState>, h: &Arc<Handle>, camera: Arc<crate::camera:
     let (state, token, client) = (state.clone(), h.token.clone(), h.client.clone());
     tokio::spawn(async move {
         let mut seq = camera.latest().map_or(0, |f| f.seq);
+        // At the rate liveness is tuned for (a 30 fps camera would also spend a 50-frame
+        // budget in under 2 s).
+        let mut pacer = crate::camera::Pacer::new(state.engine.liveness.analysis_fps);
         let shutdown = state.shutdown.clone();
         loop {
             let cam = camera.clone();
@@ -392,6 +395,9 @@ fn start_feed(state: &Arc<ApiState>, h: &Arc<Handle>, camera: Arc<crate::camera:
                 continue;
             };
             seq = frame.seq;
+            if !pacer.take(frame.captured) {
+                continue;
+            }
             match run_frame(&state, &client, &token, FrameInput::Camera(frame.image)).await {
                 Ok((result, body)) => {
                     let done = result.done();

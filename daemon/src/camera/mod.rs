@@ -153,6 +153,9 @@ pub struct CameraCounters {
     /// Frames a door left on purpose while nobody was in view (`door.idle_fps`): not a sign of
     /// overload, so not `dropped`.
     pub idle_skipped: AtomicU64,
+    /// Frames left on purpose because they came faster than liveness analyses them
+    /// (`liveness.analysis_fps`, a `Pacer`): not `dropped` either.
+    pub paced_skipped: AtomicU64,
 }
 
 /// A running camera: its capture thread fills the slot.
@@ -179,6 +182,7 @@ pub struct CameraHealth {
     pub processed: u64,
     pub dropped: u64,
     pub idle_skipped: u64,
+    pub paced_skipped: u64,
     pub corrupt: u64,
     pub reconnects: u64,
     pub last_error: Option<String>,
@@ -385,6 +389,7 @@ impl Camera {
             processed: c.processed.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             idle_skipped: c.idle_skipped.load(Ordering::Relaxed),
+            paced_skipped: c.paced_skipped.load(Ordering::Relaxed),
             corrupt: c.corrupt.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             last_error: s.last_error.clone(),
@@ -392,9 +397,98 @@ impl Camera {
     }
 }
 
+/// Picks a camera's frames at most `fps` a second, by capture time and evenly on average.
+///
+/// Liveness counts frames (the open-eye baseline, the medians of 3, the context gap) and was
+/// tuned and measured at 10 fps; a 30 fps camera would shrink each of those windows to a third
+/// (a door denied headtrackr_cap4 at 30 fps, which it grants at 10). A frame is taken when it
+/// was captured no more than a quarter of the interval before the next one is due, and the
+/// next is then due one interval later: 30 fps gives every third frame, 25 fps intervals of
+/// 80 and 120 ms, 15 fps of 133 and 67 ms, 10 fps or slower every frame. After a stall the
+/// schedule restarts from the frame taken (no burst to catch up).
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    gap: Option<Duration>,
+    due: Option<Instant>,
+}
+
+impl Pacer {
+    /// At most `fps` frames a second; 0 (or less): every frame.
+    pub fn new(fps: f64) -> Pacer {
+        Pacer {
+            gap: (fps > 0.0).then(|| Duration::from_secs_f64(1.0 / fps)),
+            due: None,
+        }
+    }
+
+    /// Whether the frame captured at `at` is taken (and when the next one is then due).
+    pub fn take(&mut self, at: Instant) -> bool {
+        let Some(gap) = self.gap else {
+            return true;
+        };
+        if self.due.is_some_and(|due| at + gap / 4 < due) {
+            return false;
+        }
+        self.due = Some(match self.due {
+            Some(due) if at < due + gap => due + gap,
+            _ => at + gap,
+        });
+        true
+    }
+
+    /// Forgets the schedule: the next frame is taken whenever it comes.
+    pub fn reset(&mut self) {
+        self.due = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The frames a pacer at 10 fps takes of `n` frames `interval_ms` apart (with `jitter_ms`
+    /// added to every other capture time).
+    fn taken(interval_ms: f64, jitter_ms: f64, n: usize) -> Vec<usize> {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(10.0);
+        (0..n)
+            .filter(|&i| {
+                let ms = i as f64 * interval_ms + if i % 2 == 1 { jitter_ms } else { 0.0 };
+                p.take(t0 + Duration::from_secs_f64(ms / 1000.0))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pacer_takes_ten_frames_a_second_of_faster_cameras_and_every_frame_of_slower_ones() {
+        // 30 fps: every third frame, whatever the jitter.
+        let expect: Vec<usize> = (0..90).step_by(3).collect();
+        assert_eq!(taken(1000.0 / 30.0, 0.0, 90), expect);
+        assert_eq!(taken(1000.0 / 30.0, 8.0, 90), expect);
+        // 25 and 15 fps: 10 a second on average (3 s of frames: 30 taken).
+        assert_eq!(taken(40.0, 0.0, 75).len(), 30);
+        assert_eq!(taken(1000.0 / 15.0, 0.0, 45).len(), 30);
+        // 10 fps with jitter, and slower cameras: every frame.
+        assert_eq!(taken(100.0, -15.0, 30), (0..30).collect::<Vec<_>>());
+        assert_eq!(taken(100.0, 15.0, 30), (0..30).collect::<Vec<_>>());
+        assert_eq!(taken(200.0, 0.0, 10), (0..10).collect::<Vec<_>>());
+        // 0: no pacing.
+        let t0 = Instant::now();
+        let mut all = Pacer::new(0.0);
+        assert!((0..5).all(|_| all.take(t0)));
+        // After a stall (nothing for a second) the next frame is taken, then the schedule
+        // restarts from it: no burst of back-to-back frames.
+        let mut p = Pacer::new(10.0);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(p.take(at(0)));
+        assert!(p.take(at(1000)));
+        assert!(!p.take(at(1033)));
+        assert!(!p.take(at(1067)));
+        assert!(p.take(at(1100)));
+        // A reset takes the next frame whenever it comes.
+        p.reset();
+        assert!(p.take(at(1133)));
+    }
 
     fn write_clip(dir: &std::path::Path, n: usize, corrupt_at: Option<usize>) {
         std::fs::create_dir_all(dir).unwrap();

@@ -443,6 +443,8 @@ fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {
     // Nobody in view: at most `idle_fps` frames a second (the rest left in the camera's slot).
     let idle_gap = (cfg.idle_fps > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.idle_fps));
     let mut pacing = false;
+    // Someone in view: at most `liveness.analysis_fps` frames a second, by capture time.
+    let mut pacer = crate::camera::Pacer::new(host.engine().liveness.analysis_fps);
     let mut door = Door::new(&cam.id, handle.clients.clone(), cfg, host.engine());
     let mut last_seq = 0u64;
     let mut clock: Option<Instant> = None;
@@ -467,6 +469,10 @@ fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {
             left.fetch_add(frame.seq - last_seq - 1, Ordering::Relaxed);
         }
         last_seq = frame.seq;
+        if !pacer.take(frame.captured) {
+            cam.counters.paced_skipped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let origin = *clock.get_or_insert(frame.captured);
         let t_ms = frame
             .captured
@@ -478,7 +484,11 @@ fn run(handle: &DoorHandle, cfg: DoorConfig, host: &dyn Host) {
         cam.counters.processed.fetch_add(1, Ordering::Relaxed);
         handle.last_frame_ms.store(now_ms(), Ordering::Relaxed);
         host.frame_done(&cam.id, started.elapsed().as_secs_f64() * 1000.0);
-        pacing = idle_gap.is_some() && matches!(&result, Ok((_, view)) if view.faces.is_empty());
+        let nobody = matches!(&result, Ok((_, view)) if view.faces.is_empty());
+        pacing = idle_gap.is_some() && nobody;
+        if nobody {
+            pacer.reset();
+        }
         match result {
             Ok((decisions, mut view)) => {
                 view.frame_seq = frame.seq;

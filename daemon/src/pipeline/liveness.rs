@@ -86,6 +86,10 @@ pub struct LivenessConfig {
     /// expression): a motion event and evidence of life, which no print or photo screen makes.
     pub mouth_motion: f32,
     pub mouth_window_frames: usize,
+    /// Frames a second a door or a camera-fed session analyses at most (`camera::Pacer`; the
+    /// others are left): the windows above are counted in frames and were tuned and measured
+    /// at 10 fps. 0: every frame the camera gives.
+    pub analysis_fps: f64,
 }
 
 impl Default for LivenessConfig {
@@ -114,6 +118,7 @@ impl Default for LivenessConfig {
             moire_certain: 3.2,
             mouth_motion: 0.10,
             mouth_window_frames: 10,
+            analysis_fps: 10.0,
         }
     }
 }

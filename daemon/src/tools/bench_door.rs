@@ -103,6 +103,8 @@ struct Row {
     dropped: u64,
     /// Left on purpose while nobody was in view (`door.idle_fps`).
     idle: u64,
+    /// Left on purpose because they came faster than `liveness.analysis_fps`.
+    paced: u64,
     mean_ms: f64,
     p95_ms: f64,
     cpu_ms_per_frame: f64,
@@ -207,6 +209,7 @@ fn run_scenario(
             processed: c.processed.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             idle: c.idle_skipped.load(Ordering::Relaxed),
+            paced: c.paced_skipped.load(Ordering::Relaxed),
             mean_ms: mean,
             p95_ms: p95,
             cpu_ms_per_frame: cpu * 1000.0 / total_processed.max(1) as f64,
@@ -330,6 +333,7 @@ pub fn run(config: &Config, engine: Engine, opts: &Options) -> anyhow::Result<()
                 json!({
                     "scenario": r.scenario, "camera": r.camera, "frames": r.frames,
                     "processed": r.processed, "dropped": r.dropped, "idle_skipped": r.idle,
+                    "paced_skipped": r.paced,
                     "mean_ms": r.mean_ms, "p95_ms": r.p95_ms,
                     "cpu_ms_per_frame": r.cpu_ms_per_frame, "cpu_s": r.cpu_s,
                     "decision": r.decision, "to_decision_ms": r.to_decision_ms, "rss_mib": r.rss_mib,
@@ -354,13 +358,14 @@ pub fn run(config: &Config, engine: Engine, opts: &Options) -> anyhow::Result<()
     )?;
     writeln!(
         out,
-        "{:<12} {:<28} {:>6} {:>9} {:>7} {:>5} {:>8} {:>7} {:>9} {:>6} {:>10} {:>7}  decision",
+        "{:<12} {:<28} {:>6} {:>9} {:>7} {:>5} {:>5} {:>8} {:>7} {:>9} {:>6} {:>10} {:>7}  decision",
         "scenario",
         "camera",
         "frames",
         "processed",
         "dropped",
         "idle",
+        "paced",
         "mean ms",
         "p95 ms",
         "cpu ms/f",
@@ -371,13 +376,14 @@ pub fn run(config: &Config, engine: Engine, opts: &Options) -> anyhow::Result<()
     for r in &rows {
         writeln!(
             out,
-            "{:<12} {:<28} {:>6} {:>9} {:>7} {:>5} {:>8.1} {:>7.1} {:>9.1} {:>6.1} {:>10} {:>7.0}  {}",
+            "{:<12} {:<28} {:>6} {:>9} {:>7} {:>5} {:>5} {:>8.1} {:>7.1} {:>9.1} {:>6.1} {:>10} {:>7.0}  {}",
             r.scenario,
             r.camera,
             r.frames,
             r.processed,
             r.dropped,
             r.idle,
+            r.paced,
             r.mean_ms,
             r.p95_ms,
             r.cpu_ms_per_frame,
