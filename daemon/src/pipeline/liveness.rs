@@ -36,6 +36,9 @@ pub struct LivenessConfig {
     pub blink_max_ms: f64,
     /// Open-eye frames in the rolling baseline (80th percentile).
     pub blink_baseline_frames: usize,
+    /// Open-eye frames needed before a closure can be judged (at least 2: the noise is the
+    /// median change between them).
+    pub blink_min_baseline_frames: usize,
     /// Below this baseline opening the eyes are not measurable (squint, occlusion): no blinks.
     pub blink_min_baseline: f32,
     /// A closure must also go this many times the open-eye noise (median frame-to-frame change
@@ -99,6 +102,7 @@ impl Default for LivenessConfig {
             blink_reopen_fraction: 0.5,
             blink_max_ms: 800.0,
             blink_baseline_frames: 15,
+            blink_min_baseline_frames: 3,
             blink_min_baseline: 0.15,
             blink_noise_factor: 3.0,
             blink_refractory_ms: 250.0,
@@ -122,9 +126,6 @@ impl Default for LivenessConfig {
         }
     }
 }
-
-/// Open-eye frames needed before a closure can be judged (0.5 s at 10 fps).
-const MIN_BASELINE_FRAMES: usize = 5;
 
 /// A blink or a head movement: when, and in which frame (index of the frame it started in).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -447,7 +448,7 @@ impl LivenessTrack {
         let cfg = &self.cfg;
         match self.eyelids {
             Eyelids::Open => {
-                let base = (self.baseline.len() >= MIN_BASELINE_FRAMES)
+                let base = (self.baseline.len() >= cfg.blink_min_baseline_frames.max(2))
                     .then(|| open_level(&self.baseline))
                     .flatten();
                 let noise = median(
