@@ -250,6 +250,15 @@ impl Config {
         if !(0.0..=240.0).contains(&dc.idle_fps) {
             return bad("door.idle_fps", "must be within [0, 240] (0: every frame)");
         }
+        let lc = &self.liveness;
+        if lc.blink_min_baseline_frames < 2
+            || lc.blink_min_baseline_frames > lc.blink_baseline_frames
+        {
+            return bad(
+                "liveness.blink_min_baseline_frames",
+                "must be at least 2 and at most liveness.blink_baseline_frames",
+            );
+        }
         if !(0.0..=240.0).contains(&self.liveness.analysis_fps) {
             return bad(
                 "liveness.analysis_fps",
@@ -457,6 +466,20 @@ mod tests {
         std::fs::write(&path, "[store]\ncache_mib = 0\n").unwrap();
         let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();
         assert!(e.contains("store.cache_mib"), "{e}");
+
+        // A baseline minimum the rolling baseline never reaches would count no blink at all.
+        for bad in [
+            "[liveness]\nblink_min_baseline_frames = 16\n",
+            "[liveness]\nblink_min_baseline_frames = 1\n",
+            "[liveness]\nanalysis_fps = -10\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();
+            assert!(
+                e.contains(bad.lines().nth(1).unwrap().split(' ').next().unwrap()),
+                "{e}"
+            );
+        }
 
         std::fs::write(&path, "[detector]\nmax_side = \"big\"\n").unwrap();
         let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();

@@ -448,7 +448,7 @@ impl LivenessTrack {
         let cfg = &self.cfg;
         match self.eyelids {
             Eyelids::Open => {
-                let base = (self.baseline.len() >= cfg.blink_min_baseline_frames.max(2))
+                let base = (self.baseline.len() >= cfg.blink_min_baseline_frames)
                     .then(|| open_level(&self.baseline))
                     .flatten();
                 let noise = median(
