@@ -638,9 +638,9 @@ fn a_30_fps_door_analyses_ten_frames_a_second_and_grants_the_webcam_man() {
     );
     eprintln!("{processed} processed, {paced} paced, {idle} idle, {dropped} dropped of {captured}");
     assert_eq!(captured, 180, "{cam}");
-    // Two of every three frames are left on purpose (a loaded machine drops some of the others
-    // before the door takes them, which leaves fewer to pace).
-    assert!((80..=125).contains(&paced), "{cam}");
+    // Two of every three frames are left on purpose, 120 on an idle machine (a loaded one
+    // drops some before the door takes them, which leaves fewer to pace; with no pacing, 0).
+    assert!((60..=125).contains(&paced), "{cam}");
     assert!(processed <= 65, "{cam}");
     assert!(processed + dropped + idle + paced <= captured, "{cam}");
     let (_, _, metrics) = d.get_text("/metrics", &[]);
