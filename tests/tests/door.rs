@@ -61,6 +61,45 @@ fn decisions<'a>(events: &'a [Value], camera: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// A daemon in door mode on one camera, `front`, replaying `rec` once at `fps` after 2 s.
+fn front_door(dir: &Path, rec: &Path, fps: u32) -> Daemon {
+    Daemon::start_run(
+        dir,
+        &[],
+        &[],
+        &[
+            "--camera",
+            &format!("front=replay:{}@{fps},once,delay=2", rec.display()),
+            "--door",
+        ],
+    )
+}
+
+/// The one decision camera `front` makes within 20 s (a second one fails the test).
+fn the_front_decision(d: &Daemon, auth: &str) -> Value {
+    let mut ev = d.events(Some(auth), None);
+    let events = collect(&mut ev, Duration::from_secs(20), |e| {
+        !decisions(e, "front").is_empty()
+    });
+    let front = decisions(&events, "front");
+    assert_eq!(front.len(), 1, "{events:?}");
+    front[0].clone()
+}
+
+/// The first camera's `/api/cameras/` entry once its recording has ended (or after 10 s).
+fn ended_camera(d: &Daemon, auth: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, v) = d.get("/api/cameras/", Some(("Authorization", auth)));
+        assert_eq!(s, 200, "{v}");
+        let c = v["cameras"][0].clone();
+        if c["status"] == "ended" || Instant::now() > deadline {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn relay_config(dir: &Path, out: &Path) -> PathBuf {
     let cfg = dir.join("door.toml");
     std::fs::write(
@@ -506,35 +545,11 @@ fn an_idle_door_skips_frames_until_someone_walks_up() {
     let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
     let rec = clip("door-idle-rec", "face_noface", (30..=64).chain(1..=25));
     let _rec_cleanup = RemoveOnSuccess(rec.clone());
-    let d = Daemon::start_run(
-        &dir,
-        &[],
-        &[],
-        &[
-            "--camera",
-            &format!("front=replay:{}@10,once,delay=2", rec.display()),
-            "--door",
-        ],
-    );
+    let d = front_door(&dir, &rec, 10);
     let auth = d.login(&a);
-    let mut ev = d.events(Some(&auth), None);
-    let events = collect(&mut ev, Duration::from_secs(20), |e| {
-        !decisions(e, "front").is_empty()
-    });
-    let front = decisions(&events, "front");
-    assert_eq!(front.len(), 1, "{events:?}");
-    assert_eq!(front[0]["decision"], "unknown", "{front:?}");
-    // Let the recording end.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let cam = loop {
-        let (s, v) = d.get("/api/cameras/", Some(("Authorization", &auth)));
-        assert_eq!(s, 200, "{v}");
-        let c = v["cameras"][0].clone();
-        if c["status"] == "ended" || Instant::now() > deadline {
-            break c;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let decision = the_front_decision(&d, &auth);
+    assert_eq!(decision["decision"], "unknown", "{decision}");
+    let cam = ended_camera(&d, &auth);
     let n = |k: &str| cam[k].as_u64().unwrap();
     let (captured, processed, dropped, idle) = (
         n("frames_captured"),
@@ -590,24 +605,9 @@ fn a_30_fps_door_analyses_ten_frames_a_second_and_grants_the_webcam_man() {
         (1..=60).flat_map(|n| [n, n, n]),
     );
     let _rec_cleanup = RemoveOnSuccess(rec.clone());
-    let d = Daemon::start_run(
-        &dir,
-        &[],
-        &[],
-        &[
-            "--camera",
-            &format!("front=replay:{}@30,once,delay=2", rec.display()),
-            "--door",
-        ],
-    );
+    let d = front_door(&dir, &rec, 30);
     let auth = d.login(&a);
-    let mut ev = d.events(Some(&auth), None);
-    let events = collect(&mut ev, Duration::from_secs(20), |e| {
-        !decisions(e, "front").is_empty()
-    });
-    let front = decisions(&events, "front");
-    assert_eq!(front.len(), 1, "{events:?}");
-    let g = front[0];
+    let g = &the_front_decision(&d, &auth);
     assert_eq!(
         (g["decision"].as_str(), g["user_id"].as_str()),
         (Some("granted"), Some("man")),
@@ -617,17 +617,7 @@ fn a_30_fps_door_analyses_ten_frames_a_second_and_grants_the_webcam_man() {
         "granted after {} ms, {} frames",
         g["latency_ms"], g["frames"]
     );
-    // Let the recording end.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let cam = loop {
-        let (s, v) = d.get("/api/cameras/", Some(("Authorization", &auth)));
-        assert_eq!(s, 200, "{v}");
-        let c = v["cameras"][0].clone();
-        if c["status"] == "ended" || Instant::now() > deadline {
-            break c;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let cam = ended_camera(&d, &auth);
     let n = |k: &str| cam[k].as_u64().unwrap();
     let (captured, processed, dropped, idle, paced) = (
         n("frames_captured"),
