@@ -259,6 +259,10 @@ impl Config {
                 "must be at least 2 and at most liveness.blink_baseline_frames",
             );
         }
+        // A negative or NaN limit would make every frame pair, or none, a head's relief.
+        if !(0.0..=1.0).contains(&lc.relief_parallax) {
+            return bad("liveness.relief_parallax", "must be within [0, 1] (0: off)");
+        }
         if !(0.0..=240.0).contains(&self.liveness.analysis_fps) {
             return bad(
                 "liveness.analysis_fps",
@@ -472,6 +476,8 @@ mod tests {
             "[liveness]\nblink_min_baseline_frames = 16\n",
             "[liveness]\nblink_min_baseline_frames = 1\n",
             "[liveness]\nanalysis_fps = -10\n",
+            "[liveness]\nrelief_parallax = -0.01\n",
+            "[liveness]\nrelief_parallax = nan\n",
         ] {
             std::fs::write(&path, bad).unwrap();
             let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();

@@ -112,6 +112,32 @@ fn every_labelled_blink_is_found_and_false_blinks_are_few() {
     }
 }
 
+/// headtrackr_cap4 from 6 s on: a webcam user (a blurry face 67 px wide) who turns his head
+/// and does not blink. His eyelids show no blink and CenterFace's landmarks on so blurry a
+/// face are not evidence (ARCHITECTURE.md); the relief of his face's own texture motion is:
+/// `live` within the 5 s. With `relief_parallax = 0` (off) the same frames are not.
+#[test]
+fn a_head_that_turns_without_blinking_is_live_by_its_relief() {
+    let dir = tempdir("relief");
+    for i in 61..=110 {
+        let name = format!("{i:04}.jpg");
+        std::fs::copy(data("video/headtrackr_cap4").join(&name), dir.join(&name)).unwrap();
+    }
+    let run = |env: &[(&str, &str)]| {
+        stdout_json(&facegate(
+            &["liveness", "--frames", path(&dir), "--json"],
+            env,
+        ))
+    };
+    let v = run(&[]);
+    assert_eq!(v["verdict"], "live", "{v}");
+    assert_eq!(v["blinks"].as_array().unwrap().len(), 0, "{v}");
+    assert!(!v["motion_events"].as_array().unwrap().is_empty(), "{v}");
+    let off = run(&[("FACEGATE_LIVENESS__RELIEF_PARALLAX", "0")]);
+    assert_ne!(off["verdict"], "live", "{off}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Every real person in ../shared/data/video, at its own size and with the face shrunk to
 /// ~80 px wide, is verified live by some session (sessions start every second), except
 /// grid_lbbc2a, a face that does not blink in its 3 s (labelled) and speaks with little mouth

@@ -570,8 +570,10 @@ fn a_live_face_whose_first_match_fails_is_looked_at_again() {
             .unwrap();
         data_url(&jpeg)
     };
-    // Files 0021-0090: live at 0055 (her first look), her hand gone by 0059 (the second).
-    let frames: Vec<String> = (21..=90).map(twice).collect();
+    // Files 0045-0114: live at 0055 (her first look), her hand gone by 0059 (the second).
+    // (From 0021 her moving face is live by its relief at 0040, and all three looks, 0040-0048,
+    // see her hand over her eyes: each look comes after the last, not once her face is clear.)
+    let frames: Vec<String> = (45..=114).map(twice).collect();
     // A 1:1 session with `meta` over those frames: its creation answer, last answer, frames sent.
     let verify = |meta: Value| {
         let (s, created) = d.post(

@@ -107,7 +107,7 @@ const LUMA: [[f32; 256]; 3] = {
 };
 
 /// Each RGB pixel's luminance, `0.299 r + 0.587 g + 0.114 b` in that order.
-fn luma_row(rgb: &[u8], out: &mut [f32]) {
+pub(super) fn luma_row(rgb: &[u8], out: &mut [f32]) {
     let [r, g, b] = &LUMA;
     for (p, o) in rgb.chunks_exact(3).zip(out.iter_mut()) {
         *o = r[usize::from(p[0])] + g[usize::from(p[1])] + b[usize::from(p[2])];

@@ -22,7 +22,55 @@ use serde::{Deserialize, Serialize};
 
 use super::context::ContextObservation;
 use super::eyes::EyeObservation;
+use super::flow::FlowObservation;
 use super::mesh::{MeshObservation, PlaneFit, plane_fit};
+
+/// Frame pairs whose face-flow parallax vectors are taken together (median per component) for
+/// a relief event: a head turns the same way for half a second, the noise of a screen's moving
+/// moiré fringes does not.
+pub const RELIEF_FRAMES: usize = 5;
+
+/// How long (ms) and how near (face widths between centres) a presented face's evidence
+/// carries over to a new track: a screen or a sheet hidden for a moment and shown again, which
+/// the tracker takes for a new face, is still the attack it was.
+pub const PRESENTATION_MEMORY_MS: f64 = 3000.0;
+pub const PRESENTATION_MEMORY_WIDTHS: f32 = 1.5;
+
+/// The evidence that a face was presented on a held sheet or a screen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Presentation {
+    sheet_frames: u32,
+    room_frames: u32,
+    screen_frames: u32,
+    screen_certain: bool,
+}
+
+/// A presented face last seen at `t_ms`, centred at `centre` (mean of its landmarks), `width`
+/// pixels wide.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PresentedNear {
+    pub t_ms: f64,
+    pub centre: [f32; 2],
+    pub width: f32,
+    pub presentation: Presentation,
+}
+
+impl PresentedNear {
+    /// Whether a face appearing at `t_ms` at `centre`, `width` wide, may be the same one.
+    pub fn covers(&self, t_ms: f64, centre: [f32; 2], width: f32) -> bool {
+        let reach = PRESENTATION_MEMORY_WIDTHS * self.width.max(width);
+        t_ms - self.t_ms <= PRESENTATION_MEMORY_MS
+            && (centre[0] - self.centre[0]).hypot(centre[1] - self.centre[1]) <= reach
+    }
+}
+
+/// Mean of the landmarks: a face's centre for `PresentedNear`.
+pub fn centre(landmarks: &[[f32; 2]; 5]) -> [f32; 2] {
+    let (x, y) = landmarks
+        .iter()
+        .fold((0.0, 0.0), |(x, y), p| (x + p[0], y + p[1]));
+    [x / 5.0, y / 5.0]
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +137,11 @@ pub struct LivenessConfig {
     /// expression): a motion event and evidence of life, which no print or photo screen makes.
     pub mouth_motion: f32,
     pub mouth_window_frames: usize,
+    /// Face-shaped parallax of the face's own texture motion (`flow.rs`: the relief term of a
+    /// plane-plus-parallax fit through matched patches, eyes and mouth left out; spread units,
+    /// median of `RELIEF_FRAMES` frame pairs) beyond which the face moved as a head does and a
+    /// sheet cannot: a motion event and evidence of life. 0: off.
+    pub relief_parallax: f32,
     /// Frames a second a door or a camera-fed session analyses at most (`camera::Pacer`; the
     /// others are left): the windows above are counted in frames and were tuned and measured
     /// at 10 fps. 0: every frame the camera gives.
@@ -122,6 +175,7 @@ impl Default for LivenessConfig {
             moire_certain: 3.2,
             mouth_motion: 0.10,
             mouth_window_frames: 10,
+            relief_parallax: 0.02,
             analysis_fps: 10.0,
         }
     }
@@ -154,6 +208,7 @@ pub struct Cues<'a> {
     pub mesh: Option<&'a MeshObservation>,
     pub context: Option<&'a ContextObservation>,
     pub moire: Option<f32>,
+    pub flow: Option<&'a FlowObservation>,
 }
 
 /// What one frame changed.
@@ -294,6 +349,10 @@ pub struct LivenessTrack {
     mouth: VecDeque<f32>,
     /// Whether the mouth moved (talking, an expression).
     mouth_moved: bool,
+    /// Recent face-flow parallax vectors (for the median of `RELIEF_FRAMES`).
+    flow: VecDeque<[f32; 2]>,
+    /// Whether the face's texture moved off one plane.
+    relief: bool,
 }
 
 impl LivenessTrack {
@@ -326,6 +385,8 @@ impl LivenessTrack {
             mouth_raw: VecDeque::new(),
             mouth: VecDeque::new(),
             mouth_moved: false,
+            flow: VecDeque::new(),
+            relief: false,
         }
     }
 
@@ -343,6 +404,7 @@ impl LivenessTrack {
             mesh,
             context,
             moire,
+            flow,
         } = *cues;
         if let Some(c) = context {
             let (min, ratio) = (self.cfg.context_min_votes, self.cfg.context_ratio);
@@ -410,7 +472,34 @@ impl LivenessTrack {
         if let Some(m) = mesh.filter(|_| self.judgeable()) {
             out.motion |= self.mouth(m.mouth_open, t_rel, frame);
         }
+        if let Some(f) = flow.filter(|_| self.judgeable()) {
+            out.motion |= self.relief(f.e, t_rel, frame);
+        }
         out
+    }
+
+    /// Relief: the face's texture moved like a face's relief, not one plane (the parallax
+    /// vector's median over the last `RELIEF_FRAMES` pairs, component by component, longer than
+    /// `relief_parallax`); the window then starts afresh.
+    fn relief(&mut self, e: [f32; 2], t_rel: f64, frame: u64) -> bool {
+        self.flow.push_back(e);
+        if self.flow.len() > RELIEF_FRAMES {
+            self.flow.pop_front();
+        }
+        let limit = self.cfg.relief_parallax;
+        if limit <= 0.0 || self.flow.len() < RELIEF_FRAMES {
+            return false;
+        }
+        let along = |i: usize| median(self.flow.iter().map(|v| v[i]));
+        if let (Some(x), Some(y)) = (along(0), along(1))
+            && x.hypot(y) > limit
+        {
+            self.relief = true;
+            self.motion.push(Event { t: t_rel, frame });
+            self.flow.clear();
+            return true;
+        }
+        false
     }
 
     /// A facial movement: the mouth opening (median of 3 frames) ranged over more than
@@ -599,6 +688,25 @@ impl LivenessTrack {
         held || self.screen_frames >= self.cfg.screen_frames || self.screen_certain
     }
 
+    /// The presentation evidence, when the face was presented (`presented`).
+    pub fn presentation(&self) -> Option<Presentation> {
+        self.presented().then_some(Presentation {
+            sheet_frames: self.sheet_frames,
+            room_frames: self.room_frames,
+            screen_frames: self.screen_frames,
+            screen_certain: self.screen_certain,
+        })
+    }
+
+    /// Starts this (new) track from the evidence of a presented face just lost where it
+    /// appears (`PresentedNear::covers`).
+    pub fn inherit(&mut self, p: Presentation) {
+        self.sheet_frames += p.sheet_frames;
+        self.room_frames += p.room_frames;
+        self.screen_frames += p.screen_frames;
+        self.screen_certain |= p.screen_certain;
+    }
+
     pub fn blinks(&self) -> &[Event] {
         &self.blinks
     }
@@ -630,7 +738,11 @@ impl LivenessTrack {
         } else {
             0.0
         };
-        let talked = if self.mouth_moved { 1.0 } else { 0.0 };
+        let talked = if self.mouth_moved || self.relief {
+            1.0
+        } else {
+            0.0
+        };
         let live = blinked.max(strong_parallax).max(talked);
         // The rigid upper face foreshortened like a tilted sheet (the mesh, not the mouth or
         // roll, which a talking or tilting head changes too).
@@ -1049,6 +1161,102 @@ mod tests {
         let glimpse = run(&|_| None, &|i| Some(if i == 4 { 3.5 } else { 1.5 }));
         assert!(glimpse.presented());
         assert_eq!(glimpse.verdict(), Verdict::Spoof);
+    }
+
+    #[test]
+    fn a_screen_shown_again_as_a_new_track_is_still_a_screen() {
+        let screen_then_plain = |moire: f32| {
+            let mut t = LivenessTrack::new(LivenessConfig::default());
+            for i in 0..5 {
+                t.update(
+                    i as f64 * 100.0,
+                    i,
+                    &FACE,
+                    &Cues {
+                        eyes: Some(&eyes(0.32)),
+                        moire: Some(moire),
+                        ..Cues::default()
+                    },
+                );
+            }
+            t
+        };
+        let seen = screen_then_plain(3.5);
+        let p = seen
+            .presentation()
+            .expect("a grid beyond doubt is a screen");
+        assert!(screen_then_plain(1.5).presentation().is_none());
+        let near = PresentedNear {
+            t_ms: 400.0,
+            centre: centre(&FACE),
+            width: 80.0,
+            presentation: p,
+        };
+        // Hidden for a moment, shown again a little aside: the same screen, whatever it does.
+        assert!(near.covers(2000.0, [150.0, 140.0], 80.0));
+        let mut again = LivenessTrack::new(LivenessConfig::default());
+        again.inherit(p);
+        let open = [0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.2, 0.31, 0.32];
+        for (i, o) in open.iter().enumerate() {
+            again.update(
+                2000.0 + i as f64 * 100.0,
+                i as u64,
+                &FACE,
+                &Cues {
+                    eyes: Some(&eyes(*o)),
+                    moire: Some(1.5),
+                    ..Cues::default()
+                },
+            );
+        }
+        assert_eq!(again.blinks().len(), 1);
+        assert_eq!(again.verdict(), Verdict::Spoof);
+        // Later than the memory, or elsewhere in the frame: a face of its own.
+        assert!(!near.covers(400.0 + PRESENTATION_MEMORY_MS + 1.0, near.centre, 80.0));
+        assert!(!near.covers(2000.0, [130.0 + 200.0, 140.0], 80.0));
+    }
+
+    #[test]
+    fn a_face_shaped_parallax_in_one_direction_is_a_relief_and_noise_is_not() {
+        let run = |e: &dyn Fn(usize) -> [f32; 2]| {
+            let mut t = LivenessTrack::new(LivenessConfig::default());
+            for i in 0..12 {
+                let f = FlowObservation {
+                    residual: 0.05,
+                    points: 40,
+                    e: e(i),
+                    parallax: e(i)[0].hypot(e(i)[1]),
+                };
+                t.update(
+                    i as f64 * 100.0,
+                    i as u64,
+                    &FACE,
+                    &Cues {
+                        eyes: Some(&eyes(0.32)),
+                        flow: Some(&f),
+                        ..Cues::default()
+                    },
+                );
+            }
+            t
+        };
+        // A head turning: the nose moves the same way against the cheeks for half a second.
+        let head = run(&|_| [0.03, 0.004]);
+        assert_eq!(head.motion_events().len(), 2, "one event per 5 frame pairs");
+        assert_eq!(head.verdict(), Verdict::Live);
+        // A screen's moiré: as large, but its direction changes from pair to pair.
+        let noise = run(&|i| {
+            let a = i as f32 * 2.4;
+            [0.03 * a.cos(), 0.03 * a.sin()]
+        });
+        assert!(
+            noise.motion_events().is_empty(),
+            "{:?}",
+            noise.motion_events()
+        );
+        assert_ne!(noise.verdict(), Verdict::Live);
+        // A sheet: under the limit.
+        assert!(run(&|_| [0.009, 0.0]).motion_events().is_empty());
     }
 
     #[test]

@@ -150,48 +150,26 @@ pub fn plane_fit(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Option<PlaneFit> {
     if n < 6 {
         return None;
     }
-    let norm = |p: &[[f32; 2]]| {
-        let (mx, my) = p.iter().fold((0f64, 0f64), |(x, y), q| {
-            (x + f64::from(q[0]), y + f64::from(q[1]))
-        });
-        let (mx, my) = (mx / n as f64, my / n as f64);
-        let s = (p
-            .iter()
-            .map(|q| (f64::from(q[0]) - mx).powi(2) + (f64::from(q[1]) - my).powi(2))
-            .sum::<f64>()
-            / n as f64)
-            .sqrt();
-        (mx, my, s.max(1e-9))
-    };
-    let (sx, sy, ss) = norm(&src[..n]);
-    let (dx, dy, ds) = norm(&dst[..n]);
-    let ns: Vec<[f64; 2]> = src[..n]
-        .iter()
-        .map(|p| [(f64::from(p[0]) - sx) / ss, (f64::from(p[1]) - sy) / ss])
-        .collect();
-    let nd: Vec<[f64; 2]> = dst[..n]
-        .iter()
-        .map(|p| [(f64::from(p[0]) - dx) / ds, (f64::from(p[1]) - dy) / ds])
-        .collect();
+    let (ns, nd) = (normalised(&src[..n]), normalised(&dst[..n]));
     // Normal equations of the linear DLT with h33 = 1.
     let mut ata = [[0f64; 8]; 8];
     let mut atb = [0f64; 8];
     for (p, q) in ns.iter().zip(&nd) {
         let (x, y, u, v) = (p[0], p[1], q[0], q[1]);
-        let rows = [
-            ([x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y], u),
-            ([0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y], v),
-        ];
-        for (r, b) in rows {
-            for i in 0..8 {
-                atb[i] += r[i] * b;
-                for j in 0..8 {
-                    ata[i][j] += r[i] * r[j];
-                }
-            }
-        }
+        add_row(
+            &mut ata,
+            &mut atb,
+            [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y],
+            u,
+        );
+        add_row(
+            &mut ata,
+            &mut atb,
+            [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y],
+            v,
+        );
     }
-    let h = solve8(ata, atb)?;
+    let h = solve(ata, atb)?;
     let mut sq = 0f64;
     for (p, q) in ns.iter().zip(&nd) {
         let w = h[6] * p[0] + h[7] * p[1] + 1.0;
@@ -231,16 +209,50 @@ pub struct PlaneFit {
     pub perspective: f32,
 }
 
-/// Solves an 8x8 system by Gaussian elimination with partial pivoting.
-fn solve8(mut a: [[f64; 8]; 8], mut b: [f64; 8]) -> Option<[f64; 8]> {
-    for col in 0..8 {
-        let pivot = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+/// The points centred on their mean and scaled to unit RMS distance from it.
+pub(super) fn normalised(p: &[[f32; 2]]) -> Vec<[f64; 2]> {
+    let n = p.len().max(1) as f64;
+    let (mx, my) = p.iter().fold((0f64, 0f64), |(x, y), q| {
+        (x + f64::from(q[0]), y + f64::from(q[1]))
+    });
+    let (mx, my) = (mx / n, my / n);
+    let s = (p
+        .iter()
+        .map(|q| (f64::from(q[0]) - mx).powi(2) + (f64::from(q[1]) - my).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt()
+        .max(1e-9);
+    p.iter()
+        .map(|q| [(f64::from(q[0]) - mx) / s, (f64::from(q[1]) - my) / s])
+        .collect()
+}
+
+/// Adds one equation `row . h = b` of a least-squares system to its normal equations.
+pub(super) fn add_row<const N: usize>(
+    ata: &mut [[f64; N]; N],
+    atb: &mut [f64; N],
+    row: [f64; N],
+    b: f64,
+) {
+    for i in 0..N {
+        atb[i] += row[i] * b;
+        for j in 0..N {
+            ata[i][j] += row[i] * row[j];
+        }
+    }
+}
+
+/// Solves an NxN system by Gaussian elimination with partial pivoting.
+pub(super) fn solve<const N: usize>(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
+    for col in 0..N {
+        let pivot = (col..N).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
         if a[pivot][col].abs() < 1e-12 {
             return None;
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
-        for r in 0..8 {
+        for r in 0..N {
             if r != col {
                 let f = a[r][col] / a[col][col];
                 if f != 0.0 {

@@ -9,6 +9,7 @@ pub mod decode;
 pub mod detect;
 pub mod embed;
 pub mod eyes;
+pub mod flow;
 pub mod liveness;
 pub mod mesh;
 pub mod models;

@@ -27,7 +27,10 @@ use image::RgbImage;
 use super::context::{self, ContextObservation, Gray};
 use super::detect::Face;
 use super::eyes::{EyeModel, EyeObservation};
-use super::liveness::{Cues, FrameLiveness, LivenessConfig, LivenessTrack, Verdict};
+use super::flow::{self, FacePatch, FlowObservation};
+use super::liveness::{
+    self, Cues, FrameLiveness, LivenessConfig, LivenessTrack, PresentedNear, Verdict,
+};
 use super::mesh::{MeshModel, MeshObservation};
 use super::models::{ModelError, ModelStore};
 use super::obstacles::{self, ObstacleModels, ObstacleScores};
@@ -82,6 +85,8 @@ pub struct FaceReport {
     pub context: Option<ContextObservation>,
     /// Moiré peak of the face patch (log10 peak-to-median power), when large enough.
     pub moire: Option<f32>,
+    /// How one plane explains the face's texture motion since `flow::GAP` frames ago.
+    pub flow: Option<FlowObservation>,
     pub liveness: FrameLiveness,
     /// The latest obstacle scores (carried over on frames the models did not run).
     pub obstacles: ObstacleScores,
@@ -114,6 +119,8 @@ struct TrackState {
     obstacles: ObstacleScores,
     /// The face's landmarks in recent frames (frame index, landmarks), newest last.
     recent: VecDeque<(u64, [[f32; 2]; 5])>,
+    /// The face's luminance in the last `flow::GAP + 1` frames with liveness checks.
+    patches: VecDeque<(u64, FacePatch)>,
     /// Decided by the caller: no more liveness work (`Stream::settle`).
     settled: bool,
 }
@@ -135,6 +142,8 @@ pub struct Stream {
     followed: u64,
     /// Whether the palm detector runs (off when a hand cannot block anything).
     palms: bool,
+    /// The last face presented on a sheet or a screen (a new track near it inherits that).
+    presented_near: Option<PresentedNear>,
 }
 
 fn ms(t: Instant) -> f64 {
@@ -154,6 +163,7 @@ impl Stream {
             roi_frames: 0,
             followed: 0,
             palms: true,
+            presented_near: None,
         }
     }
 
@@ -331,8 +341,20 @@ impl Stream {
                 seen: 0,
                 obstacles: ObstacleScores::default(),
                 recent: VecDeque::new(),
+                patches: VecDeque::new(),
                 settled: false,
             });
+            let (centre, width) = (
+                liveness::centre(&face.landmarks),
+                face.bbox[2] - face.bbox[0],
+            );
+            if state.live.frames() == 0
+                && let Some(p) = self
+                    .presented_near
+                    .filter(|p| p.covers(t_ms, centre, width))
+            {
+                state.live.inherit(p.presentation);
+            }
             state.recent.push_back((frame, face.landmarks));
             if state.recent.len() > context::GAP + 1 {
                 state.recent.pop_front();
@@ -341,6 +363,7 @@ impl Stream {
             let mut mesh = None;
             let mut context_obs = None;
             let mut moire = None;
+            let mut flow_obs = None;
             let mut liveness = FrameLiveness::default();
             if !state.settled && live_faces < MAX_LIVE_FACES {
                 live_faces += 1;
@@ -370,6 +393,18 @@ impl Stream {
                     context_obs = context::observe(prev, now, l, &face.landmarks, face.bbox);
                 }
                 moire = screen::moire(img, face);
+                if let Some(patch) = FacePatch::from_rgb(img, &face.landmarks) {
+                    let back = frame.checked_sub(flow::GAP as u64);
+                    flow_obs = state
+                        .patches
+                        .iter()
+                        .find(|(f, _)| Some(*f) == back)
+                        .and_then(|(_, p)| flow::observe(p, &patch));
+                    state.patches.push_back((frame, patch));
+                    if state.patches.len() > flow::GAP + 1 {
+                        state.patches.pop_front();
+                    }
+                }
                 costs.cues_ms += ms(t);
                 // Eyes behind dark lenses are not measured: no blink evidence. (A hand is
                 // not excluded: it is usually at the mouth or chin, and the eyes above it
@@ -384,9 +419,18 @@ impl Stream {
                         mesh: mesh.as_ref(),
                         context: context_obs.as_ref(),
                         moire,
+                        flow: flow_obs.as_ref(),
                     },
                 );
                 state.seen += 1;
+                if let Some(presentation) = state.live.presentation() {
+                    self.presented_near = Some(PresentedNear {
+                        t_ms,
+                        centre,
+                        width,
+                        presentation,
+                    });
+                }
             }
             reports.push(FaceReport {
                 track: a.track,
@@ -395,6 +439,7 @@ impl Stream {
                 mesh,
                 context: context_obs,
                 moire,
+                flow: flow_obs,
                 liveness,
                 obstacles: state.obstacles,
                 frames: state.live.frames(),

@@ -57,6 +57,9 @@ pub struct SequenceResult {
     /// Per frame: the main track's raw signals (opening, iod, mouth, plane residual and
     /// anisotropy since the first frame), for tuning.
     pub signals: Vec<Option<[f32; 5]>>,
+    /// Per frame: the main track's face-flow parallax vector (`flow.rs`; x along the eyes),
+    /// where it was measured.
+    pub relief: Vec<Option<[f32; 2]>>,
     pub spoof_score: f32,
     pub max_parallax: f32,
     /// Sheet, room and screen frames of the main track (`LivenessTrack::presentation_frames`).
@@ -111,8 +114,10 @@ pub fn run_sequence(
     let mut eyelid = Vec::with_capacity(reports.len());
     let mut eye_sharpness = Vec::with_capacity(reports.len());
     let mut signals = Vec::with_capacity(reports.len());
+    let mut relief = Vec::with_capacity(reports.len());
     for r in &reports {
         let f = r.faces.iter().find(|f| Some(f.track) == main);
+        relief.push(f.and_then(|f| f.flow.map(|o| o.e)));
         eyelid.push(f.and_then(|f| f.liveness.eyelid));
         eye_sharpness.push(f.and_then(|f| f.eyes.map(|e| e.sharpness)));
         signals.push(f.map(|f| {
@@ -152,6 +157,7 @@ pub fn run_sequence(
         eyelid,
         eye_sharpness,
         signals,
+        relief,
         spoof_score: track.map_or(0.5, |t| t.spoof_score()),
         max_parallax: track.map_or(0.0, |t| t.max_parallax()),
         presentation: track.map_or([0; 3], |t| t.presentation_frames()),
@@ -223,6 +229,7 @@ pub fn run(
             },
             "track_frames": r.track_frames,
             "signals": r.signals.iter().map(|s| s.map(|v| v.map(|x| if x.is_finite() { json!(x) } else { json!(null) }))).collect::<Vec<_>>(),
+            "relief": r.relief,
         }));
     }
     println!(

@@ -35,7 +35,10 @@ use super::attack::{self, AttackKind, Content};
 use super::liveness::{decode_file, frame_files};
 use crate::pipeline::context::ContextObservation;
 use crate::pipeline::eyes::EyeObservation;
-use crate::pipeline::liveness::{Cues, LivenessConfig, LivenessTrack, Verdict};
+use crate::pipeline::flow::FlowObservation;
+use crate::pipeline::liveness::{
+    self, Cues, LivenessConfig, LivenessTrack, PresentedNear, Verdict,
+};
 use crate::pipeline::mesh::MeshObservation;
 use crate::pipeline::stream::{LiveModels, Stream};
 use crate::pipeline::{Pipeline, largest};
@@ -72,6 +75,7 @@ struct Obs {
     mesh: Option<MeshObservation>,
     context: Option<ContextObservation>,
     moire: Option<f32>,
+    flow: Option<FlowObservation>,
 }
 
 /// The judgement of one sequence by a fresh track.
@@ -91,17 +95,25 @@ const MIN_FRAMES: usize = 3;
 
 fn judge(obs: &[Option<Obs>], cfg: &LivenessConfig, fps: f64) -> Judged {
     let mut track: Option<(u64, LivenessTrack)> = None;
+    let mut presented_near: Option<PresentedNear> = None;
     let mut out = Judged::default();
     for (k, o) in obs.iter().enumerate() {
         let Some(o) = o else { continue };
+        let t_ms = k as f64 * 1000.0 / fps;
+        let centre = liveness::centre(&o.landmarks);
         if track.as_ref().is_none_or(|(id, _)| *id != o.track) {
-            track = Some((o.track, LivenessTrack::new(cfg.clone())));
+            // As the stream does: a face presented nearby just before carries over.
+            let mut fresh = LivenessTrack::new(cfg.clone());
+            if let Some(p) = presented_near.filter(|p| p.covers(t_ms, centre, o.width)) {
+                fresh.inherit(p.presentation);
+            }
+            track = Some((o.track, fresh));
         }
         let Some((_, t)) = track.as_mut() else {
             continue;
         };
         t.update(
-            k as f64 * 1000.0 / fps,
+            t_ms,
             k as u64,
             &o.landmarks,
             &Cues {
@@ -109,8 +121,17 @@ fn judge(obs: &[Option<Obs>], cfg: &LivenessConfig, fps: f64) -> Judged {
                 mesh: o.mesh.as_ref(),
                 context: o.context.as_ref(),
                 moire: o.moire,
+                flow: o.flow.as_ref(),
             },
         );
+        if let Some(presentation) = t.presentation() {
+            presented_near = Some(PresentedNear {
+                t_ms,
+                centre,
+                width: o.width,
+                presentation,
+            });
+        }
         out.seen = true;
         out.blinked |= !t.blinks().is_empty();
         out.moved |= !t.motion_events().is_empty();
@@ -148,6 +169,7 @@ fn observe(
             mesh: f.mesh.clone(),
             context: f.context,
             moire: f.moire,
+            flow: f.flow,
         }));
     }
     Ok(out)
@@ -179,6 +201,9 @@ struct DumpFrame {
     lids: Option<[f32; 2]>,
     moire: Option<f32>,
     ctx: Option<[u32; 2]>,
+    /// The face flow's [residual, points, parallax x, parallax y] (absent from older dumps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flow: Option<[f32; 4]>,
 }
 
 impl DumpFrame {
@@ -196,6 +221,9 @@ impl DumpFrame {
             lids: o.mesh.as_ref().map(|m| m.eyelids),
             moire: o.moire,
             ctx: o.context.map(|c| [c.still, c.with_face]),
+            flow: o
+                .flow
+                .map(|f| [f.residual, f.points as f32, f.e[0], f.e[1]]),
         }
     }
 
@@ -228,6 +256,12 @@ impl DumpFrame {
                 .ctx
                 .map(|[still, with_face]| ContextObservation { still, with_face }),
             moire: self.moire,
+            flow: self.flow.map(|[residual, points, ex, ey]| FlowObservation {
+                residual,
+                points: points as u32,
+                e: [ex, ey],
+                parallax: ex.hypot(ey),
+            }),
         })
     }
 }

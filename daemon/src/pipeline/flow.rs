@@ -1,0 +1,408 @@
+//! Face flow: does the face's own texture move as one plane, or as a face's relief? A print,
+//! however tilted, swayed or gently bent, moves every point of its face through one homography;
+//! a head that turns does not (the nose moves against the cheeks, the cheeks against the face's
+//! edge). Unlike the face mesh, which regresses a face-shaped point set onto a photo too, this
+//! follows the pixels themselves: patches on a grid of the face (the eyes and the mouth left
+//! out, so blinks and talking do not count here) are matched between a frame and the one `GAP`
+//! frames before, starting from where the face's similarity motion carries them. One plane plus
+//! a face-shaped relief (a half ellipsoid and a nose ridge, `relief`) times one parallax vector
+//! is fitted through the matches: that vector is the observation (and the plain homography's
+//! residual, for tuning). A screen's moiré fringes move against its content and make noise
+//! here, in random directions from frame to frame: the liveness rule takes the vector's median
+//! over several frame pairs, and the moiré cue (`screen.rs`) is what catches screens.
+//!
+//! Invariant: pure arithmetic on the pixels of two frames around one face and its landmarks in
+//! both; a patch without texture, or whose best match is at the edge of its search, is left
+//! out, and too few patches give no observation.
+
+use image::RgbImage;
+
+use super::align::{ARCFACE_112, Similarity};
+use super::context::luma_row;
+use super::mesh::{add_row, normalised, plane_fit, solve};
+
+/// Frames between the two compared (as context motion: 0.3 s at 10 fps).
+pub const GAP: usize = 3;
+
+/// Eye distance the patch is sampled at, at most (larger faces are box-averaged down to it).
+const TARGET_IOD: f32 = 32.0;
+
+/// Grid of canonical (ArcFace 112) points: from the forehead to the chin, cheek to cheek.
+const GRID_X: [f32; 8] = [28.0, 36.0, 44.0, 52.0, 60.0, 68.0, 76.0, 84.0];
+const GRID_Y: [f32; 10] = [28.0, 36.0, 44.0, 52.0, 60.0, 68.0, 76.0, 84.0, 92.0, 100.0];
+
+/// Least texture a patch needs (smaller eigenvalue of its structure tensor, per pixel).
+const MIN_TEXTURE: f32 = 2.0;
+
+/// Fewest matched patches for an observation.
+const MIN_POINTS: usize = 12;
+
+/// Whether a canonical point lies on an eye or the mouth (which move on their own).
+fn excluded([x, y]: [f32; 2]) -> bool {
+    let eye = |[ex, ey]: [f32; 2]| (x - ex).abs() < 11.0 && (y - ey).abs() < 8.0;
+    let mouth = (x - 56.0).abs() < 20.0 && (y - 92.0).abs() < 8.0;
+    eye(ARCFACE_112[0]) || eye(ARCFACE_112[1]) || mouth
+}
+
+/// Luminance around one face in one frame, box-averaged to at most `TARGET_IOD` between the
+/// eyes, with the face's landmarks.
+#[derive(Debug, Clone)]
+pub struct FacePatch {
+    /// Frame pixels per patch pixel.
+    k: usize,
+    /// Frame coordinates of patch pixel (0, 0)'s corner.
+    x0: usize,
+    y0: usize,
+    w: usize,
+    h: usize,
+    data: Vec<f32>,
+    landmarks: [[f32; 2]; 5],
+}
+
+impl FacePatch {
+    /// The face of `landmarks` in `img`; `None` when it is (nearly) outside.
+    pub fn from_rgb(img: &RgbImage, landmarks: &[[f32; 2]; 5]) -> Option<FacePatch> {
+        let to_frame = Similarity::estimate(&ARCFACE_112, landmarks)?;
+        let iod = to_frame.scale() * (ARCFACE_112[1][0] - ARCFACE_112[0][0]);
+        if !iod.is_finite() || iod < 4.0 {
+            return None;
+        }
+        let k = ((iod / TARGET_IOD).floor() as usize).max(1);
+        // The canonical square with a margin for the search, in frame pixels.
+        let corners =
+            [[-8.0, -8.0], [120.0, -8.0], [-8.0, 120.0], [120.0, 120.0]].map(|p| to_frame.apply(p));
+        // Their extent along axis `i`, inside the image (`limit` wide or high).
+        let span = |i: usize, limit: f32| {
+            let (lo, hi) = corners.iter().fold((f32::MAX, f32::MIN), |(lo, hi), p| {
+                (lo.min(p[i]), hi.max(p[i]))
+            });
+            (lo.max(0.0), hi.min(limit))
+        };
+        let (lo_x, hi_x) = span(0, img.width() as f32);
+        let (lo_y, hi_y) = span(1, img.height() as f32);
+        let (x0, y0) = (lo_x as usize, lo_y as usize);
+        let w = ((hi_x - lo_x).max(0.0) as usize) / k;
+        let h = ((hi_y - lo_y).max(0.0) as usize) / k;
+        if w < 8 || h < 8 {
+            return None;
+        }
+        let raw = img.as_raw();
+        let stride = img.width() as usize * 3;
+        let mut data = vec![0f32; w * h];
+        let mut row = vec![0f32; w * k];
+        let norm = 1.0 / (k * k) as f32;
+        for (py, out) in data.chunks_exact_mut(w).enumerate() {
+            for dy in 0..k {
+                let y = y0 + py * k + dy;
+                let start = y * stride + x0 * 3;
+                luma_row(&raw[start..start + w * k * 3], &mut row);
+                for (o, block) in out.iter_mut().zip(row.chunks_exact(k)) {
+                    *o += block.iter().sum::<f32>();
+                }
+            }
+            for o in out.iter_mut() {
+                *o *= norm;
+            }
+        }
+        Some(FacePatch {
+            k,
+            x0,
+            y0,
+            w,
+            h,
+            data,
+            landmarks: *landmarks,
+        })
+    }
+
+    fn at(&self, x: usize, y: usize) -> f32 {
+        self.data[y * self.w + x]
+    }
+
+    /// Frame coordinates -> patch coordinates.
+    fn to_patch(&self, [x, y]: [f32; 2]) -> [f32; 2] {
+        let k = self.k as f32;
+        [
+            (x - self.x0 as f32) / k - 0.5 + 0.5 / k,
+            (y - self.y0 as f32) / k - 0.5 + 0.5 / k,
+        ]
+    }
+
+    fn to_frame(&self, [x, y]: [f32; 2]) -> [f32; 2] {
+        let k = self.k as f32;
+        [
+            (x + 0.5 - 0.5 / k) * k + self.x0 as f32,
+            (y + 0.5 - 0.5 / k) * k + self.y0 as f32,
+        ]
+    }
+}
+
+/// How one plane explains the face's texture motion between two frames.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowObservation {
+    /// RMS residual of the best homography through the matches, in units of their spread.
+    pub residual: f32,
+    /// Patches matched.
+    pub points: u32,
+    /// The same fit with a face-shaped relief term (plane plus parallax): the parallax per unit
+    /// of relief, in the face's axes (x along the eyes, y down; spread units), and its length.
+    pub e: [f32; 2],
+    pub parallax: f32,
+}
+
+/// A face's relief at a canonical point (ArcFace 112 units, arbitrary scale): a half
+/// ellipsoid for the head and a ridge for the nose.
+fn relief([x, y]: [f32; 2]) -> f32 {
+    let head = (1.0 - ((x - 56.0) / 44.0).powi(2) - ((y - 62.0) / 62.0).powi(2))
+        .max(0.0)
+        .sqrt();
+    let nose = (-((x - 56.0) / 7.0).powi(2) / 2.0 - ((y - 66.0) / 12.0).powi(2) / 2.0).exp();
+    head + 0.6 * nose
+}
+
+/// The homography plus `e * relief` (one 2-D parallax vector scaled by each point's relief)
+/// that best maps `src` onto `dst`, linearised as the DLT is; coordinates centred and scaled
+/// by each set's spread, the relief to zero mean and unit RMS. Returns `e`.
+fn plane_plus_parallax(src: &[[f32; 2]], dst: &[[f32; 2]], depth: &[f32]) -> Option<[f64; 2]> {
+    let n = src.len().min(dst.len()).min(depth.len());
+    if n < 12 {
+        return None;
+    }
+    let (ns, nd) = (normalised(&src[..n]), normalised(&dst[..n]));
+    let dm = depth[..n].iter().map(|&d| f64::from(d)).sum::<f64>() / n as f64;
+    let ds = (depth[..n]
+        .iter()
+        .map(|&d| (f64::from(d) - dm).powi(2))
+        .sum::<f64>()
+        / n as f64)
+        .sqrt();
+    if ds < 1e-9 {
+        return None;
+    }
+    let z: Vec<f64> = depth[..n]
+        .iter()
+        .map(|&d| (f64::from(d) - dm) / ds)
+        .collect();
+    let mut ata = [[0f64; 10]; 10];
+    let mut atb = [0f64; 10];
+    for ((p, q), &d) in ns.iter().zip(&nd).zip(&z) {
+        let (x, y, u, v) = (p[0], p[1], q[0], q[1]);
+        add_row(
+            &mut ata,
+            &mut atb,
+            [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, d, 0.0],
+            u,
+        );
+        add_row(
+            &mut ata,
+            &mut atb,
+            [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y, 0.0, d],
+            v,
+        );
+    }
+    let h = solve(ata, atb)?;
+    (h[8].is_finite() && h[9].is_finite()).then_some([h[8], h[9]])
+}
+
+/// Matches the face's patches of `then` in `now`.
+pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
+    if then.k != now.k {
+        return None;
+    }
+    let s_then = Similarity::estimate(&ARCFACE_112, &then.landmarks)?;
+    let s_now = Similarity::estimate(&ARCFACE_112, &now.landmarks)?;
+    let iod = s_then.scale() * (ARCFACE_112[1][0] - ARCFACE_112[0][0]) / then.k as f32;
+    let r = ((iod * 0.12).round() as isize).clamp(2, 5);
+    let search = ((iod * 0.15).round() as isize).clamp(2, 6);
+    let mut src = Vec::new();
+    let mut dst = Vec::new();
+    let mut depth = Vec::new();
+    for &gy in &GRID_Y {
+        for &gx in &GRID_X {
+            if excluded([gx, gy]) {
+                continue;
+            }
+            let a = then.to_patch(s_then.apply([gx, gy]));
+            let b = now.to_patch(s_now.apply([gx, gy]));
+            let (ax, ay) = (a[0].round() as isize, a[1].round() as isize);
+            let (bx, by) = (b[0].round() as isize, b[1].round() as isize);
+            if let Some([mx, my]) = match_patch(then, now, ax, ay, bx, by, r, search) {
+                src.push(then.to_frame([ax as f32, ay as f32]));
+                dst.push(now.to_frame([mx, my]));
+                depth.push(relief([gx, gy]));
+            }
+        }
+    }
+    if src.len() < MIN_POINTS {
+        return None;
+    }
+    let fit = plane_fit(&src, &dst)?;
+    let [ex, ey] = plane_plus_parallax(&src, &dst, &depth)?;
+    // In the face's own axes (its roll removed): x along the eyes.
+    let (c, sn) = (
+        f64::from(s_now.a / s_now.scale()),
+        f64::from(s_now.b / s_now.scale()),
+    );
+    let e = [(c * ex + sn * ey) as f32, (-sn * ex + c * ey) as f32];
+    Some(FlowObservation {
+        residual: fit.residual,
+        points: src.len() as u32,
+        e,
+        parallax: e[0].hypot(e[1]),
+    })
+}
+
+/// The sub-pixel position in `now` of `then`'s patch centred at (ax, ay), searched within
+/// `search` of (bx, by); `None` without texture, outside, or at the search's edge.
+#[allow(clippy::too_many_arguments)]
+fn match_patch(
+    then: &FacePatch,
+    now: &FacePatch,
+    ax: isize,
+    ay: isize,
+    bx: isize,
+    by: isize,
+    r: isize,
+    search: isize,
+) -> Option<[f32; 2]> {
+    let inside = |p: &FacePatch, x: isize, y: isize, m: isize| {
+        x - m >= 1 && y - m >= 1 && x + m + 1 < p.w as isize && y + m + 1 < p.h as isize
+    };
+    if !inside(then, ax, ay, r) || !inside(now, bx, by, r + search) {
+        return None;
+    }
+    // Texture: the structure tensor's smaller eigenvalue, and the patch's mean.
+    let side = (2 * r + 1) as usize;
+    let n = (side * side) as f32;
+    let (mut gxx, mut gyy, mut gxy, mut mean) = (0f32, 0f32, 0f32, 0f32);
+    let mut tpl = Vec::with_capacity(side * side);
+    for y in ay - r..=ay + r {
+        for x in ax - r..=ax + r {
+            let (xu, yu) = (x as usize, y as usize);
+            let gx = (then.at(xu + 1, yu) - then.at(xu - 1, yu)) / 2.0;
+            let gy = (then.at(xu, yu + 1) - then.at(xu, yu - 1)) / 2.0;
+            gxx += gx * gx;
+            gyy += gy * gy;
+            gxy += gx * gy;
+            let v = then.at(xu, yu);
+            mean += v;
+            tpl.push(v);
+        }
+    }
+    let (gxx, gyy, gxy) = (gxx / n, gyy / n, gxy / n);
+    let min_eig = (gxx + gyy) / 2.0 - (((gxx - gyy) / 2.0).powi(2) + gxy * gxy).sqrt();
+    if min_eig < MIN_TEXTURE {
+        return None;
+    }
+    mean /= n;
+    for v in &mut tpl {
+        *v -= mean;
+    }
+    // Zero-mean SSD over the search window.
+    let span = (2 * search + 1) as usize;
+    let mut cost = vec![0f32; span * span];
+    for (j, oy) in (-search..=search).enumerate() {
+        for (i, ox) in (-search..=search).enumerate() {
+            let (cx, cy) = (bx + ox, by + oy);
+            let mut m = 0f32;
+            for y in cy - r..=cy + r {
+                for x in cx - r..=cx + r {
+                    m += now.at(x as usize, y as usize);
+                }
+            }
+            m /= n;
+            let mut c = 0f32;
+            let mut t = tpl.iter();
+            for y in cy - r..=cy + r {
+                for x in cx - r..=cx + r {
+                    let d = now.at(x as usize, y as usize) - m - t.next().copied().unwrap_or(0.0);
+                    c += d * d;
+                }
+            }
+            cost[j * span + i] = c;
+        }
+    }
+    let best = (0..cost.len()).min_by(|&p, &q| cost[p].total_cmp(&cost[q]))?;
+    let (i, j) = (best % span, best / span);
+    if i == 0 || j == 0 || i + 1 == span || j + 1 == span {
+        return None;
+    }
+    let at = |i: usize, j: usize| cost[j * span + i];
+    let sub = |l: f32, c: f32, r: f32| {
+        let d = l - 2.0 * c + r;
+        if d > 1e-6 {
+            (0.5 * (l - r) / d).clamp(-0.5, 0.5)
+        } else {
+            0.0
+        }
+    };
+    let dx = sub(at(i - 1, j), at(i, j), at(i + 1, j));
+    let dy = sub(at(i, j - 1), at(i, j), at(i, j + 1));
+    Some([
+        (bx + i as isize - search) as f32 + dx,
+        (by + j as isize - search) as f32 + dy,
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    /// A textured "face" image: smooth blobs, rendered through `map` (frame -> texture).
+    fn render(map: impl Fn(f32, f32) -> [f32; 2]) -> RgbImage {
+        RgbImage::from_fn(320, 320, |x, y| {
+            let [u, v] = map(x as f32, y as f32);
+            let t = 128.0
+                + 50.0 * (u * 0.21).sin() * (v * 0.17).cos()
+                + 30.0 * ((u + 2.0 * v) * 0.11).sin()
+                + 20.0 * ((3.0 * u - v) * 0.07).cos();
+            let g = t.clamp(0.0, 255.0) as u8;
+            Rgb([g, g, g])
+        })
+    }
+
+    fn landmarks(s: &Similarity) -> [[f32; 2]; 5] {
+        ARCFACE_112.map(|p| s.apply(p))
+    }
+
+    #[test]
+    fn a_moving_plane_shows_no_relief_and_a_turning_bulge_does() {
+        // The face 2.5x the template, at (40, 40).
+        let base = Similarity {
+            a: 2.5,
+            b: 0.0,
+            tx: 40.0,
+            ty: 40.0,
+        };
+        let still = render(|x, y| [x, y]);
+        let then = FacePatch::from_rgb(&still, &landmarks(&base)).unwrap();
+        // A plane shifted and rotated a little: the texture and landmarks move together.
+        let moved = Similarity {
+            a: 2.5 * 0.995,
+            b: 2.5 * 0.05,
+            tx: 43.0,
+            ty: 38.0,
+        };
+        let m = moved.inverse();
+        let b = base;
+        let plane = render(|x, y| b.apply(m.apply([x, y])));
+        let now = FacePatch::from_rgb(&plane, &landmarks(&moved)).unwrap();
+        let obs = observe(&then, &now).unwrap();
+        assert!(obs.points >= 30, "{obs:?}");
+        assert!(obs.residual < 0.01, "plane: {obs:?}");
+        assert!(obs.parallax < 0.003, "plane: {obs:?}");
+        // A bulge centred on the nose moves sideways more than the face's edge (a head turning).
+        let nose = base.apply(ARCFACE_112[2]);
+        let bulge = render(|x, y| {
+            let d2 = ((x - nose[0]).powi(2) + (y - nose[1]).powi(2)) / (60.0f32).powi(2);
+            [x - 5.0 * (1.0 - d2).max(0.0), y]
+        });
+        let now = FacePatch::from_rgb(&bulge, &landmarks(&base)).unwrap();
+        let obs = observe(&then, &now).unwrap();
+        // The nose moved right against the cheeks: parallax along the eyes, 5x the plane's.
+        assert!(obs.residual > 0.015, "bulge: {obs:?}");
+        assert!(obs.parallax > 0.012, "bulge: {obs:?}");
+        assert!(obs.e[0].abs() > 4.0 * obs.e[1].abs(), "bulge: {obs:?}");
+    }
+}
