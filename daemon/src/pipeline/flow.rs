@@ -298,28 +298,24 @@ fn match_patch(
     for v in &mut tpl {
         *v -= mean;
     }
-    // Zero-mean SSD over the search window.
+    // Zero-mean SSD over the search window, from running sums: with the template zero-mean,
+    // sum((v - mean(v) - t)^2) = sum(v^2) - sum(v)^2 / n - 2 sum(t v) + sum(t^2).
+    let t2: f32 = tpl.iter().map(|t| t * t).sum();
     let span = (2 * search + 1) as usize;
     let mut cost = vec![0f32; span * span];
     for (j, oy) in (-search..=search).enumerate() {
         for (i, ox) in (-search..=search).enumerate() {
             let (cx, cy) = (bx + ox, by + oy);
-            let mut m = 0f32;
-            for y in cy - r..=cy + r {
-                for x in cx - r..=cx + r {
-                    m += now.at(x as usize, y as usize);
+            let (mut sum, mut sq, mut cross) = (0f32, 0f32, 0f32);
+            for (row, y) in tpl.chunks_exact(side).zip(cy - r..=cy + r) {
+                let start = y as usize * now.w + (cx - r) as usize;
+                for (v, t) in now.data[start..start + side].iter().zip(row) {
+                    sum += v;
+                    sq += v * v;
+                    cross += t * v;
                 }
             }
-            m /= n;
-            let mut c = 0f32;
-            let mut t = tpl.iter();
-            for y in cy - r..=cy + r {
-                for x in cx - r..=cx + r {
-                    let d = now.at(x as usize, y as usize) - m - t.next().copied().unwrap_or(0.0);
-                    c += d * d;
-                }
-            }
-            cost[j * span + i] = c;
+            cost[j * span + i] = sq - sum * sum / n - 2.0 * cross + t2;
         }
     }
     let best = (0..cost.len()).min_by(|&p, &q| cost[p].total_cmp(&cost[q]))?;
