@@ -1,6 +1,8 @@
 //! Liveness over frames, per tracked face: blinks (eyelid opening against the person's own
 //! open-eye baseline), head motion (affine-invariant pose cues that a flat photo cannot change),
-//! mouth movement (talking, expressions), and a presentation-attack score from the same geometry
+//! mouth movement (talking, expressions), relief (the face's own texture moving off one plane,
+//! `flow.rs`: the same plane argument over ~60 pixel patches instead of 5 landmarks, which works
+//! on faces too blurry for the landmarks), and a presentation-attack score from the same geometry
 //! and from two cues that veto everything else: the scene around the face moving with it (a
 //! held sheet or screen, `context.rs`) and a screen's pixel grid on the face (`screen.rs`).
 //!
@@ -11,7 +13,8 @@
 //! turn moves it off the prediction (parallax), however the head was shifted, scaled or
 //! rolled; a photo, at any tilt and with full perspective, does not. Tilting a photo does change
 //! the face's aspect (foreshortening) and roll: plane-like motion without parallax is evidence
-//! of an attack.
+//! of an attack. A face presented on a sheet or a screen keeps that verdict when it is lost
+//! for a moment and found again as a new track (`PresentedNear`).
 //!
 //! Invariant: `LivenessTrack` is pure state over observations (no models, no clock): the same
 //! observations give the same events and score.
@@ -718,8 +721,8 @@ impl LivenessTrack {
     /// Presentation-attack score in [0, 1]: 1 when the face was presented on a held sheet or a
     /// screen (`presented`), whatever else it did; else 0.5 with no evidence either way; towards
     /// 0 with a blink (a print or a screen showing a photo cannot blink), a mouth movement
-    /// (talking, an expression) or nose parallax beyond what the synthetic attacks reach
-    /// (`parallax_live`); towards 1 when the face moved like a plane (the face mesh's rigid
+    /// (talking, an expression), a relief (`relief_parallax`) or nose parallax beyond what the
+    /// synthetic attacks reach (`parallax_live`); towards 1 when the face moved like a plane (the face mesh's rigid
     /// upper face foreshortened beyond `planar_anisotropy`) without such evidence.
     ///
     /// Parallax below `parallax_live` is not evidence of life: CenterFace's landmarks on a

@@ -264,7 +264,13 @@ impl Stream {
     /// liveness model or cue runs on it and it no longer takes one of the `MAX_LIVE_FACES`
     /// places. Settling is for the track's lifetime. False if no such track.
     pub fn settle(&mut self, id: u64) -> bool {
-        self.tracks.get_mut(&id).map(|t| t.settled = true).is_some()
+        self.tracks
+            .get_mut(&id)
+            .map(|t| {
+                t.settled = true;
+                t.patches.clear();
+            })
+            .is_some()
     }
 
     /// The liveness state of a live track.
@@ -336,6 +342,7 @@ impl Stream {
         let mut live_faces = 0;
         for a in &assignments {
             let face = &faces[a.face];
+            let new_track = !self.tracks.contains_key(&a.track);
             let state = self.tracks.entry(a.track).or_insert_with(|| TrackState {
                 live: LivenessTrack::new(self.cfg.clone()),
                 seen: 0,
@@ -348,7 +355,7 @@ impl Stream {
                 liveness::centre(&face.landmarks),
                 face.bbox[2] - face.bbox[0],
             );
-            if state.live.frames() == 0
+            if new_track
                 && let Some(p) = self
                     .presented_near
                     .filter(|p| p.covers(t_ms, centre, width))
