@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{data, facegate, stdout_json, tempdir};
+use common::{clip_excerpt, data, facegate, stdout_json, tempdir};
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
@@ -399,11 +399,7 @@ fn clients_add_prints_credentials_once_and_enroll_identify_work_on_the_data_dir(
 fn a_door_looks_again_before_calling_a_briefly_covered_face_unknown() {
     // From file 0045 to the end: the bench enrolls her from its best face (file 0116,
     // uncovered).
-    let dir = tempdir("door-looks");
-    for i in 45..=196 {
-        let name = format!("{i:04}.jpg");
-        std::fs::copy(data("video/pexels_eyes_hand").join(&name), dir.join(&name)).unwrap();
-    }
+    let dir = clip_excerpt("door-looks", "pexels_eyes_hand", 45, 196);
     let run = |retry: &str| {
         let v = stdout_json(&facegate(
             &[

@@ -61,6 +61,18 @@ pub fn tempdir(tag: &str) -> PathBuf {
     d
 }
 
+/// A fresh temporary folder holding files `first..=last` (`NNNN.jpg`) of a shared clip: a
+/// stretch of it replayed on its own.
+pub fn clip_excerpt(tag: &str, clip: &str, first: u32, last: u32) -> PathBuf {
+    let dir = tempdir(tag);
+    for i in first..=last {
+        let name = format!("{i:04}.jpg");
+        std::fs::copy(data(&format!("video/{clip}")).join(&name), dir.join(&name))
+            .expect("clip frame");
+    }
+    dir
+}
+
 /// The fp32 pipeline with default detector, quality and limits, from the shipped models.
 pub fn fp32_pipeline(
     store: &facegate_daemon::pipeline::models::ModelStore,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{data, facegate, stdout_json, tempdir};
+use common::{clip_excerpt, data, facegate, stdout_json, tempdir};
 use facegate_daemon::pipeline::Pipeline;
 use facegate_daemon::pipeline::models::ModelStore;
 use facegate_daemon::pipeline::obstacles::{self, ObstacleScores};
@@ -13,6 +13,16 @@ use facegate_daemon::pipeline::stream::LiveModels;
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// The frames (0-based) where `facegate liveness --json` found blinks starting.
+fn blink_frames(v: &serde_json::Value) -> Vec<u64> {
+    v["blinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["frame"].as_u64().unwrap())
+        .collect()
 }
 
 /// Every labelled blink (0-based closing frame) found within a frame, and at most `max_extra`
@@ -48,12 +58,7 @@ fn every_labelled_blink_is_found_and_false_blinks_are_few() {
         // The contract's hand threshold (advisory by default: see default.toml).
         &[("FACEGATE_OBSTACLES__HAND", "0.3")],
     ));
-    let found: Vec<u64> = v["blinks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["frame"].as_u64().unwrap())
-        .collect();
+    let found = blink_frames(&v);
     assert_labelled_blinks("pexels", &found, &[64, 84, 103, 120, 161], 1);
     assert!(
         !found.iter().any(|f| (6..41).contains(f)),
@@ -76,12 +81,7 @@ fn every_labelled_blink_is_found_and_false_blinks_are_few() {
         &["liveness", "--frames", path(&data("video/lp_d9")), "--json"],
         &[],
     ));
-    let found: Vec<u64> = v["blinks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["frame"].as_u64().unwrap())
-        .collect();
+    let found = blink_frames(&v);
     assert_labelled_blinks(
         "lp_d9",
         &found,
@@ -99,12 +99,7 @@ fn every_labelled_blink_is_found_and_false_blinks_are_few() {
             &["liveness", "--frames", path(&data(clip)), "--json"],
             &[],
         ));
-        let blinks: Vec<u64> = v["blinks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["frame"].as_u64().unwrap())
-            .collect();
+        let blinks = blink_frames(&v);
         // One blink, closing over files 0008-0010.
         assert_eq!(blinks.len(), 1, "{clip}: {v}");
         assert!((7..=9).contains(&blinks[0]), "{clip}: {blinks:?}");
@@ -118,11 +113,7 @@ fn every_labelled_blink_is_found_and_false_blinks_are_few() {
 /// `live` within the 5 s. With `relief_parallax = 0` (off) the same frames are not.
 #[test]
 fn a_head_that_turns_without_blinking_is_live_by_its_relief() {
-    let dir = tempdir("relief");
-    for i in 61..=110 {
-        let name = format!("{i:04}.jpg");
-        std::fs::copy(data("video/headtrackr_cap4").join(&name), dir.join(&name)).unwrap();
-    }
+    let dir = clip_excerpt("relief", "headtrackr_cap4", 61, 110);
     let run = |env: &[(&str, &str)]| {
         stdout_json(&facegate(
             &["liveness", "--frames", path(&dir), "--json"],

@@ -1228,7 +1228,6 @@ mod tests {
                     residual: 0.05,
                     points: 40,
                     e: e(i),
-                    parallax: e(i)[0].hypot(e(i)[1]),
                 };
                 t.update(
                     i as f64 * 100.0,

@@ -260,7 +260,6 @@ impl DumpFrame {
                 residual,
                 points: points as u32,
                 e: [ex, ey],
-                parallax: ex.hypot(ey),
             }),
         })
     }
