@@ -263,6 +263,12 @@ impl Config {
         if !(0.0..=1.0).contains(&lc.relief_parallax) {
             return bad("liveness.relief_parallax", "must be within [0, 1] (0: off)");
         }
+        if !(0.0..=1.0).contains(&lc.blink_squint_baseline) {
+            return bad(
+                "liveness.blink_squint_baseline",
+                "must be within [0, 1] (0: off)",
+            );
+        }
         if !(0.0..=240.0).contains(&self.liveness.analysis_fps) {
             return bad(
                 "liveness.analysis_fps",
@@ -478,6 +484,8 @@ mod tests {
             "[liveness]\nanalysis_fps = -10\n",
             "[liveness]\nrelief_parallax = -0.01\n",
             "[liveness]\nrelief_parallax = nan\n",
+            "[liveness]\nblink_squint_baseline = 1.5\n",
+            "[liveness]\nblink_squint_baseline = nan\n",
         ] {
             std::fs::write(&path, bad).unwrap();
             let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();

@@ -133,6 +133,46 @@ fn a_head_that_turns_without_blinking_is_live_by_its_relief() {
 /// ~80 px wide, is verified live by some session (sessions start every second), except
 /// grid_lbbc2a, a face that does not blink in its 3 s (labelled) and speaks with little mouth
 /// movement: never verified, and judged `unknown` (ask to blink), never `spoof`. SYNTHETIC photo
+/// A print of a laughing face (hand_on_forehead.png: narrowed eyes, open level ~0.2) held up
+/// and swayed: the eye model's reading of one printed eye dips for half a second (frames
+/// 40-44 of this SYNTHETIC sequence) while the other stays open. In a squint a closure counts
+/// only when both eyes closed, so the print is not live; without that rule the dip was its
+/// "blink" and it was live at frame 45.
+#[test]
+fn a_printed_laughing_face_does_not_blink_by_one_eye() {
+    let dir = tempdir("squint-print");
+    let photo = data("photos/hand_on_forehead.png");
+    let render = facegate(
+        &[
+            "attack",
+            "--photo",
+            path(&photo),
+            "--kind",
+            "print",
+            "--seed",
+            "1",
+            "--frames",
+            "50",
+            "--out",
+            path(&dir),
+        ],
+        &[],
+    );
+    assert!(render.status.success(), "{render:?}");
+    let run = |env: &[(&str, &str)]| {
+        stdout_json(&facegate(
+            &["liveness", "--frames", path(&dir), "--json"],
+            env,
+        ))
+    };
+    let v = run(&[]);
+    assert_eq!(blink_frames(&v), Vec::<u64>::new(), "{v}");
+    assert_ne!(v["verdict"], "live", "{v}");
+    let off = run(&[("FACEGATE_LIVENESS__BLINK_SQUINT_BASELINE", "0")]);
+    assert_eq!(blink_frames(&off), vec![40], "{off}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// attacks (print, bent print, screen) from two shared photos are never accepted, at any frame.
 /// Replayed clips on a moving screen (real blinks, speech, head turns) are caught by the
 /// screen's moiré: at most 1 of the 17 accepted (lp_d13's, whose grid barely aliases). The

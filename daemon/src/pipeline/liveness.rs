@@ -92,6 +92,10 @@ pub struct LivenessConfig {
     pub blink_min_baseline_frames: usize,
     /// Below this baseline opening the eyes are not measurable (squint, occlusion): no blinks.
     pub blink_min_baseline: f32,
+    /// Below this baseline opening (a squint: laughing, crying, narrow lids) the eye model's
+    /// reading of one eye wobbles on its own, on a photo too: a closure is a blink only if each
+    /// eye fell under `blink_close_ratio` of its own open level, as a blink closes both. 0: off.
+    pub blink_squint_baseline: f32,
     /// A closure must also go this many times the open-eye noise (median frame-to-frame change
     /// of the baseline openings) below the open level: on a small or blurred face the eye
     /// model's opening wobbles, and only a dip beyond that wobble is a blink.
@@ -160,6 +164,7 @@ impl Default for LivenessConfig {
             blink_baseline_frames: 15,
             blink_min_baseline_frames: 3,
             blink_min_baseline: 0.15,
+            blink_squint_baseline: 0.23,
             blink_noise_factor: 3.0,
             blink_refractory_ms: 250.0,
             min_eye_sharpness: 100.0,
@@ -200,6 +205,9 @@ enum Eyelids {
         start_frame: u64,
         lowest: f32,
         baseline: f32,
+        /// Each eye's lowest opening so far and its own open level when the closure started.
+        lowest_each: [f32; 2],
+        baseline_each: [f32; 2],
     },
 }
 
@@ -306,9 +314,10 @@ fn quantile(v: impl Iterator<Item = f32>, q: f32) -> Option<f32> {
 }
 
 /// The open-eye level: the 80th percentile of recent open-state openings (eyes are open most
-/// of the time; squints and half-blinks sit below it).
-fn open_level(baseline: &VecDeque<f32>) -> Option<f32> {
-    quantile(baseline.iter().copied(), 0.8)
+/// of the time; squints and half-blinks sit below it), of the two eyes' mean (`None`) or of one.
+fn open_level(baseline: &VecDeque<[f32; 2]>, eye: Option<usize>) -> Option<f32> {
+    let value = |o: &[f32; 2]| eye.map_or((o[0] + o[1]) / 2.0, |i| o[i]);
+    quantile(baseline.iter().map(value), 0.8)
 }
 
 /// Liveness state of one tracked face.
@@ -318,7 +327,8 @@ pub struct LivenessTrack {
     first_ms: Option<f64>,
     last_ms: f64,
     frames: u64,
-    baseline: VecDeque<f32>,
+    /// Recent open-state openings (image-left, image-right eye).
+    baseline: VecDeque<[f32; 2]>,
     sharpness: VecDeque<f32>,
     /// Recent inter-ocular distances (pixels).
     iod: VecDeque<f32>,
@@ -462,14 +472,13 @@ impl LivenessTrack {
         // Eyelids are read on any face large enough to judge; how deep a dip must be to be a
         // blink follows the opening's own noise (`blink_noise_factor`).
         if let Some(e) = eyes.filter(|_| self.judgeable()) {
-            let o = e.mean_opening();
-            out.eyelid = Some(o);
-            out.blink = self.eyelid(o, t_ms, frame, first);
+            out.eyelid = Some(e.mean_opening());
+            out.blink = self.eyelid(e.opening, t_ms, frame, first);
             let base = match self.eyelids {
                 Eyelids::Closed { baseline, .. } => Some(baseline),
-                Eyelids::Open => open_level(&self.baseline),
+                Eyelids::Open => open_level(&self.baseline, None),
             };
-            out.eyelid_ratio = base.filter(|b| *b > 0.0).map(|b| o / b);
+            out.eyelid_ratio = base.filter(|b| *b > 0.0).map(|b| e.mean_opening() / b);
         }
         out.motion = self.parallax(landmarks, t_rel, frame);
         if let Some(m) = mesh.filter(|_| self.judgeable()) {
@@ -536,18 +545,22 @@ impl LivenessTrack {
         false
     }
 
-    fn eyelid(&mut self, o: f32, t_ms: f64, frame: u64, first_ms: f64) -> bool {
+    /// The eyelid state machine over one frame's openings (image-left, image-right eye); their
+    /// mean opens and closes it. Whether a closure just ended as a blink.
+    fn eyelid(&mut self, each: [f32; 2], t_ms: f64, frame: u64, first_ms: f64) -> bool {
         let cfg = &self.cfg;
+        let mean = |v: &[f32; 2]| (v[0] + v[1]) / 2.0;
+        let o = mean(&each);
         match self.eyelids {
             Eyelids::Open => {
                 let base = (self.baseline.len() >= cfg.blink_min_baseline_frames)
-                    .then(|| open_level(&self.baseline))
+                    .then(|| open_level(&self.baseline, None))
                     .flatten();
                 let noise = median(
                     self.baseline
                         .iter()
                         .zip(self.baseline.iter().skip(1))
-                        .map(|(a, b)| (b - a).abs()),
+                        .map(|(a, b)| (mean(b) - mean(a)).abs()),
                 )
                 .unwrap_or(0.0);
                 let refractory = self
@@ -560,15 +573,18 @@ impl LivenessTrack {
                             && o < (cfg.blink_close_ratio * b)
                                 .min(b - cfg.blink_noise_factor * noise) =>
                     {
+                        let level = |i| open_level(&self.baseline, Some(i)).unwrap_or(b);
                         self.eyelids = Eyelids::Closed {
                             start_ms: t_ms,
                             start_frame: frame,
                             lowest: o,
                             baseline: b,
+                            lowest_each: each,
+                            baseline_each: [level(0), level(1)],
                         };
                     }
                     _ => {
-                        self.baseline.push_back(o);
+                        self.baseline.push_back(each);
                         if self.baseline.len() > cfg.blink_baseline_frames {
                             self.baseline.pop_front();
                         }
@@ -581,16 +597,23 @@ impl LivenessTrack {
                 start_frame,
                 lowest,
                 baseline,
+                lowest_each,
+                baseline_each,
             } => {
                 let lowest = lowest.min(o);
+                let lowest_each = [lowest_each[0].min(each[0]), lowest_each[1].min(each[1])];
                 if o >= lowest + cfg.blink_reopen_fraction * (baseline - lowest) {
                     self.eyelids = Eyelids::Open;
                     self.last_blink_end_ms = Some(t_ms);
-                    self.baseline.push_back(o);
+                    self.baseline.push_back(each);
                     if self.baseline.len() > cfg.blink_baseline_frames {
                         self.baseline.pop_front();
                     }
-                    if t_ms - start_ms <= cfg.blink_max_ms {
+                    // In a squint one eye's reading can dip alone: both must have closed.
+                    let both_closed = baseline >= cfg.blink_squint_baseline
+                        || (0..2)
+                            .all(|i| lowest_each[i] < cfg.blink_close_ratio * baseline_each[i]);
+                    if t_ms - start_ms <= cfg.blink_max_ms && both_closed {
                         self.blinks.push(Event {
                             t: (start_ms - first_ms) / 1000.0,
                             frame: start_frame,
@@ -603,6 +626,8 @@ impl LivenessTrack {
                         start_frame,
                         lowest,
                         baseline,
+                        lowest_each,
+                        baseline_each,
                     };
                 }
                 false
@@ -988,6 +1013,53 @@ mod tests {
         // Squinting eyes (baseline under the minimum) never count.
         let squint = run(&[0.1, 0.11, 0.1, 0.1, 0.03, 0.1, 0.1]);
         assert!(squint.blinks().is_empty());
+    }
+
+    #[test]
+    fn in_a_squint_one_eye_dipping_alone_is_not_a_blink() {
+        let run_each = |openings: &[[f32; 2]]| {
+            let mut t = LivenessTrack::new(LivenessConfig::default());
+            for (i, o) in openings.iter().enumerate() {
+                let e = EyeObservation {
+                    opening: *o,
+                    ..eyes(0.0)
+                };
+                t.update(
+                    i as f64 * 100.0,
+                    i as u64,
+                    &FACE,
+                    &Cues {
+                        eyes: Some(&e),
+                        ..Cues::default()
+                    },
+                );
+            }
+            t.blinks().len()
+        };
+        // A laughing face's narrowed eyes (open level 0.2): the left eye's reading dips to a
+        // third while the right stays at 0.8 of its level, as on the printed laughing face.
+        let squint = [
+            [0.18, 0.22],
+            [0.17, 0.21],
+            [0.18, 0.22],
+            [0.19, 0.22],
+            [0.18, 0.21],
+        ];
+        let one_eye = [[0.06, 0.18], [0.18, 0.22], [0.18, 0.22]];
+        assert_eq!(run_each(&[&squint[..], &one_eye[..]].concat()), 0);
+        // Both eyes closing from the same squint is a blink (narrow eyes still blink).
+        let both = [[0.06, 0.08], [0.18, 0.22], [0.18, 0.22]];
+        assert_eq!(run_each(&[&squint[..], &both[..]].concat()), 1);
+        // Wide open eyes read steadily: the same one-eye dip is judged by the mean, as before.
+        let open = [
+            [0.31, 0.33],
+            [0.30, 0.32],
+            [0.31, 0.33],
+            [0.32, 0.33],
+            [0.31, 0.32],
+        ];
+        let one_eye_open = [[0.08, 0.28], [0.31, 0.33], [0.31, 0.33]];
+        assert_eq!(run_each(&[&open[..], &one_eye_open[..]].concat()), 1);
     }
 
     #[test]
