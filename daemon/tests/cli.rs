@@ -388,18 +388,21 @@ fn clients_add_prints_credentials_once_and_enroll_identify_work_on_the_data_dir(
 }
 
 /// A door's first looks at a face rubbed with a hand and the eyes shut (pexels_eyes_hand,
-/// frames 51-56: on copies upscaled 2x with PIL's bilinear filter her similarity to her best
-/// face, frame 116, is 0.37-0.48 there and 0.64-0.85 from frame 59 on) must not make her `unknown`: the door takes its three looks `door.unknown_retry_s`
-/// apart. At 1280x720 (the clip upscaled 2x), from file 0045, liveness passes at file 0055, in
-/// the rubbing; with the looks three frames in a row (`unknown_retry_s = 0`, the door before)
-/// she was `unknown` and never granted while in view. (From the clip's start the relief of her
-/// moving face makes her live at frame 31, while her face is clear enough to match: the case
-/// does not arise there.)
+/// frames 40-56: on copies upscaled 2x with PIL's bilinear filter her similarity to her best
+/// face, frame 116, is 0.37-0.48 there and 0.64-0.85 from frame 59 on) must not all fall in
+/// the rubbing: the door takes its looks `door.unknown_retry_s` apart. At 1280x720 (the clip
+/// upscaled 2x), from file 0040, the relief of her moving face and hand makes her live at file
+/// 0046, in the rubbing. With five looks (`unknown_attempts = 5`) 0.4 s apart (0046, 0050,
+/// 0054, 0058) she is granted at 0058; with them in a row (`unknown_retry_s = 0`, the door
+/// before) she is `unknown` at 0050 and never granted while in view. With the shipped three
+/// looks (0046-0054) she is `unknown` too: the door's looks span 0.8 s, her hand 1.7 s
+/// (ARCHITECTURE.md, "Looks spent on a covered face"). (From file 0042 on she is live at her
+/// blink at 0065, face clear, and granted there; from the clip's start at frame 31.)
 #[test]
 fn a_door_looks_again_before_calling_a_briefly_covered_face_unknown() {
-    // From file 0045 to the end: the bench enrolls her from its best face (file 0116,
+    // From file 0040 to the end: the bench enrolls her from its best face (file 0116,
     // uncovered).
-    let dir = clip_excerpt("door-looks", "pexels_eyes_hand", 45, 196);
+    let dir = clip_excerpt("door-looks", "pexels_eyes_hand", 40, 196);
     let run = |retry: &str| {
         let v = stdout_json(&facegate(
             &[
@@ -417,6 +420,7 @@ fn a_door_looks_again_before_calling_a_briefly_covered_face_unknown() {
             &[
                 ("FACEGATE_PIPELINE__THREADS", "1"),
                 ("FACEGATE_DOOR__UNKNOWN_RETRY_S", retry),
+                ("FACEGATE_DOOR__UNKNOWN_ATTEMPTS", "5"),
             ],
         ));
         // The configured schedule's row (the whole-frame one decides the same).
@@ -426,7 +430,7 @@ fn a_door_looks_again_before_calling_a_briefly_covered_face_unknown() {
     };
     let (shipped, row) = run("0.4");
     assert_eq!(shipped, "granted:person", "{row}");
-    assert!(row["embeddings"].as_u64().unwrap() <= 3, "{row}");
+    assert!(row["embeddings"].as_u64().unwrap() <= 5, "{row}");
     let (in_a_row, row) = run("0");
     assert_eq!(
         in_a_row, "unknown",

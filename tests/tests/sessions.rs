@@ -534,9 +534,9 @@ fn enroll_then_authenticate_over_rest() {
 
 /// A live face whose first match fails is looked at again (`max_attempts`, 3 by default, 4
 /// frames apart), as a door does. The pexels clip at 2x (1280x720, as a sharper camera would see
-/// her) passes liveness while her hand still rubs her shut eyes, and that face matches nobody:
-/// with one attempt the session ends `no_match_found` there; with the default it looks again
-/// and she is authenticated once her hand is gone.
+/// her) passes liveness (her moving face's relief) while her hand still rubs her shut eyes, and
+/// that face matches nobody: with one attempt the session ends `no_match_found` there; with
+/// five it looks again until her hand is gone and she is authenticated.
 #[test]
 fn a_live_face_whose_first_match_fails_is_looked_at_again() {
     let dir = tempdir("sessions-attempts");
@@ -570,10 +570,13 @@ fn a_live_face_whose_first_match_fails_is_looked_at_again() {
             .unwrap();
         data_url(&jpeg)
     };
-    // Files 0045-0114: live at 0055 (her first look), her hand gone by 0059 (the second).
-    // (From 0021 her moving face is live by its relief at 0040, and all three looks, 0040-0048,
-    // see her hand over her eyes: each look comes after the last, not once her face is clear.)
-    let frames: Vec<String> = (45..=114).map(twice).collect();
+    // Files 0041-0110: live by relief at 0048 (her first look); her hand is over her eyes until
+    // 0056 and gone by 0057. Each look comes 4 frames after the last, not once her face is
+    // clear, so the default three (0048, 0052, 0056) all see the hand (ARCHITECTURE.md, "Looks
+    // spent on a covered face"); the fourth (0060) sees her. (Until 2026-12-04 a closure read
+    // at 0055 behind her hand counted as a blink, which is not one of the clip's labelled blinks;
+    // a squint's closure now needs both eyes closed.)
+    let frames: Vec<String> = (41..=110).map(twice).collect();
     // A 1:1 session with `meta` over those frames: its creation answer, last answer, frames sent.
     let verify = |meta: Value| {
         let (s, created) = d.post(
@@ -601,11 +604,18 @@ fn a_live_face_whose_first_match_fails_is_looked_at_again() {
     );
     let (created, r, sent) = verify(json!({}));
     assert_eq!(created["config"]["max_attempts"], 3, "{created}");
-    assert_eq!(r["authenticated"], true, "three attempts: {r}");
+    assert_eq!(
+        (sent, r["authenticated"].as_bool(), r["reason"].as_str()),
+        (first_sent + 8, Some(false), Some("no_match_found")),
+        "three looks 4 frames apart, all at her hand: {r}"
+    );
+    let (created, r, sent) = verify(json!({"max_attempts": 5}));
+    assert_eq!(created["config"]["max_attempts"], 5, "{created}");
+    assert_eq!(r["authenticated"], true, "five attempts: {r}");
     assert_eq!(r["user_id"], "wolfgang-lady", "{r}");
-    // The looks are 4 frames apart: the grant comes at the second or third.
+    // The looks are 4 frames apart: the grant comes at the fourth (0060) or fifth.
     assert!(
-        (first_sent + 4..=first_sent + 8).contains(&sent),
+        (first_sent + 12..=first_sent + 16).contains(&sent),
         "no match after {first_sent} frames, granted after {sent}"
     );
     // A frame budget that ends while the second look waits: `no_match_found` at its end.
