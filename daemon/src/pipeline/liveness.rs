@@ -14,7 +14,7 @@
 //! rolled; a photo, at any tilt and with full perspective, does not. Tilting a photo does change
 //! the face's aspect (foreshortening) and roll: plane-like motion without parallax is evidence
 //! of an attack. A face presented on a sheet or a screen keeps that verdict when it is lost
-//! for a moment and found again as a new track (`PresentedNear`).
+//! for a moment and found again as a new track (`PresentationMemory`).
 //!
 //! Invariant: `LivenessTrack` is pure state over observations (no models, no clock): the same
 //! observations give the same events and score.
@@ -51,23 +51,51 @@ pub struct Presentation {
 /// A presented face last seen at `t_ms`, centred at `centre` (mean of its landmarks), `width`
 /// pixels wide.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PresentedNear {
-    pub t_ms: f64,
-    pub centre: [f32; 2],
-    pub width: f32,
-    pub presentation: Presentation,
+struct PresentedNear {
+    t_ms: f64,
+    centre: [f32; 2],
+    width: f32,
+    presentation: Presentation,
 }
 
 impl PresentedNear {
     /// Whether a face appearing at `t_ms` at `centre`, `width` wide, may be the same one.
-    pub fn covers(&self, t_ms: f64, centre: [f32; 2], width: f32) -> bool {
+    fn covers(&self, t_ms: f64, centre: [f32; 2], width: f32) -> bool {
         let reach = PRESENTATION_MEMORY_WIDTHS * self.width.max(width);
         t_ms - self.t_ms <= PRESENTATION_MEMORY_MS
             && (centre[0] - self.centre[0]).hypot(centre[1] - self.centre[1]) <= reach
     }
 }
 
-/// Mean of the landmarks: a face's centre for `PresentedNear`.
+/// The last face of a sequence presented on a sheet or a screen, handed down to a new track
+/// that appears near it soon after: a screen hidden for a moment and shown again stays a
+/// screen. One per stream (and per sequence `pad-eval` judges).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PresentationMemory(Option<PresentedNear>);
+
+impl PresentationMemory {
+    /// Starts a new track, appearing at `t_ms` at `centre` (`centre()`), `width` wide, from
+    /// the evidence of a presented face just lost there, if any.
+    pub fn hand_down(&self, track: &mut LivenessTrack, t_ms: f64, centre: [f32; 2], width: f32) {
+        if let Some(p) = self.0.filter(|p| p.covers(t_ms, centre, width)) {
+            track.inherit(p.presentation);
+        }
+    }
+
+    /// After a track's update at `t_ms`: remembers it where it is, if it is presented.
+    pub fn note(&mut self, track: &LivenessTrack, t_ms: f64, centre: [f32; 2], width: f32) {
+        if let Some(presentation) = track.presentation() {
+            self.0 = Some(PresentedNear {
+                t_ms,
+                centre,
+                width,
+                presentation,
+            });
+        }
+    }
+}
+
+/// Mean of the landmarks: a face's centre for `PresentationMemory`.
 pub fn centre(landmarks: &[[f32; 2]; 5]) -> [f32; 2] {
     let (x, y) = landmarks
         .iter()
@@ -727,8 +755,8 @@ impl LivenessTrack {
     }
 
     /// Starts this (new) track from the evidence of a presented face just lost where it
-    /// appears (`PresentedNear::covers`).
-    pub fn inherit(&mut self, p: Presentation) {
+    /// appears (`PresentationMemory::hand_down`).
+    fn inherit(&mut self, p: Presentation) {
         self.sheet_frames += p.sheet_frames;
         self.room_frames += p.room_frames;
         self.screen_frames += p.screen_frames;
@@ -1038,26 +1066,14 @@ mod tests {
         };
         // A laughing face's narrowed eyes (open level 0.2): the left eye's reading dips to a
         // third while the right stays at 0.8 of its level, as on the printed laughing face.
-        let squint = [
-            [0.18, 0.22],
-            [0.17, 0.21],
-            [0.18, 0.22],
-            [0.19, 0.22],
-            [0.18, 0.21],
-        ];
+        let squint = [[0.18, 0.22]; 5];
         let one_eye = [[0.06, 0.18], [0.18, 0.22], [0.18, 0.22]];
         assert_eq!(run_each(&[&squint[..], &one_eye[..]].concat()), 0);
         // Both eyes closing from the same squint is a blink (narrow eyes still blink).
         let both = [[0.06, 0.08], [0.18, 0.22], [0.18, 0.22]];
         assert_eq!(run_each(&[&squint[..], &both[..]].concat()), 1);
         // Wide open eyes read steadily: the same one-eye dip is judged by the mean, as before.
-        let open = [
-            [0.31, 0.33],
-            [0.30, 0.32],
-            [0.31, 0.33],
-            [0.32, 0.33],
-            [0.31, 0.32],
-        ];
+        let open = [[0.31, 0.33]; 5];
         let one_eye_open = [[0.08, 0.28], [0.31, 0.33], [0.31, 0.33]];
         assert_eq!(run_each(&[&open[..], &one_eye_open[..]].concat()), 1);
     }
@@ -1261,16 +1277,12 @@ mod tests {
             .presentation()
             .expect("a grid beyond doubt is a screen");
         assert!(screen_then_plain(1.5).presentation().is_none());
-        let near = PresentedNear {
-            t_ms: 400.0,
-            centre: centre(&FACE),
-            width: 80.0,
-            presentation: p,
-        };
+        assert!(p.screen_certain);
+        let mut memory = PresentationMemory::default();
+        memory.note(&seen, 400.0, centre(&FACE), 80.0);
         // Hidden for a moment, shown again a little aside: the same screen, whatever it does.
-        assert!(near.covers(2000.0, [150.0, 140.0], 80.0));
         let mut again = LivenessTrack::new(LivenessConfig::default());
-        again.inherit(p);
+        memory.hand_down(&mut again, 2000.0, [150.0, 140.0], 80.0);
         let open = [0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.2, 0.31, 0.32];
         for (i, o) in open.iter().enumerate() {
             again.update(
@@ -1287,8 +1299,20 @@ mod tests {
         assert_eq!(again.blinks().len(), 1);
         assert_eq!(again.verdict(), Verdict::Spoof);
         // Later than the memory, or elsewhere in the frame: a face of its own.
-        assert!(!near.covers(400.0 + PRESENTATION_MEMORY_MS + 1.0, near.centre, 80.0));
-        assert!(!near.covers(2000.0, [130.0 + 200.0, 140.0], 80.0));
+        let fresh = |t_ms: f64, at: [f32; 2]| {
+            let mut t = LivenessTrack::new(LivenessConfig::default());
+            memory.hand_down(&mut t, t_ms, at, 80.0);
+            t.presentation()
+        };
+        assert!(fresh(2000.0, [150.0, 140.0]).is_some());
+        assert!(fresh(400.0 + PRESENTATION_MEMORY_MS + 1.0, centre(&FACE)).is_none());
+        assert!(fresh(2000.0, [130.0 + 200.0, 140.0]).is_none());
+        // A track that shows nothing is not remembered.
+        let mut plain = PresentationMemory::default();
+        plain.note(&screen_then_plain(1.5), 400.0, centre(&FACE), 80.0);
+        let mut t = LivenessTrack::new(LivenessConfig::default());
+        plain.hand_down(&mut t, 500.0, centre(&FACE), 80.0);
+        assert!(t.presentation().is_none());
     }
 
     #[test]

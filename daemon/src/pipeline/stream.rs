@@ -29,7 +29,7 @@ use super::detect::Face;
 use super::eyes::{EyeModel, EyeObservation};
 use super::flow::{self, FacePatch, FlowObservation};
 use super::liveness::{
-    self, Cues, FrameLiveness, LivenessConfig, LivenessTrack, PresentedNear, Verdict,
+    self, Cues, FrameLiveness, LivenessConfig, LivenessTrack, PresentationMemory, Verdict,
 };
 use super::mesh::{MeshModel, MeshObservation};
 use super::models::{ModelError, ModelStore};
@@ -143,7 +143,7 @@ pub struct Stream {
     /// Whether the palm detector runs (off when a hand cannot block anything).
     palms: bool,
     /// The last face presented on a sheet or a screen (a new track near it inherits that).
-    presented_near: Option<PresentedNear>,
+    presented: PresentationMemory,
 }
 
 fn ms(t: Instant) -> f64 {
@@ -163,7 +163,7 @@ impl Stream {
             roi_frames: 0,
             followed: 0,
             palms: true,
-            presented_near: None,
+            presented: PresentationMemory::default(),
         }
     }
 
@@ -355,12 +355,9 @@ impl Stream {
                 liveness::centre(&face.landmarks),
                 face.bbox[2] - face.bbox[0],
             );
-            if new_track
-                && let Some(p) = self
-                    .presented_near
-                    .filter(|p| p.covers(t_ms, centre, width))
-            {
-                state.live.inherit(p.presentation);
+            if new_track {
+                self.presented
+                    .hand_down(&mut state.live, t_ms, centre, width);
             }
             state.recent.push_back((frame, face.landmarks));
             if state.recent.len() > context::GAP + 1 {
@@ -430,14 +427,7 @@ impl Stream {
                     },
                 );
                 state.seen += 1;
-                if let Some(presentation) = state.live.presentation() {
-                    self.presented_near = Some(PresentedNear {
-                        t_ms,
-                        centre,
-                        width,
-                        presentation,
-                    });
-                }
+                self.presented.note(&state.live, t_ms, centre, width);
             }
             reports.push(FaceReport {
                 track: a.track,

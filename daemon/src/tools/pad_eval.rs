@@ -37,7 +37,7 @@ use crate::pipeline::context::ContextObservation;
 use crate::pipeline::eyes::EyeObservation;
 use crate::pipeline::flow::FlowObservation;
 use crate::pipeline::liveness::{
-    self, Cues, LivenessConfig, LivenessTrack, PresentedNear, Verdict,
+    self, Cues, LivenessConfig, LivenessTrack, PresentationMemory, Verdict,
 };
 use crate::pipeline::mesh::MeshObservation;
 use crate::pipeline::stream::{LiveModels, Stream};
@@ -95,7 +95,7 @@ const MIN_FRAMES: usize = 3;
 
 fn judge(obs: &[Option<Obs>], cfg: &LivenessConfig, fps: f64) -> Judged {
     let mut track: Option<(u64, LivenessTrack)> = None;
-    let mut presented_near: Option<PresentedNear> = None;
+    let mut presented = PresentationMemory::default();
     let mut out = Judged::default();
     for (k, o) in obs.iter().enumerate() {
         let Some(o) = o else { continue };
@@ -104,9 +104,7 @@ fn judge(obs: &[Option<Obs>], cfg: &LivenessConfig, fps: f64) -> Judged {
         if track.as_ref().is_none_or(|(id, _)| *id != o.track) {
             // As the stream does: a face presented nearby just before carries over.
             let mut fresh = LivenessTrack::new(cfg.clone());
-            if let Some(p) = presented_near.filter(|p| p.covers(t_ms, centre, o.width)) {
-                fresh.inherit(p.presentation);
-            }
+            presented.hand_down(&mut fresh, t_ms, centre, o.width);
             track = Some((o.track, fresh));
         }
         let Some((_, t)) = track.as_mut() else {
@@ -124,14 +122,7 @@ fn judge(obs: &[Option<Obs>], cfg: &LivenessConfig, fps: f64) -> Judged {
                 flow: o.flow.as_ref(),
             },
         );
-        if let Some(presentation) = t.presentation() {
-            presented_near = Some(PresentedNear {
-                t_ms,
-                centre,
-                width: o.width,
-                presentation,
-            });
-        }
+        presented.note(t, t_ms, centre, o.width);
         out.seen = true;
         out.blinked |= !t.blinks().is_empty();
         out.moved |= !t.motion_events().is_empty();
