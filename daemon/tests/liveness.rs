@@ -294,6 +294,28 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
         again, v,
         "--from-dump must reproduce the run that wrote the dump"
     );
+    // Where a blink alone does not make a face live, the eye-cut prints (their real eyes
+    // blink; they are accepted above) are not, while the people who turn their head or talk
+    // still are; still people who only blink (the GRID speakers) must then turn their head.
+    let strict = stdout_json(&facegate(
+        &["pad-eval", "--from-dump", path(&dump), "--json"],
+        &[("FACEGATE_LIVENESS__BLINK_SUFFICES", "false")],
+    ));
+    let eye_cut = &strict["synthetic_attacks"]["eye_cut_print"];
+    assert_eq!(eye_cut["accepted"], 0, "{strict}");
+    assert!(
+        v["synthetic_attacks"]["eye_cut_print"]["accepted"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "the default accepts them by their blinks: {v}"
+    );
+    for c in strict["bona_fide"]["per_clip"].as_array().unwrap() {
+        let name = c["clip"].as_str().unwrap();
+        if ["headtrackr_cap4", "lp_d11", "lp_d6", "lp_d18", "carphone"].contains(&name) {
+            assert!(c["never_share"].as_f64().unwrap() < 0.1, "{name}: {c}");
+        }
+    }
     // A damaged dump is refused with its line named, not half-judged.
     let text = std::fs::read_to_string(&dump).unwrap();
     let broken = dir.join("broken.jsonl");

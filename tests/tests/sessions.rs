@@ -629,3 +629,53 @@ fn a_live_face_whose_first_match_fails_is_looked_at_again() {
     assert!(d.stop().success());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `liveness.blink_suffices = false` (a door that must stop eye-cut prints, whose real eyes
+/// blink behind a photo): a GRID speaker who blinks (1.7 s and 2.0 s) but holds his head still
+/// is not verified by the blink and is asked to turn his head; the headtrackr webcam user, who
+/// turns his, is verified and, with nobody enrolled, gets `no_match_found`.
+#[test]
+fn where_a_blink_does_not_suffice_a_still_person_is_asked_to_turn_their_head() {
+    let dir = tempdir("sessions-strict");
+    let c = cli_json(&dir, &["clients", "add", "kiosk", "--json"]);
+    let d = Daemon::start(&dir, &[("FACEGATE_LIVENESS__BLINK_SUFFICES", "false")]);
+    let auth = login(&d, &c);
+    let path = "/api/auth/authentication/process-frame/";
+    let t = d.session(&auth, "/api/auth/authentication/", &json!({}));
+    let mut replies = Vec::new();
+    for n in 1..=30 {
+        let (s, v) = d.post(
+            path,
+            Some(("Authorization", &auth)),
+            &json!({"session_token": t, "frame_data": frame("grid_bbaf2n", n)}),
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["session_status"], "in_progress", "frame {n}: {v}");
+        assert_eq!(v["liveness_verified"], false, "frame {n}: {v}");
+        replies.push(v);
+    }
+    let last = replies.last().unwrap();
+    assert!(last["blinks_detected"].as_u64().unwrap() >= 1, "{last}");
+    assert_eq!(last["instruction"], "turn_head", "{last}");
+    // The instruction asked for the head from the start, not for a blink first.
+    assert!(
+        replies.iter().all(|v| v["instruction"] != "blink"),
+        "{replies:?}"
+    );
+
+    let t = d.session(&auth, "/api/auth/authentication/", &json!({}));
+    let (r, sent) = run(
+        &d,
+        &auth,
+        path,
+        &t,
+        (1..=50).map(|n| frame("headtrackr_cap4", n)),
+    );
+    assert_eq!(
+        (r["liveness_passed"].as_bool(), r["reason"].as_str()),
+        (Some(true), Some("no_match_found")),
+        "after {sent} frames: {r}"
+    );
+    assert!(d.stop().success());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -206,6 +206,7 @@ impl Door {
                     spoof_score: face.spoof_score,
                     spoof_threshold: engine.liveness.spoof_threshold,
                     judgeable: face.judgeable,
+                    needs_movement: face.needs_movement,
                 },
             );
             if deciding == 1 {

@@ -181,6 +181,10 @@ pub struct LivenessConfig {
     /// others are left): the windows above are counted in frames and were tuned and measured
     /// at 10 fps. 0: every frame the camera gives.
     pub analysis_fps: f64,
+    /// Whether a blink alone is evidence of life. false: only movement a flat sheet cannot make
+    /// counts (a relief, the mouth, strong parallax), which stops eye-cut prints (real eyes
+    /// blinking behind a photo) at the price of asking still people to turn their head.
+    pub blink_suffices: bool,
 }
 
 impl Default for LivenessConfig {
@@ -213,6 +217,7 @@ impl Default for LivenessConfig {
             mouth_window_frames: 10,
             relief_parallax: 0.02,
             analysis_fps: 10.0,
+            blink_suffices: true,
         }
     }
 }
@@ -773,9 +778,10 @@ impl LivenessTrack {
 
     /// Presentation-attack score in [0, 1]: 1 when the face was presented on a held sheet or a
     /// screen (`presented`), whatever else it did; else 0.5 with no evidence either way; towards
-    /// 0 with a blink (a print or a screen showing a photo cannot blink), a mouth movement
-    /// (talking, an expression), a relief (`relief_parallax`) or nose parallax beyond what the
-    /// synthetic attacks reach (`parallax_live`); towards 1 when the face moved like a plane (the face mesh's rigid
+    /// 0 with a blink (a print or a screen showing a photo cannot blink; not with
+    /// `blink_suffices` off), a mouth movement (talking, an expression), a relief
+    /// (`relief_parallax`) or nose parallax beyond what the synthetic attacks reach
+    /// (`parallax_live`); towards 1 when the face moved like a plane (the face mesh's rigid
     /// upper face foreshortened beyond `planar_anisotropy`) without such evidence.
     ///
     /// Parallax below `parallax_live` is not evidence of life: CenterFace's landmarks on a
@@ -786,25 +792,39 @@ impl LivenessTrack {
         if self.presented() {
             return 1.0;
         }
-        let blinked: f32 = if self.blinks.is_empty() { 0.0 } else { 1.0 };
-        // Landmarks of a blurry face drift too: parallax counts only on a detailed one.
-        let strong_parallax = if self.detailed() && self.judgeable() {
-            ((self.max_parallax - self.cfg.parallax_live / 2.0) / (self.cfg.parallax_live / 2.0))
-                .clamp(0.0, 1.0)
-        } else {
+        let blinked: f32 = if self.blinks.is_empty() || !self.cfg.blink_suffices {
             0.0
-        };
-        let talked = if self.mouth_moved || self.relief {
+        } else {
             1.0
-        } else {
-            0.0
         };
-        let live = blinked.max(strong_parallax).max(talked);
+        let live = blinked.max(self.moved_as_a_head());
         // The rigid upper face foreshortened like a tilted sheet (the mesh, not the mouth or
         // roll, which a talking or tilting head changes too).
         let a = self.cfg.planar_anisotropy;
         let planar = ((self.max_anisotropy - a) / a).clamp(0.0, 1.0) * (1.0 - live);
         (0.5 + 0.5 * planar - 0.5 * live).clamp(0.0, 1.0)
+    }
+
+    /// Evidence in [0, 1] that the face moved as a head does and a flat sheet cannot: a mouth
+    /// movement, a relief, or nose parallax beyond what the synthetic attacks reach.
+    fn moved_as_a_head(&self) -> f32 {
+        if self.mouth_moved || self.relief {
+            return 1.0;
+        }
+        // Landmarks of a blurry face drift too: parallax counts only on a detailed one.
+        if self.detailed() && self.judgeable() {
+            ((self.max_parallax - self.cfg.parallax_live / 2.0) / (self.cfg.parallax_live / 2.0))
+                .clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Whether the face still has to move as a head does before it can be live: a blink alone
+    /// does not do (`blink_suffices` off) and no such movement was seen yet. The person is asked
+    /// to turn their head.
+    pub fn needs_movement(&self) -> bool {
+        !self.cfg.blink_suffices && self.moved_as_a_head() == 0.0
     }
 
     /// Live: a blink or a head movement, and the attack score under the threshold. Spoof: the
@@ -878,6 +898,9 @@ pub struct Evidence<'a> {
     pub spoof_threshold: f32,
     /// The face is large and sharp enough for blinks and head movement to be seen.
     pub judgeable: bool,
+    /// A blink is not enough here: the face must still move as a head does
+    /// (`LivenessTrack::needs_movement`).
+    pub needs_movement: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -946,14 +969,17 @@ pub fn decide(req: &Requirements, ev: &Evidence<'_>) -> Decision {
     let blink_ok = ev.blinks >= req.blinks;
     let motion_ok = ev.motion_events >= req.motion_events;
     if req.either {
-        if !blink_ok && !motion_ok {
+        if ev.needs_movement {
+            // A blink would not do (`liveness.blink_suffices` off): ask for the head.
+            missing.push(Missing::Motion);
+        } else if !blink_ok && !motion_ok {
             missing.push(Missing::Blink);
         }
     } else {
         if !blink_ok {
             missing.push(Missing::Blink);
         }
-        if !motion_ok {
+        if !motion_ok || ev.needs_movement {
             missing.push(Missing::Motion);
         }
     }
@@ -1012,7 +1038,11 @@ mod tests {
     ];
 
     fn run(openings: &[f32]) -> LivenessTrack {
-        let mut t = LivenessTrack::new(LivenessConfig::default());
+        run_with(LivenessConfig::default(), openings)
+    }
+
+    fn run_with(cfg: LivenessConfig, openings: &[f32]) -> LivenessTrack {
+        let mut t = LivenessTrack::new(cfg);
         for (i, o) in openings.iter().enumerate() {
             t.update(
                 i as f64 * 100.0,
@@ -1428,6 +1458,7 @@ mod tests {
                 spoof_score,
                 spoof_threshold: 0.5,
                 judgeable: true,
+                needs_movement: false,
             };
         let enroll = Requirements::enrollment(2, 10, 0.5);
         let auth = Requirements::authentication(3, 0.5);
@@ -1463,5 +1494,48 @@ mod tests {
         let d = decide(&auth, &small);
         assert!(!d.passed);
         assert_eq!(d.instruction.unwrap().instruction, "come_closer");
+        // Where a blink alone does not do (`blink_suffices` off), a face without a head's
+        // movement is asked to turn its head, before and after it blinked; enrollment too.
+        let still = |blinks, motion_events| Evidence {
+            needs_movement: true,
+            ..ev(blinks, motion_events, &[], 0.5)
+        };
+        for (blinks, motion_events) in [(0, 0), (1, 0), (1, 1)] {
+            let d = decide(&auth, &still(blinks, motion_events));
+            assert!(!d.passed);
+            assert_eq!(d.instruction.unwrap().instruction, "turn_head");
+        }
+        let d = decide(&enroll, &still(2, 1));
+        assert_eq!(d.instruction.unwrap().instruction, "turn_head");
+        assert_eq!(
+            decide(&enroll, &still(0, 1))
+                .instruction
+                .unwrap()
+                .instruction,
+            "blink"
+        );
+    }
+
+    /// With `blink_suffices` off, a blink leaves the score at 0.5 (no evidence either way) and
+    /// the face needs a head's movement; a mouth movement then makes it live.
+    #[test]
+    fn without_blink_suffices_a_blink_alone_is_not_live() {
+        let cfg = LivenessConfig {
+            blink_suffices: false,
+            ..LivenessConfig::default()
+        };
+        let openings = [0.32, 0.31, 0.33, 0.32, 0.30, 0.2, 0.31, 0.32];
+        let default = run(&openings);
+        let mut strict = run_with(cfg, &openings);
+        assert_eq!(default.blinks().len(), 1);
+        assert_eq!(default.verdict(), Verdict::Live);
+        assert!(!default.needs_movement());
+        assert_eq!(strict.blinks().len(), 1, "the blink is still seen");
+        assert_eq!(strict.spoof_score(), 0.5);
+        assert_eq!(strict.verdict(), Verdict::Unknown);
+        assert!(strict.needs_movement());
+        strict.mouth_moved = true;
+        assert_eq!(strict.verdict(), Verdict::Live);
+        assert!(!strict.needs_movement());
     }
 }

@@ -97,6 +97,9 @@ pub struct FaceReport {
     pub verdict: Verdict,
     /// Large enough for liveness to be judged (else: come closer).
     pub judgeable: bool,
+    /// A blink alone does not do: the face must still move as a head does
+    /// (`LivenessTrack::needs_movement`).
+    pub needs_movement: bool,
     /// Decided by the caller (`Stream::settle`): tracked only, its liveness frozen.
     pub settled: bool,
 }
@@ -445,6 +448,7 @@ impl Stream {
                 spoof_score: state.live.spoof_score(),
                 verdict: state.live.verdict(),
                 judgeable: state.live.judgeable(),
+                needs_movement: state.live.needs_movement(),
                 settled: state.settled,
             });
         }

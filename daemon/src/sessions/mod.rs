@@ -512,6 +512,7 @@ impl Session {
                     },
                     spoof_score: main.spoof_score,
                     judgeable: main.judgeable,
+                    needs_movement: main.needs_movement,
                     multiple,
                     crop,
                 })
@@ -613,6 +614,7 @@ impl Session {
                 spoof_score: v.spoof_score,
                 spoof_threshold: engine.liveness.spoof_threshold,
                 judgeable: v.judgeable,
+                needs_movement: v.needs_movement,
             },
         );
         self.liveness_passed = f.blinks >= required_blinks && f.motion_events >= 1;
@@ -810,6 +812,7 @@ impl Session {
                 spoof_score: if require_liveness { v.spoof_score } else { 0.0 },
                 spoof_threshold: engine.liveness.spoof_threshold,
                 judgeable: v.judgeable || !require_liveness,
+                needs_movement: v.needs_movement && require_liveness,
             },
         );
         self.liveness_passed = !require_liveness
@@ -968,6 +971,8 @@ struct FrameView {
     spoof_score: f32,
     /// The face is large and sharp enough for its liveness to be judged.
     judgeable: bool,
+    /// A blink alone does not do: the face must still move as a head does.
+    needs_movement: bool,
     multiple: bool,
     /// The aligned 112x112 crop, embedded only when needed.
     crop: image::RgbImage,
