@@ -78,6 +78,12 @@ pub struct DoorConfig {
     /// Seconds after a live frame without a match before the next attempt: the attempts look
     /// at the face over most of a second, not three frames in a row.
     pub unknown_retry_s: f64,
+    /// Looks at a visitor called unknown while they stay in view (0: unknown is final),
+    /// `unknown_recheck_s` apart; a look grants only at `unknown_recheck_margin` over
+    /// `matching.threshold`.
+    pub unknown_rechecks: u32,
+    pub unknown_recheck_s: f64,
+    pub unknown_recheck_margin: f32,
     /// Command run on every grant (argv; `{user_id}`, `{camera}`, `{client}` substituted; also
     /// in FACEGATE_USER_ID / FACEGATE_CAMERA / FACEGATE_CLIENT). Empty: none.
     pub relay_command: Vec<String>,
@@ -246,6 +252,18 @@ impl Config {
         }
         if !(0.0..=60.0).contains(&dc.unknown_retry_s) {
             return bad("door.unknown_retry_s", "must be within [0, 60]");
+        }
+        if dc.unknown_rechecks > 100 {
+            return bad(
+                "door.unknown_rechecks",
+                "must be at most 100 (0: unknown is final)",
+            );
+        }
+        if !(0.0..=60.0).contains(&dc.unknown_recheck_s) {
+            return bad("door.unknown_recheck_s", "must be within [0, 60]");
+        }
+        if !(0.0..=1.0).contains(&dc.unknown_recheck_margin) {
+            return bad("door.unknown_recheck_margin", "must be within [0, 1]");
         }
         if !(0.0..=240.0).contains(&dc.idle_fps) {
             return bad("door.idle_fps", "must be within [0, 240] (0: every frame)");
@@ -486,6 +504,10 @@ mod tests {
             "[liveness]\nrelief_parallax = nan\n",
             "[liveness]\nblink_squint_baseline = 1.5\n",
             "[liveness]\nblink_squint_baseline = nan\n",
+            "[door]\nunknown_rechecks = 1000\n",
+            "[door]\nunknown_recheck_s = -1\n",
+            "[door]\nunknown_recheck_margin = 1.5\n",
+            "[door]\nunknown_recheck_margin = nan\n",
         ] {
             std::fs::write(&path, bad).unwrap();
             let e = Config::load_from(&o, env(&[])).unwrap_err().to_string();

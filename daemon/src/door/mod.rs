@@ -3,13 +3,15 @@
 //! has passed liveness, and gets exactly one decision: `granted` (with the person), `unknown`
 //! (live, but nobody enrolled), or `denied` (no liveness, an obstacle or a poor face within the
 //! visit's window). A denied person who then passes (told to blink, they do) is still decided:
-//! granted or unknown, once; a visit is never denied twice. A person granted is not granted
-//! again within the cool-down. A visitor decided granted or unknown who stays in view is only
-//! tracked from then on (`Stream::settle`): no liveness work, and no place taken from the
-//! next person.
+//! granted or unknown, once; a visit is never denied twice. A visitor called unknown who stays
+//! in view is looked at `unknown_rechecks` more times and still granted if a look matches
+//! clearly (`unknown_recheck_margin` over the threshold): a face covered by a hand during the
+//! first looks. A person granted is not granted again within the cool-down. A visitor decided
+//! granted, or unknown with the rechecks spent, who stays in view is only tracked from then on
+//! (`Stream::settle`): no liveness work, and no place taken from the next person.
 //!
-//! Invariant: a visit gets at most one final decision (granted / unknown), preceded at most by
-//! one denial at the end of its window; only a face that passed the
+//! Invariant: a visit gets at most one grant and at most one unknown (before the grant),
+//! preceded at most by one denial at the end of its window; only a face that passed the
 //! authentication liveness rules (`pipeline::liveness::decide`) is ever embedded or matched;
 //! every decision writes an audit row (sealed by the store) before anyone is told; the relay
 //! runs off the camera's thread and its failures never hold up the next frame.
@@ -27,7 +29,7 @@ use crate::config::DoorConfig;
 use crate::pipeline::PipelineError;
 use crate::pipeline::embed::TrackEmbedding;
 use crate::pipeline::liveness::{Evidence, Instruction, Missing, Requirements, decide};
-use crate::pipeline::stream::Stream;
+use crate::pipeline::stream::{FaceReport, Stream};
 use crate::sessions::Engine;
 use crate::store::Store;
 use crate::store::records::{AuditAction, AuditRow, now_ms};
@@ -99,6 +101,8 @@ struct Visit {
     failed_at_ms: Option<f64>,
     /// The visitor's embedding, reused until their face is clearly better.
     embedding: TrackEmbedding,
+    /// Looks taken since the visitor was called unknown (`unknown_rechecks`).
+    rechecks: u32,
 }
 
 /// The decision logic of one door (no threads: `run` drives it).
@@ -175,6 +179,15 @@ impl Door {
                 .visits
                 .get(&face.track)
                 .and_then(|v| v.decided.filter(|_| !v.denied));
+            if decided == Some("unknown") {
+                if let Some(d) = self.recheck(engine, store, img, face, t_ms)? {
+                    decisions.push(d);
+                    view.faces.push((face.face.bbox, "granted"));
+                } else {
+                    view.faces.push((face.face.bbox, "unknown"));
+                }
+                continue;
+            }
             if let Some(state) = decided {
                 view.faces.push((face.face.bbox, state));
                 continue;
@@ -191,6 +204,7 @@ impl Door {
                 attempts: 0,
                 failed_at_ms: None,
                 embedding: TrackEmbedding::default(),
+                rechecks: 0,
             });
             let aligned = engine.pipeline.aligned(img, &face.face).ok();
             let quality = aligned.as_ref().map_or(0.0, |(_, q)| q.score);
@@ -229,7 +243,14 @@ impl Door {
                     .get(engine.pipeline.embedder(), face.track, quality, crop)?
                     .clone();
                 self.embeddings += visit.embedding.computed() - before;
-                match best_match(store, &self.clients, engine, embedding.as_slice()) {
+                let threshold = engine.match_threshold;
+                match best_match(
+                    store,
+                    &self.clients,
+                    engine,
+                    embedding.as_slice(),
+                    threshold,
+                ) {
                     Ok((Some(m), _)) => Some(m),
                     Ok((None, best)) => {
                         visit.attempts += 1;
@@ -262,36 +283,119 @@ impl Door {
             let state = outcome.as_str();
             visit.decided = Some(state);
             visit.denied = matches!(outcome, Outcome::Denied { .. });
-            if !visit.denied {
+            if matches!(outcome, Outcome::Granted { .. })
+                || (matches!(outcome, Outcome::Unknown { .. }) && self.cfg.unknown_rechecks == 0)
+            {
                 // Final: the stream only tracks this face from now on (no liveness work).
                 self.stream.settle(face.track);
             }
             view.faces.push((face.face.bbox, state));
-            if let Outcome::Granted {
-                client, user_id, ..
-            } = &outcome
-            {
-                let key = (client.clone(), user_id.clone());
-                if self.granted_at.contains_key(&key) {
-                    // The same person, still at the door (a re-found track): no second grant.
-                    tracing::debug!(camera = %self.camera, visit = face.track, "granted within the cool-down: not repeated");
-                    continue;
-                }
-                self.granted_at.insert(key, t_ms);
-            }
-            let d = DoorDecision {
-                camera: self.camera.clone(),
-                visit: face.track,
-                liveness_passed: decision.passed,
-                outcome,
-                latency_ms: elapsed,
-                frames: face.frames,
-                at_ms: now_ms(),
-            };
-            audit(store, &self.clients, &d);
-            decisions.push(d);
+            decisions.extend(self.publish(store, face, outcome, decision.passed, elapsed, t_ms));
         }
         Ok((decisions, view))
+    }
+
+    /// The decision for `face`'s visit, audited; `None` for a grant of a person granted
+    /// within the cool-down (the same person, still at the door: a re-found track).
+    fn publish(
+        &mut self,
+        store: &Store,
+        face: &FaceReport,
+        outcome: Outcome,
+        liveness_passed: bool,
+        latency_ms: f64,
+        t_ms: f64,
+    ) -> Option<DoorDecision> {
+        if let Outcome::Granted {
+            client, user_id, ..
+        } = &outcome
+        {
+            let key = (client.clone(), user_id.clone());
+            if self.granted_at.contains_key(&key) {
+                tracing::debug!(camera = %self.camera, visit = face.track, "granted within the cool-down: not repeated");
+                return None;
+            }
+            self.granted_at.insert(key, t_ms);
+        }
+        let d = DoorDecision {
+            camera: self.camera.clone(),
+            visit: face.track,
+            liveness_passed,
+            outcome,
+            latency_ms,
+            frames: face.frames,
+            at_ms: now_ms(),
+        };
+        audit(store, &self.clients, &d);
+        Some(d)
+    }
+
+    /// A visitor called unknown and still in view: every `unknown_recheck_s` another look, up
+    /// to `unknown_rechecks`, granted only at `unknown_recheck_margin` over the threshold (the
+    /// extra looks must not raise a stranger's chance of a false accept). The track stays under
+    /// liveness (not settled) until then: a settled face's landmarks are too coarse to align.
+    fn recheck(
+        &mut self,
+        engine: &Engine,
+        store: &Store,
+        img: &RgbImage,
+        face: &FaceReport,
+        t_ms: f64,
+    ) -> Result<Option<DoorDecision>, PipelineError> {
+        let Some(visit) = self.visits.get_mut(&face.track) else {
+            return Ok(None);
+        };
+        if visit.rechecks < self.cfg.unknown_rechecks
+            && face.spoof_score >= engine.liveness.spoof_threshold
+        {
+            // Scored an attack since (a sheet or a screen seen around it): no more looks.
+            visit.rechecks = self.cfg.unknown_rechecks;
+            self.stream.settle(face.track);
+        }
+        if visit.rechecks >= self.cfg.unknown_rechecks
+            || visit
+                .failed_at_ms
+                .is_some_and(|at| t_ms - at < self.cfg.unknown_recheck_s * 1000.0)
+        {
+            return Ok(None);
+        }
+        let Ok((crop, quality)) = engine.pipeline.aligned(img, &face.face) else {
+            return Ok(None);
+        };
+        let before = visit.embedding.computed();
+        let embedding = visit
+            .embedding
+            .get(engine.pipeline.embedder(), face.track, quality.score, &crop)?
+            .clone();
+        self.embeddings += visit.embedding.computed() - before;
+        let threshold = engine.match_threshold + self.cfg.unknown_recheck_margin;
+        let outcome = match best_match(
+            store,
+            &self.clients,
+            engine,
+            embedding.as_slice(),
+            threshold,
+        ) {
+            Ok((Some(m), _)) => m,
+            Ok((None, _)) => {
+                visit.rechecks += 1;
+                visit.failed_at_ms = Some(t_ms);
+                visit.embedding.forget();
+                if visit.rechecks >= self.cfg.unknown_rechecks {
+                    self.stream.settle(face.track);
+                }
+                return Ok(None);
+            }
+            Err(e) => {
+                store.note_failure(&e);
+                tracing::error!(camera = %self.camera, error = %e, "door matching failed");
+                return Ok(None);
+            }
+        };
+        visit.decided = Some("granted");
+        let elapsed = t_ms - visit.first_t_ms;
+        self.stream.settle(face.track);
+        Ok(self.publish(store, face, outcome, true, elapsed, t_ms))
     }
 }
 
@@ -312,12 +416,13 @@ fn best_match(
     clients: &[String],
     engine: &Engine,
     query: &[f32],
+    threshold: f32,
 ) -> Result<(Option<Outcome>, f32), crate::store::StoreError> {
     let clients = admitted(store, clients);
     let mut best: Option<(String, crate::store::Match)> = None;
     let mut best_any = 0f32;
     for c in clients.iter() {
-        let (m, hits) = store.identify(c, query, engine.top_k, engine.match_threshold)?;
+        let (m, hits) = store.identify(c, query, engine.top_k, threshold)?;
         if let Some(h) = hits.first() {
             best_any = best_any.max(h.similarity);
         }
