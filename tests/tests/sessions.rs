@@ -632,8 +632,9 @@ fn a_live_face_whose_first_match_fails_is_looked_at_again() {
 
 /// `liveness.blink_suffices = false` (a door that must stop eye-cut prints, whose real eyes
 /// blink behind a photo): a GRID speaker who blinks (1.7 s and 2.0 s) but holds his head still
-/// is not verified by the blink and is asked to turn his head; the headtrackr webcam user, who
-/// turns his, is verified and, with nobody enrolled, gets `no_match_found`.
+/// is not verified by the blink and is asked to turn his head, in authentication and in
+/// enrollment; the headtrackr webcam user, who turns his, is verified and, with nobody
+/// enrolled, gets `no_match_found`.
 #[test]
 fn where_a_blink_does_not_suffice_a_still_person_is_asked_to_turn_their_head() {
     let dir = tempdir("sessions-strict");
@@ -662,6 +663,28 @@ fn where_a_blink_does_not_suffice_a_still_person_is_asked_to_turn_their_head() {
         replies.iter().all(|v| v["instruction"] != "blink"),
         "{replies:?}"
     );
+
+    // Enrollment asks the same of him, and does not call him verified.
+    let enroll = "/api/auth/enrollment/process-frame/";
+    let t = d.session(
+        &auth,
+        "/api/auth/enrollment/",
+        &json!({"user_id": "still", "metadata": {"target_samples": 3, "required_blinks": 1}}),
+    );
+    let mut last = Value::Null;
+    for n in 1..=30 {
+        let (s, v) = d.post(
+            enroll,
+            Some(("Authorization", &auth)),
+            &json!({"session_token": t, "frame_data": frame("grid_bbaf2n", n)}),
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["session_status"], "in_progress", "frame {n}: {v}");
+        assert_eq!(v["liveness_verified"], false, "frame {n}: {v}");
+        last = v;
+    }
+    assert!(last["blinks_detected"].as_u64().unwrap() >= 1, "{last}");
+    assert_eq!(last["instruction"], "turn_head", "{last}");
 
     let t = d.session(&auth, "/api/auth/authentication/", &json!({}));
     let (r, sent) = run(

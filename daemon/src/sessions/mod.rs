@@ -617,7 +617,8 @@ impl Session {
                 needs_movement: v.needs_movement,
             },
         );
-        self.liveness_passed = f.blinks >= required_blinks && f.motion_events >= 1;
+        self.liveness_passed =
+            f.blinks >= required_blinks && f.motion_events >= 1 && !v.needs_movement;
         let rejection = v.rejection();
         if !decision.passed || v.multiple {
             let message = if v.multiple {
