@@ -123,7 +123,8 @@ pub struct Door {
 }
 
 /// Faces per frame that a door decides (the largest undecided ones; the stream judges liveness
-/// on the same faces, since a decided visitor's track is settled).
+/// on the same faces, since a decided visitor's track is settled, save an unknown one during
+/// its rechecks, which keeps a liveness slot meanwhile).
 const DECIDED_FACES: usize = 3;
 
 impl Door {
@@ -172,7 +173,8 @@ impl Door {
         let mut decisions = Vec::new();
         let mut view = DoorView::default();
         // Undecided faces taken so far (largest first); a decided visitor still in view takes
-        // no place, as in the stream, which settled their track.
+        // no place (the stream settles their track; an unknown one once its rechecks are
+        // spent).
         let mut deciding = 0;
         for face in &report.faces {
             let decided = self
