@@ -641,23 +641,29 @@ fn where_a_blink_does_not_suffice_a_still_person_is_asked_to_turn_their_head() {
     let c = cli_json(&dir, &["clients", "add", "kiosk", "--json"]);
     let d = Daemon::start(&dir, &[("FACEGATE_LIVENESS__BLINK_SUFFICES", "false")]);
     let auth = login(&d, &c);
+    // grid_bbaf2n's 30 frames to the session `token` at `path`: every reply in progress and
+    // not verified; the last one.
+    let still = |path: &str, token: &str| {
+        let mut replies = Vec::new();
+        for n in 1..=30 {
+            let (s, v) = d.post(
+                path,
+                Some(("Authorization", &auth)),
+                &json!({"session_token": token, "frame_data": frame("grid_bbaf2n", n)}),
+            );
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["session_status"], "in_progress", "frame {n}: {v}");
+            assert_eq!(v["liveness_verified"], false, "frame {n}: {v}");
+            replies.push(v);
+        }
+        let last = replies.last().unwrap().clone();
+        assert!(last["blinks_detected"].as_u64().unwrap() >= 1, "{last}");
+        assert_eq!(last["instruction"], "turn_head", "{last}");
+        replies
+    };
     let path = "/api/auth/authentication/process-frame/";
     let t = d.session(&auth, "/api/auth/authentication/", &json!({}));
-    let mut replies = Vec::new();
-    for n in 1..=30 {
-        let (s, v) = d.post(
-            path,
-            Some(("Authorization", &auth)),
-            &json!({"session_token": t, "frame_data": frame("grid_bbaf2n", n)}),
-        );
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["session_status"], "in_progress", "frame {n}: {v}");
-        assert_eq!(v["liveness_verified"], false, "frame {n}: {v}");
-        replies.push(v);
-    }
-    let last = replies.last().unwrap();
-    assert!(last["blinks_detected"].as_u64().unwrap() >= 1, "{last}");
-    assert_eq!(last["instruction"], "turn_head", "{last}");
+    let replies = still(path, &t);
     // The instruction asked for the head from the start, not for a blink first.
     assert!(
         replies.iter().all(|v| v["instruction"] != "blink"),
@@ -665,26 +671,12 @@ fn where_a_blink_does_not_suffice_a_still_person_is_asked_to_turn_their_head() {
     );
 
     // Enrollment asks the same of him, and does not call him verified.
-    let enroll = "/api/auth/enrollment/process-frame/";
     let t = d.session(
         &auth,
         "/api/auth/enrollment/",
         &json!({"user_id": "still", "metadata": {"target_samples": 3, "required_blinks": 1}}),
     );
-    let mut last = Value::Null;
-    for n in 1..=30 {
-        let (s, v) = d.post(
-            enroll,
-            Some(("Authorization", &auth)),
-            &json!({"session_token": t, "frame_data": frame("grid_bbaf2n", n)}),
-        );
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["session_status"], "in_progress", "frame {n}: {v}");
-        assert_eq!(v["liveness_verified"], false, "frame {n}: {v}");
-        last = v;
-    }
-    assert!(last["blinks_detected"].as_u64().unwrap() >= 1, "{last}");
-    assert_eq!(last["instruction"], "turn_head", "{last}");
+    still("/api/auth/enrollment/process-frame/", &t);
 
     let t = d.session(&auth, "/api/auth/authentication/", &json!({}));
     let (r, sent) = run(

@@ -1042,14 +1042,24 @@ mod tests {
     }
 
     fn run_with(cfg: LivenessConfig, openings: &[f32]) -> LivenessTrack {
+        let each: Vec<[f32; 2]> = openings.iter().map(|&o| [o, o]).collect();
+        run_each(cfg, &each)
+    }
+
+    /// Frames 100 ms apart whose eye model read these openings (image-left, image-right eye).
+    fn run_each(cfg: LivenessConfig, openings: &[[f32; 2]]) -> LivenessTrack {
         let mut t = LivenessTrack::new(cfg);
         for (i, o) in openings.iter().enumerate() {
+            let e = EyeObservation {
+                opening: *o,
+                ..eyes(0.0)
+            };
             t.update(
                 i as f64 * 100.0,
                 i as u64,
                 &FACE,
                 &Cues {
-                    eyes: Some(&eyes(*o)),
+                    eyes: Some(&e),
                     ..Cues::default()
                 },
             );
@@ -1075,37 +1085,20 @@ mod tests {
 
     #[test]
     fn in_a_squint_one_eye_dipping_alone_is_not_a_blink() {
-        let run_each = |openings: &[[f32; 2]]| {
-            let mut t = LivenessTrack::new(LivenessConfig::default());
-            for (i, o) in openings.iter().enumerate() {
-                let e = EyeObservation {
-                    opening: *o,
-                    ..eyes(0.0)
-                };
-                t.update(
-                    i as f64 * 100.0,
-                    i as u64,
-                    &FACE,
-                    &Cues {
-                        eyes: Some(&e),
-                        ..Cues::default()
-                    },
-                );
-            }
-            t.blinks().len()
-        };
+        let blinks =
+            |openings: &[[f32; 2]]| run_each(LivenessConfig::default(), openings).blinks().len();
         // A laughing face's narrowed eyes (open level 0.2): the left eye's reading dips to a
         // third while the right stays at 0.8 of its level, as on the printed laughing face.
         let squint = [[0.18, 0.22]; 5];
         let one_eye = [[0.06, 0.18], [0.18, 0.22], [0.18, 0.22]];
-        assert_eq!(run_each(&[&squint[..], &one_eye[..]].concat()), 0);
+        assert_eq!(blinks(&[&squint[..], &one_eye[..]].concat()), 0);
         // Both eyes closing from the same squint is a blink (narrow eyes still blink).
         let both = [[0.06, 0.08], [0.18, 0.22], [0.18, 0.22]];
-        assert_eq!(run_each(&[&squint[..], &both[..]].concat()), 1);
+        assert_eq!(blinks(&[&squint[..], &both[..]].concat()), 1);
         // Wide open eyes read steadily: the same one-eye dip is judged by the mean, as before.
         let open = [[0.31, 0.33]; 5];
         let one_eye_open = [[0.08, 0.28], [0.31, 0.33], [0.31, 0.33]];
-        assert_eq!(run_each(&[&open[..], &one_eye_open[..]].concat()), 1);
+        assert_eq!(blinks(&[&open[..], &one_eye_open[..]].concat()), 1);
     }
 
     #[test]
