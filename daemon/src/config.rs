@@ -427,6 +427,11 @@ mod tests {
         let c = Config::load_from(&Overrides::default(), env(&[("HOME", "/home/x")])).unwrap();
         assert_eq!(c.detector.max_side, 320);
         assert_eq!(c.data_dir, PathBuf::from("/home/x/.local/share/facegate"));
+        // The liveness rules' own defaults (their unit tests' baseline) are the shipped ones.
+        assert_eq!(
+            format!("{:?}", c.liveness),
+            format!("{:?}", LivenessConfig::default())
+        );
     }
 
     #[test]

@@ -76,10 +76,11 @@ fn every_labelled_blink_is_found_and_false_blinks_are_few() {
     // lp_d9 (a close-up, glasses): the README's eleven labelled blinks (0.3-0.5 s, 1.2-1.4,
     // 4.7, 9.7-10.3, 12.1, 12.8, 14.1, 15.0, 16.2, 17.4-17.7, 18.5-18.7 s) are all found, the
     // first one too, 0.3 s into the clip: the open-eye baseline needs 3 frames
-    // (`blink_min_baseline_frames`; with 5 it was lost and the clip was live at 1.5 s).
+    // (`blink_min_baseline_frames`; with 5 it was lost and the clip was live at 1.5 s, where
+    // a blink alone suffices).
     let v = stdout_json(&facegate(
         &["liveness", "--frames", path(&data("video/lp_d9")), "--json"],
-        &[],
+        &[("FACEGATE_LIVENESS__BLINK_SUFFICES", "true")],
     ));
     let found = blink_frames(&v);
     assert_labelled_blinks(
@@ -132,8 +133,8 @@ fn a_head_that_turns_without_blinking_is_live_by_its_relief() {
 /// A print of a laughing face (hand_on_forehead.png: narrowed eyes, open level ~0.2) held up
 /// and swayed: the eye model's reading of one printed eye dips for half a second (frames
 /// 40-44 of this SYNTHETIC sequence) while the other stays open. In a squint a closure counts
-/// only when both eyes closed, so the print is not live; without that rule the dip was its
-/// "blink" and it was live at frame 45.
+/// only when both eyes closed, so the print is not live even where a blink alone suffices;
+/// without that rule the dip was its "blink" and it was live at frame 45.
 #[test]
 fn a_printed_laughing_face_does_not_blink_by_one_eye() {
     let dir = tempdir("squint-print");
@@ -156,9 +157,11 @@ fn a_printed_laughing_face_does_not_blink_by_one_eye() {
     );
     assert!(render.status.success(), "{render:?}");
     let run = |env: &[(&str, &str)]| {
+        let mut env = env.to_vec();
+        env.push(("FACEGATE_LIVENESS__BLINK_SUFFICES", "true"));
         stdout_json(&facegate(
             &["liveness", "--frames", path(&dir), "--json"],
-            env,
+            &env,
         ))
     };
     let v = run(&[]);
@@ -171,16 +174,15 @@ fn a_printed_laughing_face_does_not_blink_by_one_eye() {
 }
 
 /// Every real person in ../shared/data/video, at its own size and with the face shrunk to
-/// ~80 px wide, is verified live by some session (sessions start every second), except
-/// grid_lbbc2a, a face that does not blink in its 3 s (labelled) and speaks with little mouth
-/// movement: never verified, and judged `unknown` (ask to blink), never `spoof`. SYNTHETIC photo
-/// attacks (print, bent print, screen) from two shared photos are never accepted, at any frame.
-/// Replayed clips on a moving screen (real blinks, speech, head turns) are caught by the
-/// screen's moiré: at most 1 of the 17 accepted (lp_d13's, whose grid barely aliases). The
-/// eye-cut print is rendered with a detectable face; its APCER is reported, not bounded (its
-/// blinks are real, and a held sheet's surroundings give it away only where the sheet fills the
-/// ring around the face: see ARCHITECTURE.md). Sessions after face_noface's person has left
-/// are counted apart.
+/// ~80 px wide, is verified live by some session (sessions start every second), grid_lbbc2a
+/// too, who does not blink in its 3 s (labelled) but talks. SYNTHETIC photo attacks (print,
+/// bent print, screen) from two shared photos are never accepted, at any frame, nor are the
+/// eye-cut prints (real eyes blinking behind a photo): a blink alone does not make a face live
+/// by default. Replayed clips on a moving screen (real blinks, speech, head turns) are caught
+/// by the screen's moiré: at most 1 of the 17 accepted (lp_d13's, whose grid barely aliases).
+/// Sessions after face_noface's person has left are counted apart. Re-judged from the dump:
+/// where a blink suffices the eye-cut prints are accepted; without the lips' movement the
+/// GRID speakers, who hold their heads still, are not verified.
 #[test]
 fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     let clips: Vec<String> = std::fs::read_dir(data("video"))
@@ -209,11 +211,7 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     for c in per_clip {
         let name = c["clip"].as_str().unwrap();
         let never = c["never_share"].as_f64().unwrap();
-        if name == "grid_lbbc2a" {
-            assert_eq!(never, 1.0, "no blink, hardly a mouth movement: {c}");
-        } else {
-            assert!(never < 1.0, "{name} at {} never verified: {c}", c["scale"]);
-        }
+        assert!(never < 1.0, "{name} at {} never verified: {c}", c["scale"]);
         assert!(c["sessions"].as_u64().unwrap() >= 1, "{c}");
     }
     // face_noface's person leaves after 2.4 s (a cartoon follows): the sessions starting after
@@ -242,7 +240,7 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
             "{small} enlarged without --enlarge: {v}"
         );
     }
-    for kind in ["print", "bent_print", "screen"] {
+    for kind in ["print", "bent_print", "screen", "eye_cut_print"] {
         let k = &v["synthetic_attacks"][kind];
         assert_eq!(k["sequences"], 2, "{v}");
         assert_eq!(k["accepted"], 0, "synthetic {kind} accepted: {v}");
@@ -294,27 +292,40 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
         again, v,
         "--from-dump must reproduce the run that wrote the dump"
     );
-    // Where a blink alone does not make a face live, the eye-cut prints (their real eyes
-    // blink; they are accepted above) are not, while the people who turn their head or talk
-    // still are; still people who only blink (the GRID speakers) must then turn their head.
-    let strict = stdout_json(&facegate(
-        &["pad-eval", "--from-dump", path(&dump), "--json"],
-        &[("FACEGATE_LIVENESS__BLINK_SUFFICES", "false")],
-    ));
-    let eye_cut = &strict["synthetic_attacks"]["eye_cut_print"];
-    assert_eq!(eye_cut["accepted"], 0, "{strict}");
+    let rejudge = |env: &[(&str, &str)]| {
+        stdout_json(&facegate(
+            &["pad-eval", "--from-dump", path(&dump), "--json"],
+            env,
+        ))
+    };
+    // Where a blink alone makes a face live, the eye-cut prints are accepted by their real
+    // eyes' blinks.
+    let lenient = rejudge(&[("FACEGATE_LIVENESS__BLINK_SUFFICES", "true")]);
     assert!(
-        v["synthetic_attacks"]["eye_cut_print"]["accepted"]
+        lenient["synthetic_attacks"]["eye_cut_print"]["accepted"]
             .as_u64()
             .unwrap()
             > 0,
-        "the default accepts them by their blinks: {v}"
+        "{lenient}"
     );
-    for c in strict["bona_fide"]["per_clip"].as_array().unwrap() {
-        let name = c["clip"].as_str().unwrap();
-        if ["headtrackr_cap4", "lp_d11", "lp_d6", "lp_d18", "carphone"].contains(&name) {
-            assert!(c["never_share"].as_f64().unwrap() < 0.1, "{name}: {c}");
-        }
+    // Without the lips' movement against the face, the still GRID speakers are not verified
+    // (the face mesh's lip opening does not see them speak); those who turn their head are.
+    let no_lips = rejudge(&[("FACEGATE_LIVENESS__LIP_FLOW", "0")]);
+    let never = |report: &serde_json::Value, clip: &str| {
+        report["bona_fide"]["per_clip"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["clip"] == clip)
+            .map(|c| c["never_share"].as_f64().unwrap())
+            .fold(0.0, f64::max)
+    };
+    for speaker in ["grid_bbaf2n", "grid_pwij3p", "grid_sbwe5n", "grid_lbbc2a"] {
+        assert_eq!(never(&no_lips, speaker), 1.0, "{speaker}: {no_lips}");
+        assert_eq!(never(&v, speaker), 0.0, "{speaker}: {v}");
+    }
+    for mover in ["headtrackr_cap4", "lp_d11", "lp_d6", "lp_d18", "carphone"] {
+        assert!(never(&no_lips, mover) < 0.1, "{mover}: {no_lips}");
     }
     // A damaged dump is refused with its line named, not half-judged.
     let text = std::fs::read_to_string(&dump).unwrap();
@@ -326,17 +337,24 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     assert!(err.contains("broken.jsonl, line "), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 
-    // The face that never blinks is `unknown`, not `spoof`.
-    let lbbc2a = stdout_json(&facegate(
-        &[
-            "liveness",
-            "--frames",
-            path(&data("video/grid_lbbc2a")),
-            "--json",
-        ],
-        &[],
-    ));
-    assert_eq!(lbbc2a["verdict"], "unknown", "{lbbc2a}");
+    // The speaker who never blinks is live by his lips; without them he is `unknown` (asked
+    // to turn his head), not `spoof`.
+    let lbbc2a = |env: &[(&str, &str)]| {
+        stdout_json(&facegate(
+            &[
+                "liveness",
+                "--frames",
+                path(&data("video/grid_lbbc2a")),
+                "--json",
+            ],
+            env,
+        ))
+    };
+    let talking = lbbc2a(&[]);
+    assert_eq!(talking["verdict"], "live", "{talking}");
+    assert_eq!(talking["blinks"].as_array().unwrap().len(), 0, "{talking}");
+    let unseen = lbbc2a(&[("FACEGATE_LIVENESS__LIP_FLOW", "0")]);
+    assert_eq!(unseen["verdict"], "unknown", "{unseen}");
 }
 
 /// Close-up real faces are not blocked by phantom obstacles under the default thresholds (the

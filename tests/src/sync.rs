@@ -508,15 +508,16 @@ pub fn run_session(
     last
 }
 
-/// Enrolls `user_id` from the pexels clip (blinks at 0104 and 0121); the enrollment id.
-pub fn enroll_pexels(d: &crate::Daemon, auth: &str, user_id: &str) -> String {
+/// Enrolls `user_id` from a woman who talks (lp_d13, files 0001-0060: blinks at 0015, 0027,
+/// 0035; her lips' movement makes her live by default); the enrollment id.
+pub fn enroll_speaker(d: &crate::Daemon, auth: &str, user_id: &str) -> String {
     let v = run_session(
         d,
         auth,
         "enrollment",
         &serde_json::json!({"user_id": user_id, "metadata": {"target_samples": 5, "required_blinks": 1}}),
-        "pexels_eyes_hand",
-        96..=160,
+        "lp_d13",
+        1..=60,
     );
     assert_eq!(v["session_status"], "completed", "{v}");
     v["enrollment_id"].as_str().unwrap().to_owned()

@@ -119,8 +119,10 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
     let _cleanup = RemoveOnSuccess(dir.clone());
     let a = cli_json(&dir, &["clients", "add", "door-a", "--json"]);
     let b = cli_json(&dir, &["clients", "add", "door-b", "--json"]);
-    let photo = |n: usize| data(&format!("video/pexels_eyes_hand/{n:04}.jpg"));
-    let (p1, p5, p9) = (photo(1), photo(5), photo(9));
+    // The woman at the door talks (lp_d13): by default her lips' movement, not a blink
+    // alone, makes her live. Enrolled from three later frames of her clip.
+    let photo = |n: usize| data(&format!("video/lp_d13/{n:04}.jpg"));
+    let (p1, p5, p9) = (photo(80), photo(90), photo(100));
     let out = cli(
         &dir,
         &[
@@ -142,8 +144,8 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
     let relay_out = dir.join("relay.log");
     let cfg = relay_config(&dir, &relay_out);
 
-    // --- Two cameras at once: the enrolled woman (6 s of later frames), a GRID stranger (3 s).
-    let lady = clip("door-lady", "pexels_eyes_hand", 110..=170);
+    // --- Two cameras at once: the enrolled woman (6 s of her clip), a GRID stranger (3 s).
+    let lady = clip("door-lady", "lp_d13", 1..=61);
     let _lady_cleanup = RemoveOnSuccess(lady.clone());
     let stranger = clip("door-stranger", "grid_bbaf2n", 1..=30);
     let _stranger_cleanup = RemoveOnSuccess(stranger.clone());
@@ -174,8 +176,8 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
         .filter(|e| e["decision"] == "granted")
         .collect();
     assert_eq!(grants.len(), 1, "exactly one grant: {front:?}");
-    // On an idle machine she is granted at her first blink (~1.2 s); a loaded one may drop the
-    // frames of that blink, deny her at the window's end and grant her at the next: nothing
+    // On an idle machine she is granted once her lips have moved (~0.7 s); a loaded one may
+    // drop those frames, deny her at the window's end and grant her at the next look: nothing
     // else may come before or after.
     assert!(
         front.len() == 1 || (front.len() == 2 && front[0]["decision"] == "denied"),
@@ -295,7 +297,7 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
     std::fs::remove_file(&relay_out).unwrap();
     let still = tempdir("door-still");
     let _still_cleanup = RemoveOnSuccess(still.clone());
-    std::fs::copy(photo(120), still.join("0001.jpg")).unwrap();
+    std::fs::copy(photo(110), still.join("0001.jpg")).unwrap();
     let print = tempdir("door-print");
     let _print_cleanup = RemoveOnSuccess(print.clone());
     let out = cli(
@@ -303,7 +305,7 @@ fn door_mode_grants_the_enrolled_person_once_and_nobody_else() {
         &[
             "attack",
             "--photo",
-            photo(120).to_str().unwrap(),
+            photo(110).to_str().unwrap(),
             "--kind",
             "print",
             "--frames",

@@ -163,8 +163,12 @@ fn the_kiosk_page_shows_the_grant_of_the_person_at_the_door() {
     let dir = tempdir("kiosk");
     let _cleanup = RemoveOnSuccess(dir.clone());
     cli_json(&dir, &["clients", "add", "door-a", "--json"]);
-    let photo = |n: usize| data(&format!("video/pexels_eyes_hand/{n:04}.jpg"));
-    let imgs: Vec<String> = [1, 5, 9].map(|n| photo(n).display().to_string()).to_vec();
+    // The woman at the door talks (lp_d13): by default her lips' movement, not a blink alone,
+    // makes her live. Enrolled from three later frames of her clip.
+    let photo = |n: usize| data(&format!("video/lp_d13/{n:04}.jpg"));
+    let imgs: Vec<String> = [80, 90, 100]
+        .map(|n| photo(n).display().to_string())
+        .to_vec();
     let mut args = vec!["enroll", "--client", "door-a", "--user-id", "lady"];
     args.extend(imgs.iter().map(String::as_str));
     assert!(cli(&dir, &args).status.success());
@@ -180,13 +184,13 @@ fn the_kiosk_page_shows_the_grant_of_the_person_at_the_door() {
     );
     let clip = tempdir("kiosk-clip");
     let _clip_cleanup = RemoveOnSuccess(clip.clone());
-    for n in 110..=170 {
+    for n in 1..=61 {
         let f = format!("{n:04}.jpg");
         std::fs::copy(photo(n), clip.join(&f)).unwrap();
     }
     // The replay starts 8 s after the daemon (time for the browser to start and sign in) and
     // loops: she stays at the door until she is granted (on a loaded machine the door may
-    // first deny her, then grant her at her next blink: the banner then changes to the grant).
+    // first deny her, then grant her at a later look: the banner then changes to the grant).
     let d = Daemon::start_run(
         &dir,
         &[],

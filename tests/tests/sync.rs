@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use facegate_blackbox::sync::{
-    Broker, SITE, SyncProc, Terminal, enroll_pexels, holds_template, hub_cli, run_session, sample,
+    Broker, SITE, SyncProc, Terminal, enroll_speaker, holds_template, hub_cli, run_session, sample,
     site_key, terminal, wait_for,
 };
 use facegate_blackbox::{Daemon, RemoveOnSuccess, tempdir};
@@ -52,16 +52,9 @@ fn enrollment_status(d: &Daemon, auth: &str, id: &str) -> u16 {
     .0
 }
 
-/// A 1:N session on `d` over later pexels frames (the enrolled person); its last answer.
-fn identify_pexels(d: &Daemon, auth: &str) -> Value {
-    run_session(
-        d,
-        auth,
-        "authentication",
-        &json!({}),
-        "pexels_eyes_hand",
-        110..=183,
-    )
+/// A 1:N session on `d` over later frames of the enrolled speaker; its last answer.
+fn identify_speaker(d: &Daemon, auth: &str) -> Value {
+    run_session(d, auth, "authentication", &json!({}), "lp_d13", 61..=117)
 }
 
 /// `n` authentication sessions opened and cancelled on `d`: `n` audit rows (`cancelled`).
@@ -197,12 +190,12 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
     }
 
     // Enrolled on A over the API, the person authenticates on B.
-    let id = enroll_pexels(&a.d, &auth_a, USER);
+    let id = enroll_speaker(&a.d, &auth_a, USER);
     let took = wait_for(Duration::from_secs(15), "A's enrollment on B", || {
         enrollment_status(&b.d, &auth_b, &id) == 200
     });
     println!("enrollment on A usable on B after {took:?}");
-    let r = identify_pexels(&b.d, &auth_b);
+    let r = identify_speaker(&b.d, &auth_b);
     assert_eq!(
         (
             r["authenticated"].as_bool(),
@@ -230,7 +223,7 @@ fn a_site_of_two_terminals_and_a_hub_over_a_real_broker() {
         enrollment_status(&b.d, &auth_b, &id) == 404
     });
     println!("deletion on A effective on B after {took:?}");
-    let r = identify_pexels(&b.d, &auth_b);
+    let r = identify_speaker(&b.d, &auth_b);
     assert_eq!(
         (r["authenticated"].as_bool(), r["reason"].as_str()),
         (Some(false), Some("no_match_found")),

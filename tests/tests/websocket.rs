@@ -152,8 +152,9 @@ fn reference_clients_enroll_and_authenticate_over_websocket() {
     assert_eq!(m["type"], "error", "{m}");
     assert_eq!(next(&mut bad), Err(u16::from(CloseCode::Policy)));
 
-    // --- seed 003: lockstep enrollment of the pexels woman.
-    let token = d.session(&auth, "/api/auth/enrollment/", &json!({"user_id": "lady"}));
+    // --- seed 003: lockstep enrollment of a talking woman (lp_d13: blinks at 0015, 0027,
+    // 0035; her lips move as she speaks, which is what makes her live by default).
+    let token = d.session(&auth, "/api/auth/enrollment/", &json!({"user_id": "d13"}));
     let mut sock = d.ws(&token);
     let hello = next(&mut sock).unwrap();
     assert_eq!(
@@ -165,10 +166,11 @@ fn reference_clients_enroll_and_authenticate_over_websocket() {
     assert_eq!(next(&mut sock).unwrap()["type"], "pong");
     let (complete, sent, types) = lockstep(
         &mut sock,
-        (96..=160).map(|n| jpeg("pexels_eyes_hand", n)),
+        (1..=60).map(|n| jpeg("lp_d13", n)),
         "enrollment_complete",
     );
     eprintln!("003 enrollment: {sent} frames, {types:?}");
+    assert!(sent <= 50, "enrollment within 5 s of frames: {sent}");
     assert!(complete["enrollment_id"].is_string(), "{complete}");
     assert_eq!(complete["liveness_verified"], true);
     assert!(
@@ -193,11 +195,10 @@ fn reference_clients_enroll_and_authenticate_over_websocket() {
         a["api_secret"].as_str().unwrap(),
     );
     assert_eq!(opened["id"], complete["enrollment_id"], "{opened}");
-    assert_eq!(opened["user_id"], "lady");
+    assert_eq!(opened["user_id"], "d13");
     assert!(opened["timestamp"].is_string() && opened.get("embedding").is_none());
     // The socket stays open after the completion: a late frame gets one error reply.
-    sock.send(Message::binary(jpeg("pexels_eyes_hand", 161)))
-        .unwrap();
+    sock.send(Message::binary(jpeg("lp_d13", 61))).unwrap();
     assert_eq!(next(&mut sock).unwrap()["type"], "error");
     // The client closes (1000); the server answers its close handshake.
     sock.close(Some(tungstenite::protocol::CloseFrame {
@@ -211,18 +212,18 @@ fn reference_clients_enroll_and_authenticate_over_websocket() {
     let token = d.session(
         &auth,
         "/api/auth/authentication/",
-        &json!({"user_id": "lady"}),
+        &json!({"user_id": "d13"}),
     );
     let mut sock = d.ws(&token);
     assert_eq!(next(&mut sock).unwrap()["type"], "connection_established");
     let (result, sent, types) = lockstep(
         &mut sock,
-        (110..=160).map(|n| jpeg("pexels_eyes_hand", n)),
+        (61..=117).map(|n| jpeg("lp_d13", n)),
         "authentication_result",
     );
     eprintln!("003 verification: {sent} frames, {types:?}");
     assert_eq!(result["authenticated"], true, "{result}");
-    assert_eq!(result["user_id"], "lady");
+    assert_eq!(result["user_id"], "d13");
     assert!(result["confidence"].as_f64().unwrap() >= 0.5, "{result}");
     assert_eq!(result["encrypted_data"]["algorithm"], "AES-256-GCM");
     assert!(sent <= 20, "1:1 within 2 s of frames: {sent}");

@@ -19,7 +19,7 @@ use image::RgbImage;
 
 use super::align::{ARCFACE_112, Similarity};
 use super::context::luma_row;
-use super::mesh::{add_row, normalised, plane_fit, solve};
+use super::mesh::{add_row, normalised, plane_fit, solve, spread};
 
 /// Frames between the two compared (as context motion: 0.3 s at 10 fps).
 pub const GAP: usize = 3;
@@ -36,6 +36,13 @@ const MIN_TEXTURE: f32 = 2.0;
 
 /// Fewest matched patches for an observation.
 const MIN_POINTS: usize = 12;
+
+/// Canonical points on the lips and the chin, which move against the face when a person talks.
+const MOUTH_X: [f32; 5] = [44.0, 50.0, 56.0, 62.0, 68.0];
+const MOUTH_Y: [f32; 4] = [88.0, 94.0, 100.0, 106.0];
+
+/// Fewest matched mouth patches for a mouth observation.
+const MIN_MOUTH_POINTS: usize = 4;
 
 /// Whether a canonical point lies on an eye or the mouth (which move on their own).
 fn excluded([x, y]: [f32; 2]) -> bool {
@@ -147,6 +154,12 @@ pub struct FlowObservation {
     /// The same fit with a face-shaped relief term (plane plus parallax): the parallax per unit
     /// of relief, in the face's axes (x along the eyes, y down; spread units).
     pub e: [f32; 2],
+    /// How far the lips and the chin moved against where that fit carries them (median over
+    /// the matched mouth patches, eye distances): talking, which a print cannot do. `None` when
+    /// too few mouth patches matched.
+    pub mouth: Option<f32>,
+    /// The same for the face's own patches (the fit's noise), for tuning.
+    pub face: f32,
 }
 
 impl FlowObservation {
@@ -166,10 +179,39 @@ fn relief([x, y]: [f32; 2]) -> f32 {
     head + 0.6 * nose
 }
 
+/// The plane-plus-parallax fit (`plane_plus_parallax`): a homography in coordinates centred
+/// and scaled by each point set's spread, plus a parallax vector times each point's relief.
+struct ReliefFit {
+    h: [f64; 10],
+    src: [f64; 3],
+    dst: [f64; 3],
+    depth: [f64; 2],
+}
+
+impl ReliefFit {
+    /// Where the fit carries `p` (frame coordinates, relief `d`) in the second frame.
+    fn apply(&self, p: [f32; 2], d: f32) -> Option<[f32; 2]> {
+        let h = &self.h;
+        let x = (f64::from(p[0]) - self.src[0]) / self.src[2];
+        let y = (f64::from(p[1]) - self.src[1]) / self.src[2];
+        let z = (f64::from(d) - self.depth[0]) / self.depth[1];
+        let w = h[6] * x + h[7] * y + 1.0;
+        if w.abs() < 1e-9 {
+            return None;
+        }
+        let u = (h[0] * x + h[1] * y + h[2] + h[8] * z) / w;
+        let v = (h[3] * x + h[4] * y + h[5] + h[9] * z) / w;
+        Some([
+            (u * self.dst[2] + self.dst[0]) as f32,
+            (v * self.dst[2] + self.dst[1]) as f32,
+        ])
+    }
+}
+
 /// The homography plus `e * relief` (one 2-D parallax vector scaled by each point's relief)
 /// that best maps `src` onto `dst`, linearised as the DLT is; coordinates centred and scaled
-/// by each set's spread, the relief to zero mean and unit RMS. Returns `e`.
-fn plane_plus_parallax(src: &[[f32; 2]], dst: &[[f32; 2]], depth: &[f32]) -> Option<[f64; 2]> {
+/// by each set's spread, the relief to zero mean and unit RMS.
+fn plane_plus_parallax(src: &[[f32; 2]], dst: &[[f32; 2]], depth: &[f32]) -> Option<ReliefFit> {
     let n = src.len().min(dst.len()).min(depth.len());
     if n < 12 {
         return None;
@@ -207,7 +249,12 @@ fn plane_plus_parallax(src: &[[f32; 2]], dst: &[[f32; 2]], depth: &[f32]) -> Opt
         );
     }
     let h = solve(ata, atb)?;
-    (h[8].is_finite() && h[9].is_finite()).then_some([h[8], h[9]])
+    (h[8].is_finite() && h[9].is_finite()).then_some(ReliefFit {
+        h,
+        src: spread(&src[..n]),
+        dst: spread(&dst[..n]),
+        depth: [dm, ds],
+    })
 }
 
 /// Matches the face's patches of `then` in `now`.
@@ -243,18 +290,56 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
         return None;
     }
     let fit = plane_fit(&src, &dst)?;
-    let [ex, ey] = plane_plus_parallax(&src, &dst, &depth)?;
+    let relief_fit = plane_plus_parallax(&src, &dst, &depth)?;
+    let [ex, ey] = [relief_fit.h[8], relief_fit.h[9]];
     // In the face's own axes (its roll removed): x along the eyes.
     let (c, sn) = (
         f64::from(s_now.a / s_now.scale()),
         f64::from(s_now.b / s_now.scale()),
     );
     let e = [(c * ex + sn * ey) as f32, (-sn * ex + c * ey) as f32];
+    // How far matched points are from where the face's fit carries them, in eye distances.
+    let iod_frame = iod * then.k as f32;
+    let off = |a: [f32; 2], m: [f32; 2], d: f32| {
+        relief_fit
+            .apply(a, d)
+            .map(|p| (m[0] - p[0]).hypot(m[1] - p[1]) / iod_frame)
+    };
+    let mut face: Vec<f32> = src
+        .iter()
+        .zip(&dst)
+        .zip(&depth)
+        .filter_map(|((a, m), d)| off(*a, *m, *d))
+        .collect();
+    let mut mouth = Vec::new();
+    for &gy in &MOUTH_Y {
+        for &gx in &MOUTH_X {
+            let a = then.to_patch(s_then.apply([gx, gy]));
+            let b = now.to_patch(s_now.apply([gx, gy]));
+            let (ax, ay) = (a[0].round() as isize, a[1].round() as isize);
+            let (bx, by) = (b[0].round() as isize, b[1].round() as isize);
+            if let Some(m) = match_patch(then, now, ax, ay, bx, by, r, search) {
+                let a = then.to_frame([ax as f32, ay as f32]);
+                mouth.extend(off(a, now.to_frame(m), relief([gx, gy])));
+            }
+        }
+    }
     Some(FlowObservation {
         residual: fit.residual,
         points: src.len() as u32,
         e,
+        mouth: (mouth.len() >= MIN_MOUTH_POINTS).then(|| median_of(&mut mouth)),
+        face: median_of(&mut face),
     })
+}
+
+/// The median of a list (its upper middle; 0 when empty).
+fn median_of(v: &mut [f32]) -> f32 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f32::total_cmp);
+    v[v.len() / 2]
 }
 
 /// The sub-pixel position in `now` of `then`'s patch centred at (ax, ay), searched within
@@ -405,5 +490,43 @@ mod tests {
         assert!(obs.residual > 0.015, "bulge: {obs:?}");
         assert!(obs.parallax() > 0.012, "bulge: {obs:?}");
         assert!(obs.e[0].abs() > 4.0 * obs.e[1].abs(), "bulge: {obs:?}");
+    }
+
+    #[test]
+    fn lips_that_move_against_the_face_are_seen_and_a_moving_plane_shows_none() {
+        let base = Similarity {
+            a: 2.0,
+            b: 0.0,
+            tx: 50.0,
+            ty: 30.0,
+        };
+        let iod = 2.0 * (ARCFACE_112[1][0] - ARCFACE_112[0][0]);
+        let then = FacePatch::from_rgb(&render(|x, y| [x, y]), &landmarks(&base)).unwrap();
+        // A plane moved, turned a little and scaled: the mouth goes where the face goes.
+        let moved = Similarity {
+            a: 2.0 * 1.01,
+            b: 2.0 * 0.03,
+            tx: 47.0,
+            ty: 33.0,
+        };
+        let (m, b) = (moved.inverse(), base);
+        let plane = render(|x, y| b.apply(m.apply([x, y])));
+        let now = FacePatch::from_rgb(&plane, &landmarks(&moved)).unwrap();
+        let obs = observe(&then, &now).unwrap();
+        let lips = obs.mouth.expect("the mouth's patches match");
+        assert!(lips < 0.01, "plane: {obs:?}");
+        assert!(obs.face < 0.01, "plane: {obs:?}");
+        // The jaw drops: the lips and the chin move down by up to 8 px (0.11 eye distances),
+        // the rest of the face stays.
+        let jaw = base.apply([56.0, 100.0]);
+        let talking = render(|x, y| {
+            let d2 = ((x - jaw[0]) / 40.0).powi(2) + ((y - jaw[1]) / 25.0).powi(2);
+            [x, y - 8.0 * (-d2 / 2.0).exp()]
+        });
+        let now = FacePatch::from_rgb(&talking, &landmarks(&base)).unwrap();
+        let obs = observe(&then, &now).unwrap();
+        let lips = obs.mouth.expect("the mouth's patches match");
+        assert!(lips > 0.03, "talking: {obs:?} (iod {iod})");
+        assert!(lips > 3.0 * obs.face, "talking: {obs:?}");
     }
 }

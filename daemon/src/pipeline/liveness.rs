@@ -177,6 +177,13 @@ pub struct LivenessConfig {
     /// median of `RELIEF_FRAMES` frame pairs) beyond which the face moved as a head does and a
     /// sheet cannot: a motion event and evidence of life. 0: off.
     pub relief_parallax: f32,
+    /// Talking seen in the face flow (`flow.rs`): the lips' and chin's patches moved against
+    /// where the face's own fit carries them by more than `lip_flow` eye distances (median of
+    /// `RELIEF_FRAMES` frame pairs) and by more than `lip_flow_ratio` times the face's own
+    /// patches did (the fit's noise, which a screen's moiré raises everywhere): a motion event
+    /// and evidence of life. 0: off.
+    pub lip_flow: f32,
+    pub lip_flow_ratio: f32,
     /// Frames a second a door or a camera-fed session analyses at most (`camera::Pacer`; the
     /// others are left): the windows above are counted in frames and were tuned and measured
     /// at 10 fps. 0: every frame the camera gives.
@@ -216,8 +223,10 @@ impl Default for LivenessConfig {
             mouth_motion: 0.10,
             mouth_window_frames: 10,
             relief_parallax: 0.02,
+            lip_flow: 0.03,
+            lip_flow_ratio: 2.0,
             analysis_fps: 10.0,
-            blink_suffices: true,
+            blink_suffices: false,
         }
     }
 }
@@ -399,6 +408,11 @@ pub struct LivenessTrack {
     flow: VecDeque<[f32; 2]>,
     /// Whether the face's texture moved off one plane.
     relief: bool,
+    /// Recent lip and face offsets from the face flow's fit (for the median of
+    /// `RELIEF_FRAMES`).
+    lips: VecDeque<[f32; 2]>,
+    /// Whether the lips moved against the face (talking).
+    talked: bool,
 }
 
 impl LivenessTrack {
@@ -433,6 +447,8 @@ impl LivenessTrack {
             mouth_moved: false,
             flow: VecDeque::new(),
             relief: false,
+            lips: VecDeque::new(),
+            talked: false,
         }
     }
 
@@ -519,8 +535,36 @@ impl LivenessTrack {
         }
         if let Some(f) = flow.filter(|_| self.judgeable()) {
             out.motion |= self.relief(f.e, t_rel, frame);
+            if let Some(m) = f.mouth {
+                out.motion |= self.talking(m, f.face, t_rel, frame);
+            }
         }
         out
+    }
+
+    /// Talking: the lips and chin moved against the face's fit (median of the last
+    /// `RELIEF_FRAMES` pairs) beyond `lip_flow`, and beyond `lip_flow_ratio` times the face's
+    /// own patches; the window then starts afresh.
+    fn talking(&mut self, mouth: f32, face: f32, t_rel: f64, frame: u64) -> bool {
+        self.lips.push_back([mouth, face]);
+        if self.lips.len() > RELIEF_FRAMES {
+            self.lips.pop_front();
+        }
+        let limit = self.cfg.lip_flow;
+        if limit <= 0.0 || self.lips.len() < RELIEF_FRAMES {
+            return false;
+        }
+        let along = |i: usize| median(self.lips.iter().map(|v| v[i]));
+        if let (Some(m), Some(f)) = (along(0), along(1))
+            && m > limit
+            && m > self.cfg.lip_flow_ratio * f
+        {
+            self.talked = true;
+            self.motion.push(Event { t: t_rel, frame });
+            self.lips.clear();
+            return true;
+        }
+        false
     }
 
     /// Relief: the face's texture moved like a face's relief, not one plane (the parallax
@@ -808,7 +852,7 @@ impl LivenessTrack {
     /// Evidence in [0, 1] that the face moved as a head does and a flat sheet cannot: a mouth
     /// movement, a relief, or nose parallax beyond what the synthetic attacks reach.
     fn moved_as_a_head(&self) -> f32 {
-        if self.mouth_moved || self.relief {
+        if self.mouth_moved || self.relief || self.talked {
             return 1.0;
         }
         // Landmarks of a blurry face drift too: parallax counts only on a detailed one.
@@ -1237,9 +1281,14 @@ mod tests {
             with_face: 3,
         };
         let open = [0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.2, 0.31, 0.32, 0.31];
+        // Where a blink alone suffices (else the still person below is not live either).
+        let cfg = LivenessConfig {
+            blink_suffices: true,
+            ..LivenessConfig::default()
+        };
         let run = |ctx: &dyn Fn(usize) -> Option<ContextObservation>,
                    moire: &dyn Fn(usize) -> Option<f32>| {
-            let mut t = LivenessTrack::new(LivenessConfig::default());
+            let mut t = LivenessTrack::new(cfg.clone());
             for (i, o) in open.iter().enumerate() {
                 t.update(
                     i as f64 * 100.0,
@@ -1347,6 +1396,8 @@ mod tests {
                     residual: 0.05,
                     points: 40,
                     e: e(i),
+                    mouth: None,
+                    face: 0.01,
                 };
                 t.update(
                     i as f64 * 100.0,
@@ -1512,17 +1563,17 @@ mod tests {
     /// With `blink_suffices` off, a blink leaves the score at 0.5 (no evidence either way) and
     /// the face needs a head's movement; a mouth movement then makes it live.
     #[test]
-    fn without_blink_suffices_a_blink_alone_is_not_live() {
-        let cfg = LivenessConfig {
-            blink_suffices: false,
+    fn by_default_a_blink_alone_is_not_live() {
+        let lenient = LivenessConfig {
+            blink_suffices: true,
             ..LivenessConfig::default()
         };
         let openings = [0.32, 0.31, 0.33, 0.32, 0.30, 0.2, 0.31, 0.32];
-        let default = run(&openings);
-        let mut strict = run_with(cfg, &openings);
-        assert_eq!(default.blinks().len(), 1);
-        assert_eq!(default.verdict(), Verdict::Live);
-        assert!(!default.needs_movement());
+        let blink_suffices = run_with(lenient, &openings);
+        let mut strict = run(&openings);
+        assert_eq!(blink_suffices.blinks().len(), 1);
+        assert_eq!(blink_suffices.verdict(), Verdict::Live);
+        assert!(!blink_suffices.needs_movement());
         assert_eq!(strict.blinks().len(), 1, "the blink is still seen");
         assert_eq!(strict.spoof_score(), 0.5);
         assert_eq!(strict.verdict(), Verdict::Unknown);
@@ -1530,5 +1581,56 @@ mod tests {
         strict.mouth_moved = true;
         assert_eq!(strict.verdict(), Verdict::Live);
         assert!(!strict.needs_movement());
+    }
+
+    #[test]
+    fn lips_moving_against_a_quiet_face_are_talking_and_moire_noise_is_not() {
+        let strict = LivenessConfig::default();
+        let run = |cfg: &LivenessConfig, mouth: f32, face: f32| {
+            let mut t = LivenessTrack::new(cfg.clone());
+            for i in 0..12 {
+                let f = FlowObservation {
+                    residual: 0.02,
+                    points: 40,
+                    e: [0.0, 0.0],
+                    mouth: Some(mouth),
+                    face,
+                };
+                t.update(
+                    i as f64 * 100.0,
+                    i as u64,
+                    &FACE,
+                    &Cues {
+                        eyes: Some(&eyes(0.32)),
+                        flow: Some(&f),
+                        ..Cues::default()
+                    },
+                );
+            }
+            t
+        };
+        // A GRID speaker: the lips move 0.04-0.06 eye distances, the face 0.01.
+        let speaker = run(&strict, 0.045, 0.012);
+        assert_eq!(
+            speaker.motion_events().len(),
+            2,
+            "one event per 5 frame pairs"
+        );
+        assert!(!speaker.needs_movement());
+        assert_eq!(speaker.verdict(), Verdict::Live);
+        // A print's paper mouth: the matching noise only.
+        let print = run(&strict, 0.015, 0.008);
+        assert!(print.motion_events().is_empty());
+        assert!(print.needs_movement());
+        assert_eq!(print.verdict(), Verdict::Unknown);
+        // A screen's moiré moves every patch alike: not the lips against the face.
+        let screen = run(&strict, 0.06, 0.04);
+        assert!(screen.motion_events().is_empty());
+        assert!(screen.needs_movement());
+        let off = LivenessConfig {
+            lip_flow: 0.0,
+            ..strict.clone()
+        };
+        assert!(run(&off, 0.045, 0.012).motion_events().is_empty());
     }
 }

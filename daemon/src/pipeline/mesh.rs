@@ -209,8 +209,8 @@ pub struct PlaneFit {
     pub perspective: f32,
 }
 
-/// The points centred on their mean and scaled to unit RMS distance from it.
-pub(super) fn normalised(p: &[[f32; 2]]) -> Vec<[f64; 2]> {
+/// The mean of the points and their RMS distance from it: [x, y, spread].
+pub(super) fn spread(p: &[[f32; 2]]) -> [f64; 3] {
     let n = p.len().max(1) as f64;
     let (mx, my) = p.iter().fold((0f64, 0f64), |(x, y), q| {
         (x + f64::from(q[0]), y + f64::from(q[1]))
@@ -223,6 +223,12 @@ pub(super) fn normalised(p: &[[f32; 2]]) -> Vec<[f64; 2]> {
         / n)
         .sqrt()
         .max(1e-9);
+    [mx, my, s]
+}
+
+/// The points centred on their mean and scaled to unit RMS distance from it.
+pub(super) fn normalised(p: &[[f32; 2]]) -> Vec<[f64; 2]> {
+    let [mx, my, s] = spread(p);
     p.iter()
         .map(|q| [(f64::from(q[0]) - mx) / s, (f64::from(q[1]) - my) / s])
         .collect()

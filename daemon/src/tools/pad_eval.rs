@@ -192,9 +192,11 @@ struct DumpFrame {
     lids: Option<[f32; 2]>,
     moire: Option<f32>,
     ctx: Option<[u32; 2]>,
-    /// The face flow's [residual, points, parallax x, parallax y] (absent from older dumps).
+    /// The face flow's [residual, points, parallax x, parallax y] (absent from older dumps),
+    /// then the mouth's and the face's offsets from the fit (absent before 2026-12-04's
+    /// mouth flow; a negative mouth offset: not measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    flow: Option<[f32; 4]>,
+    flow: Option<Vec<f32>>,
 }
 
 impl DumpFrame {
@@ -212,9 +214,16 @@ impl DumpFrame {
             lids: o.mesh.as_ref().map(|m| m.eyelids),
             moire: o.moire,
             ctx: o.context.map(|c| [c.still, c.with_face]),
-            flow: o
-                .flow
-                .map(|f| [f.residual, f.points as f32, f.e[0], f.e[1]]),
+            flow: o.flow.map(|f| {
+                vec![
+                    f.residual,
+                    f.points as f32,
+                    f.e[0],
+                    f.e[1],
+                    f.mouth.unwrap_or(-1.0),
+                    f.face,
+                ]
+            }),
         }
     }
 
@@ -247,11 +256,17 @@ impl DumpFrame {
                 .ctx
                 .map(|[still, with_face]| ContextObservation { still, with_face }),
             moire: self.moire,
-            flow: self.flow.map(|[residual, points, ex, ey]| FlowObservation {
-                residual,
-                points: points as u32,
-                e: [ex, ey],
-            }),
+            flow: match self.flow.as_deref() {
+                None => None,
+                Some([residual, points, ex, ey, rest @ ..]) => Some(FlowObservation {
+                    residual: *residual,
+                    points: *points as u32,
+                    e: [*ex, *ey],
+                    mouth: rest.first().copied().filter(|m| *m >= 0.0),
+                    face: rest.get(1).copied().unwrap_or(0.0),
+                }),
+                Some(f) => anyhow::bail!("`flow` needs at least 4 numbers, has {}", f.len()),
+            },
         })
     }
 }

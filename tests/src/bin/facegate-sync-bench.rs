@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use facegate_blackbox::sync::{
-    Broker, SITE, SyncProc, enroll_pexels, hub_cli, site_key, terminal, wait_for,
+    Broker, SITE, SyncProc, enroll_speaker, hub_cli, site_key, terminal, wait_for,
 };
 use facegate_blackbox::tempdir;
 
@@ -67,7 +67,7 @@ fn main() {
     let (auth_a, auth_b) = (a.d.login(&c), b.d.login(&c));
     let mut lat = Vec::new();
     for i in 0..n {
-        let id = enroll_pexels(&a.d, &auth_a, &format!("person-{i}"));
+        let id = enroll_speaker(&a.d, &auth_a, &format!("person-{i}"));
         let t = Instant::now();
         while b
             .d
