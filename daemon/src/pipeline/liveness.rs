@@ -279,6 +279,22 @@ pub struct FrameLiveness {
     pub mouth_open: Option<f32>,
 }
 
+/// Adds `v` to a window of the last `RELIEF_FRAMES` face-flow values; their component-wise
+/// medians once the window is full, none before or while the rule's `limit` is 0 (off).
+fn window_medians(window: &mut VecDeque<[f32; 2]>, v: [f32; 2], limit: f32) -> Option<[f32; 2]> {
+    window.push_back(v);
+    if window.len() > RELIEF_FRAMES {
+        window.pop_front();
+    }
+    if limit <= 0.0 || window.len() < RELIEF_FRAMES {
+        return None;
+    }
+    Some([
+        median(window.iter().map(|v| v[0]))?,
+        median(window.iter().map(|v| v[1]))?,
+    ])
+}
+
 /// The homography mapping 4 points onto 4 points (h33 = 1), by Gaussian elimination.
 fn homography4(src: &[[f32; 2]; 4], dst: &[[f32; 2]; 4]) -> Option<[f64; 8]> {
     let mut a = [[0f64; 9]; 8];
@@ -546,49 +562,30 @@ impl LivenessTrack {
     /// `RELIEF_FRAMES` pairs) beyond `lip_flow`, and beyond `lip_flow_ratio` times the face's
     /// own patches; the window then starts afresh.
     fn talking(&mut self, mouth: f32, face: f32, t_rel: f64, frame: u64) -> bool {
-        self.lips.push_back([mouth, face]);
-        if self.lips.len() > RELIEF_FRAMES {
-            self.lips.pop_front();
-        }
-        let limit = self.cfg.lip_flow;
-        if limit <= 0.0 || self.lips.len() < RELIEF_FRAMES {
-            return false;
-        }
-        let along = |i: usize| median(self.lips.iter().map(|v| v[i]));
-        if let (Some(m), Some(f)) = (along(0), along(1))
-            && m > limit
-            && m > self.cfg.lip_flow_ratio * f
-        {
+        let (limit, ratio) = (self.cfg.lip_flow, self.cfg.lip_flow_ratio);
+        let talked = window_medians(&mut self.lips, [mouth, face], limit)
+            .is_some_and(|[m, f]| m > limit && m > ratio * f);
+        if talked {
             self.talked = true;
             self.motion.push(Event { t: t_rel, frame });
             self.lips.clear();
-            return true;
         }
-        false
+        talked
     }
 
     /// Relief: the face's texture moved like a face's relief, not one plane (the parallax
     /// vector's median over the last `RELIEF_FRAMES` pairs, component by component, longer than
     /// `relief_parallax`); the window then starts afresh.
     fn relief(&mut self, e: [f32; 2], t_rel: f64, frame: u64) -> bool {
-        self.flow.push_back(e);
-        if self.flow.len() > RELIEF_FRAMES {
-            self.flow.pop_front();
-        }
         let limit = self.cfg.relief_parallax;
-        if limit <= 0.0 || self.flow.len() < RELIEF_FRAMES {
-            return false;
-        }
-        let along = |i: usize| median(self.flow.iter().map(|v| v[i]));
-        if let (Some(x), Some(y)) = (along(0), along(1))
-            && x.hypot(y) > limit
-        {
+        let moved =
+            window_medians(&mut self.flow, e, limit).is_some_and(|[x, y]| x.hypot(y) > limit);
+        if moved {
             self.relief = true;
             self.motion.push(Event { t: t_rel, frame });
             self.flow.clear();
-            return true;
         }
-        false
+        moved
     }
 
     /// A facial movement: the mouth opening (median of 3 frames) ranged over more than
