@@ -1082,6 +1082,25 @@ mod tests {
         run_with(LivenessConfig::default(), openings)
     }
 
+    /// Twelve frames 100 ms apart of an open-eyed face whose face flow gave `flow(i)`.
+    fn run_flow(cfg: &LivenessConfig, flow: impl Fn(usize) -> FlowObservation) -> LivenessTrack {
+        let mut t = LivenessTrack::new(cfg.clone());
+        for i in 0..12 {
+            let f = flow(i);
+            t.update(
+                i as f64 * 100.0,
+                i as u64,
+                &FACE,
+                &Cues {
+                    eyes: Some(&eyes(0.32)),
+                    flow: Some(&f),
+                    ..Cues::default()
+                },
+            );
+        }
+        t
+    }
+
     fn run_with(cfg: LivenessConfig, openings: &[f32]) -> LivenessTrack {
         let each: Vec<[f32; 2]> = openings.iter().map(|&o| [o, o]).collect();
         run_each(cfg, &each)
@@ -1387,27 +1406,13 @@ mod tests {
     #[test]
     fn a_face_shaped_parallax_in_one_direction_is_a_relief_and_noise_is_not() {
         let run = |e: &dyn Fn(usize) -> [f32; 2]| {
-            let mut t = LivenessTrack::new(LivenessConfig::default());
-            for i in 0..12 {
-                let f = FlowObservation {
-                    residual: 0.05,
-                    points: 40,
-                    e: e(i),
-                    mouth: None,
-                    face: 0.01,
-                };
-                t.update(
-                    i as f64 * 100.0,
-                    i as u64,
-                    &FACE,
-                    &Cues {
-                        eyes: Some(&eyes(0.32)),
-                        flow: Some(&f),
-                        ..Cues::default()
-                    },
-                );
-            }
-            t
+            run_flow(&LivenessConfig::default(), |i| FlowObservation {
+                residual: 0.05,
+                points: 40,
+                e: e(i),
+                mouth: None,
+                face: 0.01,
+            })
         };
         // A head turning: the nose moves the same way against the cheeks for half a second.
         let head = run(&|_| [0.03, 0.004]);
@@ -1584,27 +1589,13 @@ mod tests {
     fn lips_moving_against_a_quiet_face_are_talking_and_moire_noise_is_not() {
         let strict = LivenessConfig::default();
         let run = |cfg: &LivenessConfig, mouth: f32, face: f32| {
-            let mut t = LivenessTrack::new(cfg.clone());
-            for i in 0..12 {
-                let f = FlowObservation {
-                    residual: 0.02,
-                    points: 40,
-                    e: [0.0, 0.0],
-                    mouth: Some(mouth),
-                    face,
-                };
-                t.update(
-                    i as f64 * 100.0,
-                    i as u64,
-                    &FACE,
-                    &Cues {
-                        eyes: Some(&eyes(0.32)),
-                        flow: Some(&f),
-                        ..Cues::default()
-                    },
-                );
-            }
-            t
+            run_flow(cfg, |_| FlowObservation {
+                residual: 0.02,
+                points: 40,
+                e: [0.0, 0.0],
+                mouth: Some(mouth),
+                face,
+            })
         };
         // A GRID speaker: the lips move 0.04-0.06 eye distances, the face 0.01.
         let speaker = run(&strict, 0.045, 0.012);
