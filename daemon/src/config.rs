@@ -281,6 +281,12 @@ impl Config {
         if !(0.0..=1.0).contains(&lc.relief_parallax) {
             return bad("liveness.relief_parallax", "must be within [0, 1] (0: off)");
         }
+        if !(0.0..=1.0).contains(&lc.lip_flow) {
+            return bad("liveness.lip_flow", "must be within [0, 1] (0: off)");
+        }
+        if !(0.0..=100.0).contains(&lc.lip_flow_ratio) {
+            return bad("liveness.lip_flow_ratio", "must be within [0, 100]");
+        }
         if !(0.0..=1.0).contains(&lc.blink_squint_baseline) {
             return bad(
                 "liveness.blink_squint_baseline",
@@ -507,6 +513,9 @@ mod tests {
             "[liveness]\nanalysis_fps = -10\n",
             "[liveness]\nrelief_parallax = -0.01\n",
             "[liveness]\nrelief_parallax = nan\n",
+            "[liveness]\nlip_flow = -0.01\n",
+            "[liveness]\nlip_flow = nan\n",
+            "[liveness]\nlip_flow_ratio = -1\n",
             "[liveness]\nblink_squint_baseline = 1.5\n",
             "[liveness]\nblink_squint_baseline = nan\n",
             "[door]\nunknown_rechecks = 1000\n",

@@ -158,7 +158,8 @@ pub struct FlowObservation {
     /// the matched mouth patches, eye distances): talking, which a print cannot do. `None` when
     /// too few mouth patches matched.
     pub mouth: Option<f32>,
-    /// The same for the face's own patches (the fit's noise), for tuning.
+    /// The same for the face's own patches: the fit's noise, which the lip rule must clearly
+    /// exceed (a screen's moiré raises both).
     pub face: f32,
 }
 

@@ -1,6 +1,7 @@
 //! Liveness over frames, per tracked face: blinks (eyelid opening against the person's own
 //! open-eye baseline), head motion (affine-invariant pose cues that a flat photo cannot change),
-//! mouth movement (talking, expressions), relief (the face's own texture moving off one plane,
+//! mouth movement (talking, expressions: the mesh's lip opening, and the lips' own texture
+//! moving against the face in `flow.rs`), relief (the face's own texture moving off one plane,
 //! `flow.rs`: the same plane argument over ~60 pixel patches instead of 5 landmarks, which works
 //! on faces too blurry for the landmarks), and a presentation-attack score from the same geometry
 //! and from two cues that veto everything else: the scene around the face moving with it (a
@@ -847,7 +848,8 @@ impl LivenessTrack {
     }
 
     /// Evidence in [0, 1] that the face moved as a head does and a flat sheet cannot: a mouth
-    /// movement, a relief, or nose parallax beyond what the synthetic attacks reach.
+    /// movement (the mesh's or the lips' in the face flow), a relief, or nose parallax beyond
+    /// what the synthetic attacks reach.
     fn moved_as_a_head(&self) -> f32 {
         if self.mouth_moved || self.relief || self.talked {
             return 1.0;
