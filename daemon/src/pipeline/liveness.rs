@@ -870,8 +870,9 @@ impl LivenessTrack {
         !self.cfg.blink_suffices && self.moved_as_a_head() == 0.0
     }
 
-    /// Live: a blink or a head movement, and the attack score under the threshold. Spoof: the
-    /// score over it. Unknown: neither yet (keep asking: "please blink").
+    /// Live: a blink or a head movement, and the attack score under the threshold (by default a
+    /// blink alone leaves the score at 0.5: `blink_suffices`). Spoof: the score over it.
+    /// Unknown: neither yet (keep asking: to turn the head, or to blink where that suffices).
     pub fn verdict(&self) -> Verdict {
         let score = self.spoof_score();
         if score > self.cfg.spoof_threshold {

@@ -129,7 +129,7 @@ function banner(e) {
   b.className = "banner " + e.decision;
   if (e.decision === "granted") b.textContent = `Welcome, ${e.user_id}`;
   else if (e.decision === "unknown") b.textContent = "Not recognised";
-  else b.textContent = "Access denied" + (e.reason === "liveness_failed" ? ": please look at the camera and blink" : "");
+  else b.textContent = "Access denied" + (e.reason === "liveness_failed" ? ": please look at the camera and turn your head slightly" : "");
   b.dataset.decision = e.decision;
   b.dataset.user = e.user_id || "";
   show("banner", true);
