@@ -24,7 +24,8 @@ use super::mesh::{add_row, normalised, plane_fit, solve, spread};
 /// Frames between the two compared (as context motion: 0.3 s at 10 fps).
 pub const GAP: usize = 3;
 
-/// Eye distance the patch is sampled at, at most (larger faces are box-averaged down to it).
+/// Eye distance the patch is sampled at, at least (larger faces are box-averaged by a whole
+/// factor, to between this and twice this; smaller faces are sampled as they are).
 const TARGET_IOD: f32 = 32.0;
 
 /// Grid of canonical (ArcFace 112) points: from the forehead to the chin, cheek to cheek.
@@ -51,8 +52,31 @@ fn excluded([x, y]: [f32; 2]) -> bool {
     eye(ARCFACE_112[0]) || eye(ARCFACE_112[1]) || mouth
 }
 
-/// Luminance around one face in one frame, box-averaged to at most `TARGET_IOD` between the
-/// eyes, with the face's landmarks.
+/// The box-averaging factor for a face `iod` pixels between the eyes: the one that puts
+/// `TARGET_IOD` to twice that between the eyes in the patch, or `current` while the patch's eye
+/// distance under it stays within `HYSTERESIS` (a face hovering at a boundary keeps one factor).
+fn averaging(iod: f32, current: Option<usize>) -> usize {
+    let fresh = ((iod / TARGET_IOD).floor() as usize).max(1);
+    match current {
+        Some(k) if k != fresh => {
+            let patch_iod = iod / k as f32;
+            let (lo, hi) = (HYSTERESIS[0] * TARGET_IOD, HYSTERESIS[1] * TARGET_IOD);
+            if (lo..=hi).contains(&patch_iod) {
+                k
+            } else {
+                fresh
+            }
+        }
+        _ => fresh,
+    }
+}
+
+/// Eye distances in the patch (in units of `TARGET_IOD`) within which a face keeps its
+/// box-averaging factor.
+const HYSTERESIS: [f32; 2] = [0.85, 2.3];
+
+/// Luminance around one face in one frame, box-averaged by a whole factor (`averaging`),
+/// with the face's landmarks.
 #[derive(Debug, Clone)]
 pub struct FacePatch {
     /// Frame pixels per patch pixel.
@@ -67,14 +91,22 @@ pub struct FacePatch {
 }
 
 impl FacePatch {
-    /// The face of `landmarks` in `img`; `None` when it is (nearly) outside.
-    pub fn from_rgb(img: &RgbImage, landmarks: &[[f32; 2]; 5]) -> Option<FacePatch> {
+    /// The face of `landmarks` in `img`; `None` when it is (nearly) outside. `previous`: the
+    /// face's patch a frame before, whose box-averaging factor is kept while the face's size
+    /// allows (two patches are compared only at one factor, and a face whose eye distance
+    /// hovers at a multiple of `TARGET_IOD` would otherwise switch factors frame by frame and
+    /// lose most of its observations).
+    pub fn from_rgb(
+        img: &RgbImage,
+        landmarks: &[[f32; 2]; 5],
+        previous: Option<&FacePatch>,
+    ) -> Option<FacePatch> {
         let to_frame = Similarity::estimate(&ARCFACE_112, landmarks)?;
         let iod = to_frame.scale() * (ARCFACE_112[1][0] - ARCFACE_112[0][0]);
         if !iod.is_finite() || iod < 4.0 {
             return None;
         }
-        let k = ((iod / TARGET_IOD).floor() as usize).max(1);
+        let k = averaging(iod, previous.map(|p| p.k));
         // The canonical square with a margin for the search, in frame pixels.
         let corners =
             [[-8.0, -8.0], [120.0, -8.0], [-8.0, 120.0], [120.0, 120.0]].map(|p| to_frame.apply(p));
@@ -463,7 +495,7 @@ mod tests {
             ty: 40.0,
         };
         let still = render(|x, y| [x, y]);
-        let then = FacePatch::from_rgb(&still, &landmarks(&base)).unwrap();
+        let then = FacePatch::from_rgb(&still, &landmarks(&base), None).unwrap();
         // A plane shifted and rotated a little: the texture and landmarks move together.
         let moved = Similarity {
             a: 2.5 * 0.995,
@@ -474,7 +506,7 @@ mod tests {
         let m = moved.inverse();
         let b = base;
         let plane = render(|x, y| b.apply(m.apply([x, y])));
-        let now = FacePatch::from_rgb(&plane, &landmarks(&moved)).unwrap();
+        let now = FacePatch::from_rgb(&plane, &landmarks(&moved), None).unwrap();
         let obs = observe(&then, &now).unwrap();
         assert!(obs.points >= 30, "{obs:?}");
         assert!(obs.residual < 0.01, "plane: {obs:?}");
@@ -485,7 +517,7 @@ mod tests {
             let d2 = ((x - nose[0]).powi(2) + (y - nose[1]).powi(2)) / (60.0f32).powi(2);
             [x - 5.0 * (1.0 - d2).max(0.0), y]
         });
-        let now = FacePatch::from_rgb(&bulge, &landmarks(&base)).unwrap();
+        let now = FacePatch::from_rgb(&bulge, &landmarks(&base), None).unwrap();
         let obs = observe(&then, &now).unwrap();
         // The nose moved right against the cheeks: parallax along the eyes, 5x the plane's.
         assert!(obs.residual > 0.015, "bulge: {obs:?}");
@@ -502,7 +534,7 @@ mod tests {
             ty: 30.0,
         };
         let iod = 2.0 * (ARCFACE_112[1][0] - ARCFACE_112[0][0]);
-        let then = FacePatch::from_rgb(&render(|x, y| [x, y]), &landmarks(&base)).unwrap();
+        let then = FacePatch::from_rgb(&render(|x, y| [x, y]), &landmarks(&base), None).unwrap();
         // A plane moved, turned a little and scaled: the mouth goes where the face goes.
         let moved = Similarity {
             a: 2.0 * 1.01,
@@ -512,7 +544,7 @@ mod tests {
         };
         let (m, b) = (moved.inverse(), base);
         let plane = render(|x, y| b.apply(m.apply([x, y])));
-        let now = FacePatch::from_rgb(&plane, &landmarks(&moved)).unwrap();
+        let now = FacePatch::from_rgb(&plane, &landmarks(&moved), None).unwrap();
         let obs = observe(&then, &now).unwrap();
         let lips = obs.mouth.expect("the mouth's patches match");
         assert!(lips < 0.01, "plane: {obs:?}");
@@ -524,10 +556,37 @@ mod tests {
             let d2 = ((x - jaw[0]) / 40.0).powi(2) + ((y - jaw[1]) / 25.0).powi(2);
             [x, y - 8.0 * (-d2 / 2.0).exp()]
         });
-        let now = FacePatch::from_rgb(&talking, &landmarks(&base)).unwrap();
+        let now = FacePatch::from_rgb(&talking, &landmarks(&base), None).unwrap();
         let obs = observe(&then, &now).unwrap();
         let lips = obs.mouth.expect("the mouth's patches match");
         assert!(lips > 0.03, "talking: {obs:?} (iod {iod})");
         assert!(lips > 3.0 * obs.face, "talking: {obs:?}");
+    }
+
+    #[test]
+    fn a_face_hovering_at_a_patch_scale_boundary_is_still_compared() {
+        // Eye distances of 95 and 97 px straddle 3 x TARGET_IOD: on their own the two frames
+        // would be box-averaged by 2 and by 3, and could not be compared.
+        let span = ARCFACE_112[1][0] - ARCFACE_112[0][0];
+        let at = |iod: f32| Similarity {
+            a: iod / span,
+            b: 0.0,
+            tx: 8.0,
+            ty: 4.0,
+        };
+        let (near, far) = (at(97.0), at(95.0));
+        let then = FacePatch::from_rgb(&render(|x, y| [x, y]), &landmarks(&far), None).unwrap();
+        // The plane came a little closer.
+        let (m, b) = (near.inverse(), far);
+        let closer = render(|x, y| b.apply(m.apply([x, y])));
+        let alone = FacePatch::from_rgb(&closer, &landmarks(&near), None).unwrap();
+        assert!(observe(&then, &alone).is_none(), "factors 2 and 3 differ");
+        let now = FacePatch::from_rgb(&closer, &landmarks(&near), Some(&then)).unwrap();
+        let obs = observe(&then, &now).expect("the factor of the frame before is kept");
+        assert!(obs.parallax() < 0.003, "plane: {obs:?}");
+        // A face that grew far beyond the range takes its own factor again.
+        let grown = at(150.0);
+        let big = FacePatch::from_rgb(&render(|x, y| [x, y]), &landmarks(&grown), Some(&then));
+        assert_eq!(big.map(|p| p.k), Some(4));
     }
 }

@@ -400,7 +400,8 @@ impl Stream {
                     context_obs = context::observe(prev, now, l, &face.landmarks, face.bbox);
                 }
                 moire = screen::moire(img, face);
-                if let Some(patch) = FacePatch::from_rgb(img, &face.landmarks) {
+                let previous = state.patches.back().map(|(_, p)| p);
+                if let Some(patch) = FacePatch::from_rgb(img, &face.landmarks, previous) {
                     let back = frame.checked_sub(flow::GAP as u64);
                     flow_obs = state
                         .patches
