@@ -1474,6 +1474,44 @@ mod tests {
     }
 
     #[test]
+    fn nose_parallax_under_parallax_live_is_no_evidence_and_over_it_is() {
+        let sharp = eyes(0.32);
+        let mut t = LivenessTrack::new(LivenessConfig::default());
+        let mut step = |t: &mut LivenessTrack, i: u64| {
+            let mut lm = FACE;
+            lm[2][0] += i as f32 * 0.8;
+            t.update(
+                i as f64 * 100.0,
+                i,
+                &lm,
+                &Cues {
+                    eyes: Some(&sharp),
+                    ..Cues::default()
+                },
+            );
+        };
+        // The nose drifts 12 px against the eyes and the mouth, as CenterFace's landmarks do
+        // on a print tilted by 18°: head movements for the enrollment rule, not life.
+        for i in 0..16 {
+            step(&mut t, i);
+        }
+        assert!(t.detailed() && t.judgeable());
+        assert!(
+            (0.15..0.3).contains(&t.max_parallax()),
+            "{}",
+            t.max_parallax()
+        );
+        assert!(!t.motion_events().is_empty());
+        assert_eq!(t.verdict(), Verdict::Unknown);
+        // Twice as far: beyond what a sheet's landmarks drift, a real head.
+        for i in 16..32 {
+            step(&mut t, i);
+        }
+        assert!(t.max_parallax() >= 0.3, "{}", t.max_parallax());
+        assert_eq!(t.verdict(), Verdict::Live);
+    }
+
+    #[test]
     fn a_blurry_face_gives_no_parallax_evidence() {
         let mut blurry = eyes(0.32);
         blurry.sharpness = 20.0;
