@@ -1477,7 +1477,7 @@ mod tests {
     fn nose_parallax_under_parallax_live_is_no_evidence_and_over_it_is() {
         let sharp = eyes(0.32);
         let mut t = LivenessTrack::new(LivenessConfig::default());
-        let mut step = |t: &mut LivenessTrack, i: u64| {
+        let step = |t: &mut LivenessTrack, i: u64| {
             let mut lm = FACE;
             lm[2][0] += i as f32 * 0.8;
             t.update(
