@@ -1473,11 +1473,10 @@ mod tests {
         assert_eq!(print.verdict(), Verdict::Unknown);
     }
 
-    #[test]
-    fn nose_parallax_under_parallax_live_is_no_evidence_and_over_it_is() {
-        let sharp = eyes(0.32);
-        let mut t = LivenessTrack::new(LivenessConfig::default());
-        let step = |t: &mut LivenessTrack, i: u64| {
+    /// Feeds `t` the frames `frames` of a face whose nose drifts 0.8 px a frame against its eyes
+    /// and mouth, seen with `eyes`.
+    fn drift_nose(t: &mut LivenessTrack, eyes: &EyeObservation, frames: std::ops::Range<u64>) {
+        for i in frames {
             let mut lm = FACE;
             lm[2][0] += i as f32 * 0.8;
             t.update(
@@ -1485,16 +1484,20 @@ mod tests {
                 i,
                 &lm,
                 &Cues {
-                    eyes: Some(&sharp),
+                    eyes: Some(eyes),
                     ..Cues::default()
                 },
             );
-        };
+        }
+    }
+
+    #[test]
+    fn nose_parallax_under_parallax_live_is_no_evidence_and_over_it_is() {
+        let sharp = eyes(0.32);
+        let mut t = LivenessTrack::new(LivenessConfig::default());
         // The nose drifts 12 px against the eyes and the mouth, as CenterFace's landmarks do
         // on a print tilted by 18°: head movements for the enrollment rule, not life.
-        for i in 0..16 {
-            step(&mut t, i);
-        }
+        drift_nose(&mut t, &sharp, 0..16);
         assert!(t.detailed() && t.judgeable());
         assert!(
             (0.15..0.3).contains(&t.max_parallax()),
@@ -1504,9 +1507,7 @@ mod tests {
         assert!(!t.motion_events().is_empty());
         assert_eq!(t.verdict(), Verdict::Unknown);
         // Twice as far: beyond what a sheet's landmarks drift, a real head.
-        for i in 16..32 {
-            step(&mut t, i);
-        }
+        drift_nose(&mut t, &sharp, 16..32);
         assert!(t.max_parallax() >= 0.3, "{}", t.max_parallax());
         assert_eq!(t.verdict(), Verdict::Live);
     }
@@ -1516,19 +1517,7 @@ mod tests {
         let mut blurry = eyes(0.32);
         blurry.sharpness = 20.0;
         let mut t = LivenessTrack::new(LivenessConfig::default());
-        for i in 0..20u64 {
-            let mut lm = FACE;
-            lm[2][0] += i as f32 * 0.8;
-            t.update(
-                i as f64 * 100.0,
-                i,
-                &lm,
-                &Cues {
-                    eyes: Some(&blurry),
-                    ..Cues::default()
-                },
-            );
-        }
+        drift_nose(&mut t, &blurry, 0..20);
         assert!(!t.detailed());
         assert_ne!(t.verdict(), Verdict::Live);
     }
