@@ -181,8 +181,6 @@ impl FacePatch {
 pub struct FlowObservation {
     /// RMS residual of the best homography through the matches, in units of their spread.
     pub residual: f32,
-    /// The same for the plane-plus-relief fit (how much of `residual` the relief explains).
-    pub relief_residual: f32,
     /// Patches matched.
     pub points: u32,
     /// The same fit with a face-shaped relief term (plane plus parallax): the parallax per unit
@@ -218,8 +216,6 @@ fn relief([x, y]: [f32; 2]) -> f32 {
 /// and scaled by each point set's spread, plus a parallax vector times each point's relief.
 struct ReliefFit {
     h: [f64; 10],
-    /// RMS residual in the normalised coordinates.
-    rms: f64,
     src: [f64; 3],
     dst: [f64; 3],
     depth: [f64; 2],
@@ -286,19 +282,8 @@ fn plane_plus_parallax(src: &[[f32; 2]], dst: &[[f32; 2]], depth: &[f32]) -> Opt
         );
     }
     let h = solve(ata, atb)?;
-    let mut sq = 0f64;
-    for ((p, q), &d) in ns.iter().zip(&nd).zip(&z) {
-        let w = h[6] * p[0] + h[7] * p[1] + 1.0;
-        if w.abs() < 1e-9 {
-            return None;
-        }
-        let u = (h[0] * p[0] + h[1] * p[1] + h[2] + h[8] * d) / w;
-        let v = (h[3] * p[0] + h[4] * p[1] + h[5] + h[9] * d) / w;
-        sq += (u - q[0]).powi(2) + (v - q[1]).powi(2);
-    }
     (h[8].is_finite() && h[9].is_finite()).then_some(ReliefFit {
         h,
-        rms: (sq / n as f64).sqrt(),
         src: spread(&src[..n]),
         dst: spread(&dst[..n]),
         depth: [dm, ds],
@@ -374,7 +359,6 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
     }
     Some(FlowObservation {
         residual: fit.residual,
-        relief_residual: relief_fit.rms as f32,
         points: src.len() as u32,
         e,
         mouth: (mouth.len() >= MIN_MOUTH_POINTS).then(|| median_of(&mut mouth)),

@@ -1410,7 +1410,6 @@ mod tests {
         let run = |e: &dyn Fn(usize) -> [f32; 2]| {
             run_flow(&LivenessConfig::default(), |i| FlowObservation {
                 residual: 0.05,
-                relief_residual: 0.04,
                 points: 40,
                 e: e(i),
                 mouth: None,
@@ -1621,7 +1620,6 @@ mod tests {
         let run = |cfg: &LivenessConfig, mouth: f32, face: f32| {
             run_flow(cfg, |_| FlowObservation {
                 residual: 0.02,
-                relief_residual: 0.02,
                 points: 40,
                 e: [0.0, 0.0],
                 mouth: Some(mouth),

@@ -194,8 +194,8 @@ struct DumpFrame {
     ctx: Option<[u32; 2]>,
     /// The face flow's [residual, points, parallax x, parallax y] (absent from older dumps),
     /// then the mouth's and the face's offsets from the fit (absent before 2026-12-04's
-    /// mouth flow; a negative mouth offset: not measured), then the plane-plus-relief fit's
-    /// residual (absent before 2026-12-04's second session).
+    /// mouth flow; a negative mouth offset: not measured). Numbers after those are ignored (a
+    /// build measured on 2026-12-04 added the plane-plus-relief fit's residual).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     flow: Option<Vec<f32>>,
 }
@@ -223,7 +223,6 @@ impl DumpFrame {
                     f.e[1],
                     f.mouth.unwrap_or(-1.0),
                     f.face,
-                    f.relief_residual,
                 ]
             }),
         }
@@ -266,7 +265,6 @@ impl DumpFrame {
                     e: [*ex, *ey],
                     mouth: rest.first().copied().filter(|m| *m >= 0.0),
                     face: rest.get(1).copied().unwrap_or(0.0),
-                    relief_residual: rest.get(2).copied().unwrap_or(0.0),
                 }),
                 Some(f) => anyhow::bail!("`flow` needs at least 4 numbers, has {}", f.len()),
             },
