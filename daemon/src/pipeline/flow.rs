@@ -300,6 +300,15 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
     let iod = s_then.scale() * (ARCFACE_112[1][0] - ARCFACE_112[0][0]) / then.k as f32;
     let r = ((iod * 0.12).round() as isize).clamp(2, 5);
     let search = ((iod * 0.15).round() as isize).clamp(2, 6);
+    // The canonical point's patch in `then` and where it matched in `now`, frame coordinates.
+    let matched = |p: [f32; 2]| {
+        let a = then.to_patch(s_then.apply(p));
+        let b = now.to_patch(s_now.apply(p));
+        let (ax, ay) = (a[0].round() as isize, a[1].round() as isize);
+        let (bx, by) = (b[0].round() as isize, b[1].round() as isize);
+        match_patch(then, now, ax, ay, bx, by, r, search)
+            .map(|m| (then.to_frame([ax as f32, ay as f32]), now.to_frame(m)))
+    };
     let mut src = Vec::new();
     let mut dst = Vec::new();
     let mut depth = Vec::new();
@@ -308,13 +317,9 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
             if excluded([gx, gy]) {
                 continue;
             }
-            let a = then.to_patch(s_then.apply([gx, gy]));
-            let b = now.to_patch(s_now.apply([gx, gy]));
-            let (ax, ay) = (a[0].round() as isize, a[1].round() as isize);
-            let (bx, by) = (b[0].round() as isize, b[1].round() as isize);
-            if let Some([mx, my]) = match_patch(then, now, ax, ay, bx, by, r, search) {
-                src.push(then.to_frame([ax as f32, ay as f32]));
-                dst.push(now.to_frame([mx, my]));
+            if let Some((a, m)) = matched([gx, gy]) {
+                src.push(a);
+                dst.push(m);
                 depth.push(relief([gx, gy]));
             }
         }
@@ -347,13 +352,8 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
     let mut mouth = Vec::new();
     for &gy in &MOUTH_Y {
         for &gx in &MOUTH_X {
-            let a = then.to_patch(s_then.apply([gx, gy]));
-            let b = now.to_patch(s_now.apply([gx, gy]));
-            let (ax, ay) = (a[0].round() as isize, a[1].round() as isize);
-            let (bx, by) = (b[0].round() as isize, b[1].round() as isize);
-            if let Some(m) = match_patch(then, now, ax, ay, bx, by, r, search) {
-                let a = then.to_frame([ax as f32, ay as f32]);
-                mouth.extend(off(a, now.to_frame(m), relief([gx, gy])));
+            if let Some((a, m)) = matched([gx, gy]) {
+                mouth.extend(off(a, m, relief([gx, gy])));
             }
         }
     }
