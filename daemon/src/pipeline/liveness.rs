@@ -178,6 +178,10 @@ pub struct LivenessConfig {
     /// median of `RELIEF_FRAMES` frame pairs) beyond which the face moved as a head does and a
     /// sheet cannot: a motion event and evidence of life. 0: off.
     pub relief_parallax: f32,
+    /// A weaker relief (same measure) that is evidence of life together with a blink: a real
+    /// head that blinks and turns slowly (a smile, a glance up) reaches it; an eye-cut print,
+    /// the one flat attack that blinks, rarely does. 0 (or `relief_parallax` 0): off.
+    pub relief_with_blink: f32,
     /// Talking seen in the face flow (`flow.rs`): the lips' and chin's patches moved against
     /// where the face's own fit carries them by more than `lip_flow` eye distances (median of
     /// `RELIEF_FRAMES` frame pairs) and by more than `lip_flow_ratio` times the face's own
@@ -224,6 +228,7 @@ impl Default for LivenessConfig {
             mouth_motion: 0.10,
             mouth_window_frames: 10,
             relief_parallax: 0.02,
+            relief_with_blink: 0.015,
             lip_flow: 0.03,
             lip_flow_ratio: 2.0,
             analysis_fps: 10.0,
@@ -425,6 +430,8 @@ pub struct LivenessTrack {
     flow: VecDeque<[f32; 2]>,
     /// Whether the face's texture moved off one plane.
     relief: bool,
+    /// The longest relief (window median) seen so far.
+    max_relief: f32,
     /// Recent lip and face offsets from the face flow's fit (for the median of
     /// `RELIEF_FRAMES`).
     lips: VecDeque<[f32; 2]>,
@@ -464,6 +471,7 @@ impl LivenessTrack {
             mouth_moved: false,
             flow: VecDeque::new(),
             relief: false,
+            max_relief: 0.0,
             lips: VecDeque::new(),
             talked: false,
         }
@@ -579,8 +587,9 @@ impl LivenessTrack {
     /// `relief_parallax`); the window then starts afresh.
     fn relief(&mut self, e: [f32; 2], t_rel: f64, frame: u64) -> bool {
         let limit = self.cfg.relief_parallax;
-        let moved =
-            window_medians(&mut self.flow, e, limit).is_some_and(|[x, y]| x.hypot(y) > limit);
+        let relief = window_medians(&mut self.flow, e, limit).map(|[x, y]| x.hypot(y));
+        self.max_relief = self.max_relief.max(relief.unwrap_or(0.0));
+        let moved = relief.is_some_and(|r| r > limit);
         if moved {
             self.relief = true;
             self.motion.push(Event { t: t_rel, frame });
@@ -822,8 +831,8 @@ impl LivenessTrack {
     /// screen (`presented`), whatever else it did; else 0.5 with no evidence either way; towards
     /// 0 with a blink (a print or a screen showing a photo cannot blink; not with
     /// `blink_suffices` off), a mouth movement (talking, an expression), a relief
-    /// (`relief_parallax`) or nose parallax beyond what the synthetic attacks reach
-    /// (`parallax_live`); towards 1 when the face moved like a plane (the face mesh's rigid
+    /// (`relief_parallax`; with a blink, `relief_with_blink`) or nose parallax beyond what the
+    /// synthetic attacks reach (`parallax_live`); towards 1 when the face moved like a plane (the face mesh's rigid
     /// upper face foreshortened beyond `planar_anisotropy`) without such evidence.
     ///
     /// Parallax below `parallax_live` is not evidence of life: CenterFace's landmarks on a
@@ -848,12 +857,17 @@ impl LivenessTrack {
     }
 
     /// Evidence (1, else 0) that the face moved as a head does and a flat sheet cannot: a mouth
-    /// movement (the mesh's or the lips' in the face flow), a relief, or nose parallax beyond
-    /// what the synthetic attacks reach. Parallax under `parallax_live` is no evidence at all
+    /// movement (the mesh's or the lips' in the face flow), a relief, a blink with a weaker
+    /// relief (`relief_with_blink`: an eye-cut print blinks, but its relief is paper's), or nose
+    /// parallax beyond what the synthetic attacks reach. Parallax under `parallax_live` is no evidence at all
     /// (until 2026-12-04 half of it counted in part: held-out prints tilted by up to 18° reached
     /// 0.19 and were live by it; no bona fide window at 10 fps needed it).
     fn moved_as_a_head(&self) -> f32 {
         if self.mouth_moved || self.relief || self.talked {
+            return 1.0;
+        }
+        let weak = self.cfg.relief_with_blink;
+        if weak > 0.0 && self.max_relief >= weak && !self.blinks.is_empty() {
             return 1.0;
         }
         // Landmarks of a blurry face drift too: parallax counts only on a detailed one.
@@ -1433,6 +1447,57 @@ mod tests {
         assert_ne!(noise.verdict(), Verdict::Live);
         // A sheet: under the limit.
         assert!(run(&|_| [0.009, 0.0]).motion_events().is_empty());
+    }
+
+    #[test]
+    fn a_blink_with_a_weak_relief_is_live_and_either_alone_is_not() {
+        // 12 frames 100 ms apart; the eyes dip once at frame 6 when `blink`; the face flow's
+        // parallax vector is `relief` on every pair.
+        let run = |cfg: &LivenessConfig, blink: bool, relief: f32| {
+            let mut t = LivenessTrack::new(cfg.clone());
+            for i in 0..12u64 {
+                let o = if blink && i == 6 { 0.2 } else { 0.32 };
+                let f = FlowObservation {
+                    residual: 0.05,
+                    points: 40,
+                    e: [relief, 0.002],
+                    mouth: None,
+                    face: 0.01,
+                };
+                t.update(
+                    i as f64 * 100.0,
+                    i,
+                    &FACE,
+                    &Cues {
+                        eyes: Some(&eyes(o)),
+                        flow: Some(&f),
+                        ..Cues::default()
+                    },
+                );
+            }
+            t
+        };
+        let cfg = LivenessConfig::default();
+        // Between `relief_with_blink` (0.015) and `relief_parallax` (0.02): no motion event.
+        let both = run(&cfg, true, 0.017);
+        assert_eq!(both.blinks().len(), 1);
+        assert!(both.motion_events().is_empty());
+        assert!(!both.needs_movement());
+        assert_eq!(both.verdict(), Verdict::Live);
+        // A blink alone (an eye-cut print), or the weak relief alone: not live.
+        let blink_only = run(&cfg, true, 0.012);
+        assert_eq!(blink_only.blinks().len(), 1);
+        assert!(blink_only.needs_movement());
+        assert_ne!(blink_only.verdict(), Verdict::Live);
+        let relief_only = run(&cfg, false, 0.017);
+        assert!(relief_only.blinks().is_empty());
+        assert_ne!(relief_only.verdict(), Verdict::Live);
+        // Off: the blink and the weak relief are not enough.
+        let off = LivenessConfig {
+            relief_with_blink: 0.0,
+            ..cfg
+        };
+        assert_ne!(run(&off, true, 0.017).verdict(), Verdict::Live);
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! attack score under the threshold, face large enough to judge); windows of `--window-frames`
 //! give BPCER (share of windows never live).
 //! Sessions and windows with a face in fewer than 2 s of their frames are no presentation (the
-//! person has left) and are counted apart.
+//! person has left) and are counted apart, as are sessions not live that the clip's end cut to
+//! fewer frames than the budget and than a window (how long they would have taken is not
+//! known).
 //!
 //! Every sequence is judged by a fresh `LivenessTrack` fed the observations (landmarks, eyes,
 //! mesh) one stream pass made of the frames: the track is pure over its observations, so this is
@@ -368,6 +370,12 @@ struct ClipResult {
     /// presenting: face_noface's person leaves after 2.4 s).
     absent_sessions: usize,
     absent_windows: usize,
+    /// Sessions not live whose frames the clip's end cut to fewer than the budget and than a
+    /// BPCER window (5 s): how long they would have taken is not known, so they are left out of
+    /// the time to live (counting them as never verified would call a person who holds still
+    /// in a clip's last 2 s a failure). One with a window's frames that is not live is a failure
+    /// whatever its budget.
+    cut_sessions: usize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -411,13 +419,19 @@ fn evaluate_clip(
     // Sessions every second, each with the session budget; a start needs 2 s of frames left.
     let min_left = (2 * fps_frames).min(obs.len());
     let mut sessions = Vec::new();
-    let (mut absent_sessions, mut absent_windows) = (0, 0);
+    let (mut absent_sessions, mut absent_windows, mut cut_sessions) = (0, 0, 0);
     let mut start = 0;
     while start + min_left <= obs.len() {
         let end = (start + opts.session_frames).min(obs.len());
         if presenting(&obs[start..end], 2 * fps_frames) {
             let j = judge(&obs[start..end], cfg, opts.fps);
-            sessions.push(j.frames_to_live.map(|n| n as f64 / opts.fps));
+            match j.frames_to_live {
+                Some(n) => sessions.push(Some(n as f64 / opts.fps)),
+                None if end - start < opts.session_frames.min(opts.window_frames) => {
+                    cut_sessions += 1
+                }
+                None => sessions.push(None),
+            }
         } else {
             absent_sessions += 1;
         }
@@ -453,6 +467,7 @@ fn evaluate_clip(
         rejected_windows: rejected,
         absent_sessions,
         absent_windows,
+        cut_sessions,
     }
 }
 
@@ -821,6 +836,7 @@ fn report(
     let rejected: Vec<&String> = clips.iter().flat_map(|c| &c.rejected_windows).collect();
     let absent_sessions: usize = clips.iter().map(|c| c.absent_sessions).sum();
     let absent_windows: usize = clips.iter().map(|c| c.absent_windows).sum();
+    let cut_sessions: usize = clips.iter().map(|c| c.cut_sessions).sum();
     if opts.json {
         let per_kind: serde_json::Map<String, serde_json::Value> = attacks
             .iter()
@@ -858,6 +874,7 @@ fn report(
                     "bpcer": 1.0 - c.windows_live as f64 / c.windows.max(1) as f64,
                     "absent_sessions": c.absent_sessions,
                     "absent_windows": c.absent_windows,
+                    "cut_sessions": c.cut_sessions,
                 })
             })
             .collect();
@@ -874,6 +891,7 @@ fn report(
                 "rejected": rejected,
                 "absent_sessions": absent_sessions,
                 "absent_windows": absent_windows,
+                "cut_sessions": cut_sessions,
                 "per_clip": per_clip,
             },
             "frames_per_attack": opts.frames,
@@ -922,6 +940,16 @@ fn report(
         println!(
             "  left out, a face in under 2 s of their frames: {absent_sessions} sessions, \
              {absent_windows} windows"
+        );
+    }
+    for c in clips.iter().filter(|c| c.cut_sessions > 0) {
+        println!(
+            "  left out, not live in the under {} s the clip's end left: {}@{} {} session{}",
+            opts.session_frames.min(opts.window_frames) as f64 / opts.fps,
+            c.name,
+            c.scale,
+            c.cut_sessions,
+            if c.cut_sessions == 1 { "" } else { "s" }
         );
     }
     println!();
