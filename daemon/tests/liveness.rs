@@ -174,9 +174,8 @@ fn a_printed_laughing_face_does_not_blink_by_one_eye() {
 }
 
 /// Every real person in ../shared/data/video, at its own size and with the face shrunk to
-/// ~80 px wide, is verified live in every session (sessions start every second; one that the
-/// clip's end cuts to under 5 s and that is not live is counted apart), grid_lbbc2a too, who
-/// does not blink in its 3 s (labelled) but talks. SYNTHETIC photo attacks (print,
+/// ~80 px wide, is verified live in every session that has 5 s of frames (sessions start
+/// every second), grid_lbbc2a too, who does not blink in its 3 s (labelled) but talks. SYNTHETIC photo attacks (print,
 /// bent print, screen) from two shared photos are never accepted, at any frame, nor are the
 /// eye-cut prints (real eyes blinking behind a photo): a blink alone does not make a face live
 /// by default. Replayed clips on a moving screen (real blinks, speech, head turns) are caught
@@ -210,14 +209,21 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     args.extend(clips.iter().map(String::as_str));
     let v = stdout_json(&facegate(&args, &[]));
     let per_clip = v["bona_fide"]["per_clip"].as_array().unwrap();
-    // Every session of every real person is verified within its 5 s: pexels' smiling,
-    // glancing face from 12 and 13 s on only by her blink with a weak relief.
+    // Every session of every real person with 5 s of frames is verified: pexels' smiling,
+    // glancing face from 12 and 13 s on only by her blink with a weak relief. (headtrackr's
+    // session from 17 s has 2.2 s of frames, in which he holds still.)
     for c in per_clip {
         let name = c["clip"].as_str().unwrap();
-        let never = c["never_share"].as_f64().unwrap();
+        let never = c["time_to_live_s"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t.is_null())
+            .count() as u64;
         assert_eq!(
-            never, 0.0,
-            "{name} at {} not always verified: {c}",
+            never,
+            c["cut_sessions"].as_u64().unwrap(),
+            "{name} at {}: a session with 5 s of frames not verified: {c}",
             c["scale"]
         );
         assert!(c["sessions"].as_u64().unwrap() >= 1, "{c}");

@@ -16,9 +16,8 @@
 //! attack score under the threshold, face large enough to judge); windows of `--window-frames`
 //! give BPCER (share of windows never live).
 //! Sessions and windows with a face in fewer than 2 s of their frames are no presentation (the
-//! person has left) and are counted apart, as are sessions not live that the clip's end cut to
-//! fewer frames than the budget and than a window (how long they would have taken is not
-//! known).
+//! person has left) and are counted apart. Sessions never verified that the clip's end cut to
+//! fewer frames than the budget and than a window count as never verified, and are named.
 //!
 //! Every sequence is judged by a fresh `LivenessTrack` fed the observations (landmarks, eyes,
 //! mesh) one stream pass made of the frames: the track is pure over its observations, so this is
@@ -370,11 +369,10 @@ struct ClipResult {
     /// presenting: face_noface's person leaves after 2.4 s).
     absent_sessions: usize,
     absent_windows: usize,
-    /// Sessions not live whose frames the clip's end cut to fewer than the budget and than a
-    /// BPCER window (5 s): how long they would have taken is not known, so they are left out of
-    /// the time to live (counting them as never verified would call a person who holds still
-    /// in a clip's last 2 s a failure). One with a window's frames that is not live is a failure
-    /// whatever its budget.
+    /// Of the sessions never verified, those whose frames the clip's end cut to fewer than the
+    /// budget and than a BPCER window (5 s): they count as never verified (leaving them out
+    /// would leave only the successes of a clip shorter than a window, the GRID speakers' 3 s),
+    /// and are named apart, as how long they would have taken is not known.
     cut_sessions: usize,
 }
 
@@ -425,13 +423,11 @@ fn evaluate_clip(
         let end = (start + opts.session_frames).min(obs.len());
         if presenting(&obs[start..end], 2 * fps_frames) {
             let j = judge(&obs[start..end], cfg, opts.fps);
-            match j.frames_to_live {
-                Some(n) => sessions.push(Some(n as f64 / opts.fps)),
-                None if end - start < opts.session_frames.min(opts.window_frames) => {
-                    cut_sessions += 1
-                }
-                None => sessions.push(None),
+            let live = j.frames_to_live.map(|n| n as f64 / opts.fps);
+            if live.is_none() && end - start < opts.session_frames.min(opts.window_frames) {
+                cut_sessions += 1;
             }
+            sessions.push(live);
         } else {
             absent_sessions += 1;
         }
@@ -944,7 +940,7 @@ fn report(
     }
     for c in clips.iter().filter(|c| c.cut_sessions > 0) {
         println!(
-            "  left out, not live in the under {} s the clip's end left: {}@{} {} session{}",
+            "  never verified in the under {} s of frames the clip's end left: {}@{} {} session{}",
             opts.session_frames.min(opts.window_frames) as f64 / opts.fps,
             c.name,
             c.scale,
