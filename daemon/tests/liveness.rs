@@ -173,17 +173,17 @@ fn a_printed_laughing_face_does_not_blink_by_one_eye() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Every real person in ../shared/data/video, at its own size and with the face shrunk to
-/// ~80 px wide, is verified live in every session that has 5 s of frames (sessions start
-/// every second), grid_lbbc2a too, who does not blink in its 3 s (labelled) but talks. SYNTHETIC photo attacks (print,
-/// bent print, screen) from two shared photos are never accepted, at any frame, nor are the
-/// eye-cut prints (real eyes blinking behind a photo): a blink alone does not make a face live
-/// by default. Replayed clips on a moving screen (real blinks, speech, head turns) are caught
-/// by the screen's moiré: at most 1 of the 17 accepted (lp_d13's, whose grid barely aliases).
-/// Sessions after face_noface's person has left are counted apart. Re-judged from the dump:
-/// where a blink suffices the eye-cut prints are accepted; without the lips' movement the
-/// GRID speakers, who hold their heads still, are not verified; without a blink and a weak
-/// relief counting together, pexels is not in every session.
+/// Every real person in ../shared/data/video, at its own size and with the face shrunk to ~80 px
+/// wide, is verified live in every session that has 5 s of frames (sessions start every second),
+/// grid_lbbc2a too, who does not blink in its 3 s (labelled) but talks. SYNTHETIC photo attacks
+/// (print, bent print, screen) from two shared photos are never accepted, at any frame, nor are the
+/// eye-cut prints (real eyes blinking behind a photo): a blink alone does not make a face live by
+/// default. Replayed clips on a moving screen (real blinks, speech, head turns) are caught by the
+/// screen's moiré: at most 1 of the 17 accepted (lp_d13's, whose grid barely aliases). Sessions
+/// after face_noface's person has left are counted apart. Re-judged from the dump: where a blink
+/// suffices the eye-cut prints are accepted; without the lips' movement the GRID speakers, who hold
+/// their heads still, are not verified; without a blink and a weak relief counting together, pexels
+/// is not in every session.
 #[test]
 fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     let clips: Vec<String> = std::fs::read_dir(data("video"))

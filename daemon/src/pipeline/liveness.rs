@@ -832,8 +832,9 @@ impl LivenessTrack {
     /// 0 with a blink (a print or a screen showing a photo cannot blink; not with
     /// `blink_suffices` off), a mouth movement (talking, an expression), a relief
     /// (`relief_parallax`; with a blink, `relief_with_blink`) or nose parallax beyond what the
-    /// synthetic attacks reach (`parallax_live`); towards 1 when the face moved like a plane (the face mesh's rigid
-    /// upper face foreshortened beyond `planar_anisotropy`) without such evidence.
+    /// synthetic attacks reach (`parallax_live`); towards 1 when the face moved like a plane
+    /// (the face mesh's rigid upper face foreshortened beyond `planar_anisotropy`) without such
+    /// evidence.
     ///
     /// Parallax below `parallax_live` is not evidence of life: CenterFace's landmarks on a
     /// tilted photo drift systematically (0.05-0.10 eye distances at 25° of tilt, measured with
@@ -859,9 +860,9 @@ impl LivenessTrack {
     /// Evidence (1, else 0) that the face moved as a head does and a flat sheet cannot: a mouth
     /// movement (the mesh's or the lips' in the face flow), a relief, a blink with a weaker
     /// relief (`relief_with_blink`: an eye-cut print blinks, but its relief is paper's), or nose
-    /// parallax beyond what the synthetic attacks reach. Parallax under `parallax_live` is no evidence at all
-    /// (until 2026-12-04 half of it counted in part: held-out prints tilted by up to 18° reached
-    /// 0.19 and were live by it; no bona fide window at 10 fps needed it).
+    /// parallax beyond what the synthetic attacks reach. Parallax under `parallax_live` is no
+    /// evidence at all (until 2026-12-04 half of it counted in part: held-out prints tilted by
+    /// up to 18° reached 0.19 and were live by it; no bona fide window at 10 fps needed it).
     fn moved_as_a_head(&self) -> f32 {
         if self.mouth_moved || self.relief || self.talked {
             return 1.0;
