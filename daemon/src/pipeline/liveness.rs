@@ -828,13 +828,11 @@ impl LivenessTrack {
     }
 
     /// Presentation-attack score in [0, 1]: 1 when the face was presented on a held sheet or a
-    /// screen (`presented`), whatever else it did; else 0.5 with no evidence either way; towards
-    /// 0 with a blink (a print or a screen showing a photo cannot blink; not with
-    /// `blink_suffices` off), a mouth movement (talking, an expression), a relief
-    /// (`relief_parallax`; with a blink, `relief_with_blink`) or nose parallax beyond what the
-    /// synthetic attacks reach (`parallax_live`); towards 1 when the face moved like a plane
-    /// (the face mesh's rigid upper face foreshortened beyond `planar_anisotropy`) without such
-    /// evidence.
+    /// screen (`presented`), whatever else it did; else 0 with evidence of life: a blink (a
+    /// print or a screen showing a photo cannot blink; not with `blink_suffices` off) or a
+    /// movement a flat sheet cannot make (`moved_as_a_head`); else from 0.5 (no evidence
+    /// either way) towards 1 as the face moved like a plane (the face mesh's rigid upper face
+    /// foreshortened beyond `planar_anisotropy`).
     ///
     /// Parallax below `parallax_live` is not evidence of life: CenterFace's landmarks on a
     /// tilted photo drift systematically (0.05-0.10 eye distances at 25° of tilt, measured with
@@ -844,44 +842,38 @@ impl LivenessTrack {
         if self.presented() {
             return 1.0;
         }
-        let blinked: f32 = if self.blinks.is_empty() || !self.cfg.blink_suffices {
-            0.0
-        } else {
-            1.0
-        };
-        let live = blinked.max(self.moved_as_a_head());
+        let blinked = self.cfg.blink_suffices && !self.blinks.is_empty();
+        if blinked || self.moved_as_a_head() {
+            return 0.0;
+        }
         // The rigid upper face foreshortened like a tilted sheet (the mesh, not the mouth or
         // roll, which a talking or tilting head changes too).
         let a = self.cfg.planar_anisotropy;
-        let planar = ((self.max_anisotropy - a) / a).clamp(0.0, 1.0) * (1.0 - live);
-        (0.5 + 0.5 * planar - 0.5 * live).clamp(0.0, 1.0)
+        let planar = ((self.max_anisotropy - a) / a).clamp(0.0, 1.0);
+        0.5 + 0.5 * planar
     }
 
-    /// Evidence (1, else 0) that the face moved as a head does and a flat sheet cannot: a mouth
-    /// movement (the mesh's or the lips' in the face flow), a relief, a blink with a weaker
-    /// relief (`relief_with_blink`: an eye-cut print blinks, but its relief is paper's), or nose
+    /// Whether the face moved as a head does and a flat sheet cannot: a mouth movement (the
+    /// mesh's or the lips' in the face flow), a relief, a blink with a weaker relief
+    /// (`relief_with_blink`: an eye-cut print blinks, but its relief is paper's), or nose
     /// parallax beyond what the synthetic attacks reach. Parallax under `parallax_live` is no
     /// evidence at all (until 2026-12-04 half of it counted in part: held-out prints tilted by
     /// up to 18° reached 0.19 and were live by it; no bona fide window at 10 fps needed it).
-    fn moved_as_a_head(&self) -> f32 {
-        if self.mouth_moved || self.relief || self.talked {
-            return 1.0;
-        }
+    fn moved_as_a_head(&self) -> bool {
         let weak = self.cfg.relief_with_blink;
-        if weak > 0.0 && self.max_relief >= weak && !self.blinks.is_empty() {
-            return 1.0;
-        }
+        let blink_and_weak_relief =
+            weak > 0.0 && self.max_relief >= weak && !self.blinks.is_empty();
         // Landmarks of a blurry face drift too: parallax counts only on a detailed one.
         let parallax =
             self.detailed() && self.judgeable() && self.max_parallax >= self.cfg.parallax_live;
-        if parallax { 1.0 } else { 0.0 }
+        self.mouth_moved || self.relief || self.talked || blink_and_weak_relief || parallax
     }
 
     /// Whether the face still has to move as a head does before it can be live: a blink alone
     /// does not do (`blink_suffices` off) and no such movement was seen yet. The person is asked
     /// to turn their head.
     pub fn needs_movement(&self) -> bool {
-        !self.cfg.blink_suffices && self.moved_as_a_head() == 0.0
+        !self.cfg.blink_suffices && !self.moved_as_a_head()
     }
 
     /// Live: a blink or a head movement, and the attack score under the threshold (by default a
