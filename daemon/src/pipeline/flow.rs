@@ -11,6 +11,12 @@
 //! here, in random directions from frame to frame: the liveness rule takes the vector's median
 //! over several frame pairs, and the moiré cue (`screen.rs`) is what catches screens.
 //!
+//! The same matching between a frame and the one before gives the texture change
+//! (`texture_change`): how little the face's smoothed texture correlates with where it moved.
+//! Skin and paper carry their texture along; a screen's moiré fringes shift by the screen's
+//! motion divided by how far its pixel pitch is from the camera's (tens of pixels for a pixel
+//! of sway), so even coarse fringes, which `screen.rs` cannot see, change it.
+//!
 //! Invariant: pure arithmetic on the pixels of two frames around one face and its landmarks in
 //! both; a patch without texture, or whose best match is at the edge of its search, is left
 //! out, and too few patches give no observation.
@@ -37,6 +43,18 @@ const MIN_TEXTURE: f32 = 2.0;
 
 /// Fewest matched patches for an observation.
 const MIN_POINTS: usize = 12;
+
+/// Frame pixels the texture change's luminance is box-filtered over (with the patch's own
+/// box-averaging): a sensor's pixel noise averages away, a screen's moiré fringes (10 or more
+/// pixels apart where `screen.rs` cannot see them) stay.
+const SMOOTH_PX: usize = 5;
+
+/// Least contrast (standard deviation of the smoothed luminance, grey levels) a patch needs for
+/// its texture change to count: below it, what is compared is noise.
+const MIN_CHANGE_CONTRAST: f32 = 2.0;
+
+/// Fewest patches with contrast for a texture change.
+const MIN_CHANGE_POINTS: usize = 8;
 
 /// Canonical points on the lips and the chin, which move against the face when a person talks.
 const MOUTH_X: [f32; 5] = [44.0, 50.0, 56.0, 62.0, 68.0];
@@ -87,6 +105,9 @@ pub struct FacePatch {
     w: usize,
     h: usize,
     data: Vec<f32>,
+    /// `data` box-filtered to about `SMOOTH_PX` frame pixels (`smoothed`): what the texture
+    /// change compares, without the sensor's pixel noise.
+    smooth: Vec<f32>,
     landmarks: [[f32; 2]; 5],
 }
 
@@ -143,6 +164,8 @@ impl FacePatch {
                 *o *= norm;
             }
         }
+        let side = (SMOOTH_PX / k).max(1) | 1;
+        let smooth = smoothed(&data, w, h, side / 2);
         Some(FacePatch {
             k,
             x0,
@@ -150,12 +173,23 @@ impl FacePatch {
             w,
             h,
             data,
+            smooth,
             landmarks: *landmarks,
         })
     }
 
     fn at(&self, x: usize, y: usize) -> f32 {
         self.data[y * self.w + x]
+    }
+
+    /// The smoothed luminance's window of radius `r` around (x, y), row by row.
+    fn smooth_window(&self, x: isize, y: isize, r: isize) -> impl Iterator<Item = f32> + '_ {
+        (y - r..=y + r).flat_map(move |yy| {
+            let start = yy as usize * self.w + (x - r) as usize;
+            self.smooth[start..start + (2 * r + 1) as usize]
+                .iter()
+                .copied()
+        })
     }
 
     /// Frame coordinates -> patch coordinates.
@@ -290,38 +324,83 @@ fn plane_plus_parallax(src: &[[f32; 2]], dst: &[[f32; 2]], depth: &[f32]) -> Opt
     })
 }
 
-/// Matches the face's patches of `then` in `now`.
-pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
-    if then.k != now.k {
-        return None;
+/// Two frames' patches of one face, and how their canonical points are matched.
+struct Pairing<'a> {
+    then: &'a FacePatch,
+    now: &'a FacePatch,
+    s_then: Similarity,
+    s_now: Similarity,
+    /// Eye distance in `then`'s patch pixels.
+    iod: f32,
+    /// Half-size of a compared patch, and the search's reach (patch pixels).
+    r: isize,
+    search: isize,
+}
+
+/// A canonical point's patch in `then` and where it matched in `now`: in patch pixels (the
+/// match rounded) and in frame coordinates.
+struct Match {
+    at: [(isize, isize); 2],
+    then: [f32; 2],
+    now: [f32; 2],
+}
+
+impl<'a> Pairing<'a> {
+    fn new(then: &'a FacePatch, now: &'a FacePatch) -> Option<Pairing<'a>> {
+        if then.k != now.k {
+            return None;
+        }
+        let s_then = Similarity::estimate(&ARCFACE_112, &then.landmarks)?;
+        let s_now = Similarity::estimate(&ARCFACE_112, &now.landmarks)?;
+        let iod = s_then.scale() * (ARCFACE_112[1][0] - ARCFACE_112[0][0]) / then.k as f32;
+        Some(Pairing {
+            then,
+            now,
+            s_then,
+            s_now,
+            iod,
+            r: ((iod * 0.12).round() as isize).clamp(2, 5),
+            search: ((iod * 0.15).round() as isize).clamp(2, 6),
+        })
     }
-    let s_then = Similarity::estimate(&ARCFACE_112, &then.landmarks)?;
-    let s_now = Similarity::estimate(&ARCFACE_112, &now.landmarks)?;
-    let iod = s_then.scale() * (ARCFACE_112[1][0] - ARCFACE_112[0][0]) / then.k as f32;
-    let r = ((iod * 0.12).round() as isize).clamp(2, 5);
-    let search = ((iod * 0.15).round() as isize).clamp(2, 6);
-    // The canonical point's patch in `then` and where it matched in `now`, frame coordinates.
-    let matched = |p: [f32; 2]| {
-        let a = then.to_patch(s_then.apply(p));
-        let b = now.to_patch(s_now.apply(p));
+
+    /// The canonical point `p`'s patch in `then`, searched for in `now` around where the
+    /// face's similarity motion carries it.
+    fn matched(&self, p: [f32; 2]) -> Option<Match> {
+        let a = self.then.to_patch(self.s_then.apply(p));
+        let b = self.now.to_patch(self.s_now.apply(p));
         let (ax, ay) = (a[0].round() as isize, a[1].round() as isize);
         let (bx, by) = (b[0].round() as isize, b[1].round() as isize);
-        match_patch(then, now, ax, ay, bx, by, r, search)
-            .map(|m| (then.to_frame([ax as f32, ay as f32]), now.to_frame(m)))
-    };
+        let m = match_patch(self.then, self.now, ax, ay, bx, by, self.r, self.search)?;
+        Some(Match {
+            at: [(ax, ay), (m[0].round() as isize, m[1].round() as isize)],
+            then: self.then.to_frame([ax as f32, ay as f32]),
+            now: self.now.to_frame(m),
+        })
+    }
+
+    /// The face grid's points (the eyes and the mouth left out).
+    fn face_points() -> impl Iterator<Item = [f32; 2]> {
+        GRID_Y
+            .iter()
+            .flat_map(|&y| GRID_X.iter().map(move |&x| [x, y]))
+            .filter(|&p| !excluded(p))
+    }
+}
+
+/// Matches the face's patches of `then` in `now`.
+pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
+    let pairing = Pairing::new(then, now)?;
+    let s_now = pairing.s_now;
+    let iod = pairing.iod;
     let mut src = Vec::new();
     let mut dst = Vec::new();
     let mut depth = Vec::new();
-    for &gy in &GRID_Y {
-        for &gx in &GRID_X {
-            if excluded([gx, gy]) {
-                continue;
-            }
-            if let Some((a, m)) = matched([gx, gy]) {
-                src.push(a);
-                dst.push(m);
-                depth.push(relief([gx, gy]));
-            }
+    for p in Pairing::face_points() {
+        if let Some(m) = pairing.matched(p) {
+            src.push(m.then);
+            dst.push(m.now);
+            depth.push(relief(p));
         }
     }
     if src.len() < MIN_POINTS {
@@ -352,8 +431,8 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
     let mut mouth = Vec::new();
     for &gy in &MOUTH_Y {
         for &gx in &MOUTH_X {
-            if let Some((a, m)) = matched([gx, gy]) {
-                mouth.extend(off(a, m, relief([gx, gy])));
+            if let Some(m) = pairing.matched([gx, gy]) {
+                mouth.extend(off(m.then, m.now, relief([gx, gy])));
             }
         }
     }
@@ -364,6 +443,87 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
         mouth: (mouth.len() >= MIN_MOUTH_POINTS).then(|| median_of(&mut mouth)),
         face: median_of(&mut face),
     })
+}
+
+/// How much the face's smoothed texture changed between two frames, where it moved to: the
+/// median, over the face grid's patches with contrast (eyes and mouth left out), of 1 minus
+/// the normalised cross-correlation of a patch and its match (0: the same texture, moved; 1:
+/// unrelated). Skin and paper keep their texture from one frame to the next; a screen's moiré
+/// fringes, which move many times faster than the screen does, change it. `None` when too few
+/// patches had contrast, or the patches cannot be compared.
+pub fn texture_change(then: &FacePatch, now: &FacePatch) -> Option<f32> {
+    let pairing = Pairing::new(then, now)?;
+    let mut change: Vec<f32> = Pairing::face_points()
+        .filter_map(|p| pairing.matched(p))
+        .filter_map(|m| patch_change(then, now, m.at, pairing.r))
+        .collect();
+    (change.len() >= MIN_CHANGE_POINTS).then(|| median_of(&mut change))
+}
+
+/// 1 minus the normalised cross-correlation of the smoothed window of radius `r` at `at[0]` in
+/// `then` and at `at[1]` in `now`; `None` for a window with too little contrast, or at the
+/// edge.
+fn patch_change(
+    then: &FacePatch,
+    now: &FacePatch,
+    [(ax, ay), (mx, my)]: [(isize, isize); 2],
+    r: isize,
+) -> Option<f32> {
+    let inside = |p: &FacePatch, x: isize, y: isize| {
+        x - r >= 0 && y - r >= 0 && x + r < p.w as isize && y + r < p.h as isize
+    };
+    if !inside(then, ax, ay) || !inside(now, mx, my) {
+        return None;
+    }
+    let n = ((2 * r + 1) * (2 * r + 1)) as f32;
+    let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0f32, 0f32, 0f32, 0f32, 0f32);
+    for (a, b) in then
+        .smooth_window(ax, ay, r)
+        .zip(now.smooth_window(mx, my, r))
+    {
+        sa += a;
+        sb += b;
+        saa += a * a;
+        sbb += b * b;
+        sab += a * b;
+    }
+    let var_a = (saa - sa * sa / n).max(0.0);
+    let var_b = (sbb - sb * sb / n).max(0.0);
+    if (var_a / n).sqrt() < MIN_CHANGE_CONTRAST || var_b <= 0.0 {
+        return None;
+    }
+    let ncc = (sab - sa * sb / n) / (var_a * var_b).sqrt();
+    Some(1.0 - ncc.clamp(-1.0, 1.0))
+}
+
+/// `data` (`w` by `h`) averaged over the (2 `r` + 1)-pixel square around each pixel, the
+/// square cut at the borders.
+fn smoothed(data: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+    if r == 0 {
+        return data.to_vec();
+    }
+    let pass = |src: &[f32], len: usize, step: usize, lines: usize, line_step: usize| {
+        let mut out = vec![0f32; src.len()];
+        for l in 0..lines {
+            let at = |j: usize| l * line_step + j * step;
+            // A running sum over the square's span [i - r, i + r], cut to [0, len) (in f64: in
+            // f32 its rounding drifts along a row).
+            let mut sum: f64 = (0..=r.min(len - 1)).map(|j| f64::from(src[at(j)])).sum();
+            for i in 0..len {
+                let (lo, hi) = (i.saturating_sub(r), (i + r).min(len - 1));
+                out[at(i)] = (sum / (hi - lo + 1) as f64) as f32;
+                if i + r + 1 < len {
+                    sum += f64::from(src[at(i + r + 1)]);
+                }
+                if i >= r {
+                    sum -= f64::from(src[at(i - r)]);
+                }
+            }
+        }
+        out
+    };
+    let rows = pass(data, w, 1, h, w);
+    pass(&rows, h, w, w, 1)
 }
 
 /// The median of a list (its upper middle; 0 when empty).
@@ -485,6 +645,23 @@ mod tests {
         ARCFACE_112.map(|p| s.apply(p))
     }
 
+    /// A face 2x the template, and the same plane moved, turned a little and scaled.
+    fn plane_moved() -> (Similarity, Similarity) {
+        let base = Similarity {
+            a: 2.0,
+            b: 0.0,
+            tx: 50.0,
+            ty: 30.0,
+        };
+        let moved = Similarity {
+            a: 2.0 * 1.01,
+            b: 2.0 * 0.03,
+            tx: 47.0,
+            ty: 33.0,
+        };
+        (base, moved)
+    }
+
     #[test]
     fn a_moving_plane_shows_no_relief_and_a_turning_bulge_does() {
         // The face 2.5x the template, at (40, 40).
@@ -526,22 +703,78 @@ mod tests {
     }
 
     #[test]
-    fn lips_that_move_against_the_face_are_seen_and_a_moving_plane_shows_none() {
-        let base = Similarity {
-            a: 2.0,
-            b: 0.0,
-            tx: 50.0,
-            ty: 30.0,
+    fn smoothing_averages_the_square_cut_at_the_borders() {
+        let (w, h) = (7, 5);
+        let data: Vec<f32> = (0..w * h).map(|i| ((i * 37) % 11) as f32).collect();
+        for r in 0..4 {
+            let fast = smoothed(&data, w, h, r);
+            for y in 0..h {
+                for x in 0..w {
+                    let (xs, ys) = (
+                        x.saturating_sub(r)..=(x + r).min(w - 1),
+                        y.saturating_sub(r)..=(y + r).min(h - 1),
+                    );
+                    let data = &data;
+                    let cells: Vec<f32> = ys
+                        .flat_map(|yy| xs.clone().map(move |xx| data[yy * w + xx]))
+                        .collect();
+                    let direct = cells.iter().sum::<f32>() / cells.len() as f32;
+                    assert!(
+                        (fast[y * w + x] - direct).abs() < 1e-4,
+                        "r {r} at ({x}, {y})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn moire_fringes_moving_against_a_plane_change_its_texture_and_pixel_noise_does_not() {
+        let (base, moved) = plane_moved();
+        let (m, b) = (moved.inverse(), base);
+        // A frame of the plane, times a screen's coarse dot lattice (18 px apart, 20 % deep) at
+        // `phase` (fringes move with the screen's slightest motion), plus pixel noise.
+        let frame = |at: &dyn Fn(f32, f32) -> [f32; 2], depth: f32, phase: f32, seed: u64| {
+            let mut state = seed;
+            let mut img = render(at);
+            for (x, y, p) in img.enumerate_pixels_mut() {
+                let grid =
+                    |c: u32| 0.5 + 0.5 * (std::f32::consts::TAU * c as f32 / 18.0 + phase).cos();
+                let moire = 1.0 - depth * grid(x) * grid(y);
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let noise = (state % 9) as f32 - 4.0;
+                // Skin's gentle shading: a third of the test texture's contrast.
+                let skin = 128.0 + (f32::from(p.0[0]) - 128.0) / 3.0;
+                let g = (skin * moire + noise).clamp(0.0, 255.0) as u8;
+                *p = Rgb([g, g, g]);
+            }
+            img
         };
+        let same = |x: f32, y: f32| [x, y];
+        let plane = |x: f32, y: f32| b.apply(m.apply([x, y]));
+        let change = |depth: f32, phase: f32| {
+            let then = FacePatch::from_rgb(&frame(&same, depth, 0.0, 1), &landmarks(&base), None);
+            let now = frame(&plane, depth, phase, 2);
+            let now = FacePatch::from_rgb(&now, &landmarks(&moved), None).unwrap();
+            texture_change(&then.unwrap(), &now).unwrap()
+        };
+        // Paper (or skin) with the sensor's noise: the texture moved, unchanged.
+        let paper = change(0.0, 0.0);
+        assert!(paper < 0.02, "paper: {paper}");
+        // A screen whose fringes moved by a third of their spacing: over the default
+        // `liveness.screen_change` (0.07).
+        let third = change(0.2, std::f32::consts::TAU / 3.0);
+        assert!(third > 0.07, "fringes moved a third: {third}");
+    }
+
+    #[test]
+    fn lips_that_move_against_the_face_are_seen_and_a_moving_plane_shows_none() {
+        let (base, moved) = plane_moved();
         let iod = 2.0 * (ARCFACE_112[1][0] - ARCFACE_112[0][0]);
         let then = FacePatch::from_rgb(&render(|x, y| [x, y]), &landmarks(&base), None).unwrap();
-        // A plane moved, turned a little and scaled: the mouth goes where the face goes.
-        let moved = Similarity {
-            a: 2.0 * 1.01,
-            b: 2.0 * 0.03,
-            tx: 47.0,
-            ty: 33.0,
-        };
+        // The plane moved, turned a little and scaled: the mouth goes where the face goes.
         let (m, b) = (moved.inverse(), base);
         let plane = render(|x, y| b.apply(m.apply([x, y])));
         let now = FacePatch::from_rgb(&plane, &landmarks(&moved), None).unwrap();

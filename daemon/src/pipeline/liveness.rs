@@ -34,6 +34,11 @@ use super::mesh::{MeshObservation, PlaneFit, plane_fit};
 /// moiré fringes does not.
 pub const RELIEF_FRAMES: usize = 5;
 
+/// The time between frames `screen_change` holds for (10 fps). A real face's texture changes
+/// more between frames farther apart (at 5 fps `lp_d9`'s grin reached 0.096, against 0.059 at
+/// 10 fps), a screen's fringes change completely either way: the limit grows in proportion.
+pub const CHANGE_INTERVAL_MS: f64 = 100.0;
+
 /// How long (ms) and how near (face widths between centres) a presented face's evidence
 /// carries over to a new track: a screen or a sheet hidden for a moment and shown again, which
 /// the tracker takes for a new face, is still the attack it was.
@@ -168,6 +173,15 @@ pub struct LivenessConfig {
     /// grid aliases intermittently as it sways, and a replayed person blinks before a third
     /// frame shows it.
     pub moire_certain: f32,
+    /// Texture change (`flow::texture_change`: 1 - normalised cross-correlation of the face's
+    /// smoothed patches and where they moved to in the next frame; median over the patches,
+    /// then over the last 3 frames) above which a frame shows a screen: its moiré fringes move
+    /// many times faster than the screen and change the face's texture from one frame to the
+    /// next, as skin and paper do not. Such a frame counts towards `screen_frames` as a moiré
+    /// peak does; it sees the coarse fringes (10 px apart and more) that the moiré peak cannot.
+    /// For frames 0.1 s apart (`CHANGE_INTERVAL_MS`); twice as much for frames 0.2 s apart.
+    /// 0: off.
+    pub screen_change: f32,
     /// Range of the mouth opening (inner lips over the outer eye corners' distance, face mesh,
     /// median of 3 frames) within `mouth_window_frames` that is a facial movement (talking, an
     /// expression): a motion event and evidence of life, which no print or photo screen makes.
@@ -225,6 +239,7 @@ impl Default for LivenessConfig {
             moire_peak: 2.7,
             screen_frames: 3,
             moire_certain: 3.2,
+            screen_change: 0.07,
             mouth_motion: 0.10,
             mouth_window_frames: 10,
             relief_parallax: 0.02,
@@ -268,6 +283,8 @@ pub struct Cues<'a> {
     pub context: Option<&'a ContextObservation>,
     pub moire: Option<f32>,
     pub flow: Option<&'a FlowObservation>,
+    /// The face's texture change since the frame before (`flow::texture_change`).
+    pub change: Option<f32>,
 }
 
 /// What one frame changed.
@@ -421,6 +438,8 @@ pub struct LivenessTrack {
     /// Frames whose face showed a screen's pixel grid; whether one showed it beyond doubt.
     screen_frames: u32,
     screen_certain: bool,
+    /// Recent texture changes from the frame before (for the median of 3).
+    recent_change: VecDeque<f32>,
     /// Recent mouth openings (raw, for the median of 3) and their medians (the window).
     mouth_raw: VecDeque<f32>,
     mouth: VecDeque<f32>,
@@ -466,6 +485,7 @@ impl LivenessTrack {
             room_frames: 0,
             screen_frames: 0,
             screen_certain: false,
+            recent_change: VecDeque::new(),
             mouth_raw: VecDeque::new(),
             mouth: VecDeque::new(),
             mouth_moved: false,
@@ -492,6 +512,7 @@ impl LivenessTrack {
             context,
             moire,
             flow,
+            change,
         } = *cues;
         if let Some(c) = context {
             let (min, ratio) = (self.cfg.context_min_votes, self.cfg.context_ratio);
@@ -502,9 +523,8 @@ impl LivenessTrack {
                 self.room_frames += 1;
             }
         }
-        if moire.is_some_and(|m| m > self.cfg.moire_peak) {
-            self.screen_frames += 1;
-        }
+        // A screen frame: a moiré peak, or (below) the texture changing as moiré fringes do.
+        let mut screen = moire.is_some_and(|m| m > self.cfg.moire_peak);
         if moire.is_some_and(|m| m > self.cfg.moire_certain) {
             self.screen_certain = true;
         }
@@ -514,6 +534,11 @@ impl LivenessTrack {
         if self.frames > 0 && t_ms - self.last_ms > self.cfg.blink_max_ms {
             self.eyelids = Eyelids::Open;
         }
+        let since_ms = if self.frames > 0 {
+            t_ms - self.last_ms
+        } else {
+            CHANGE_INTERVAL_MS
+        };
         self.frames += 1;
         self.last_ms = t_ms;
         let mut out = FrameLiveness::default();
@@ -564,7 +589,27 @@ impl LivenessTrack {
                 out.motion |= self.talking(m, f.face, t_rel, frame);
             }
         }
+        if let Some(c) = change.filter(|_| self.judgeable()) {
+            screen |= self.fringes(c, since_ms);
+        }
+        if screen {
+            self.screen_frames += 1;
+        }
         out
+    }
+
+    /// Whether the face's texture changed as a screen's moving moiré fringes change it: the
+    /// median of the last 3 texture changes over `screen_change`, raised in proportion when
+    /// frames come more than `CHANGE_INTERVAL_MS` apart (`since_ms`).
+    fn fringes(&mut self, change: f32, since_ms: f64) -> bool {
+        self.recent_change.push_back(change);
+        if self.recent_change.len() > 3 {
+            self.recent_change.pop_front();
+        }
+        let limit = self.cfg.screen_change * (since_ms / CHANGE_INTERVAL_MS).max(1.0) as f32;
+        limit > 0.0
+            && self.recent_change.len() == 3
+            && median(self.recent_change.iter().copied()).is_some_and(|m| m > limit)
     }
 
     /// Talking: the lips and chin moved against the face's fit (median of the last
@@ -1410,6 +1455,61 @@ mod tests {
         let mut t = LivenessTrack::new(LivenessConfig::default());
         plain.hand_down(&mut t, 500.0, centre(&FACE), 80.0);
         assert!(t.presentation().is_none());
+    }
+
+    #[test]
+    fn a_face_whose_texture_changes_as_moving_fringes_do_is_a_screen_whatever_it_moves() {
+        // A replayed head turning (a relief of 0.03), its texture changing by `change` from
+        // every frame to the next, or in every `every`-th frame only.
+        let run_at = |cfg: &LivenessConfig, change: f32, every: usize, interval_ms: f64| {
+            let mut t = LivenessTrack::new(cfg.clone());
+            for i in 0..12 {
+                let flow = FlowObservation {
+                    residual: 0.05,
+                    points: 40,
+                    e: [0.03, 0.0],
+                    mouth: None,
+                    face: 0.01,
+                };
+                t.update(
+                    i as f64 * interval_ms,
+                    i as u64,
+                    &FACE,
+                    &Cues {
+                        eyes: Some(&eyes(0.32)),
+                        flow: Some(&flow),
+                        change: Some(if i % every == 0 { change } else { 0.01 }),
+                        ..Cues::default()
+                    },
+                );
+            }
+            t
+        };
+        let run =
+            |cfg: &LivenessConfig, change: f32, every: usize| run_at(cfg, change, every, 100.0);
+        let cfg = LivenessConfig::default();
+        let screen = run(&cfg, 0.15, 1);
+        assert!(screen.presented(), "{:?}", screen.presentation_frames());
+        assert_eq!(screen.verdict(), Verdict::Spoof);
+        // Skin and paper keep their texture (0.01-0.04): the relief makes it live.
+        let head = run(&cfg, 0.04, 1);
+        assert!(!head.presented());
+        assert_eq!(head.verdict(), Verdict::Live);
+        // One odd frame in three (a hand passing, a blurred frame) is no screen: the median of
+        // 3 frames counts.
+        let odd = run(&cfg, 0.3, 3);
+        assert!(!odd.presented(), "{:?}", odd.presentation_frames());
+        // Frames 0.2 s apart (5 fps): a real face's texture changes more between them, and the
+        // limit is twice as high; a screen's fringes still pass it.
+        assert!(run_at(&cfg, 0.1, 1, 100.0).presented());
+        assert!(!run_at(&cfg, 0.1, 1, 200.0).presented());
+        assert!(run_at(&cfg, 0.15, 1, 200.0).presented());
+        // Turned off.
+        let off = LivenessConfig {
+            screen_change: 0.0,
+            ..LivenessConfig::default()
+        };
+        assert_eq!(run(&off, 0.15, 1).verdict(), Verdict::Live);
     }
 
     #[test]

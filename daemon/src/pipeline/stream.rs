@@ -87,6 +87,8 @@ pub struct FaceReport {
     pub moire: Option<f32>,
     /// How one plane explains the face's texture motion since `flow::GAP` frames ago.
     pub flow: Option<FlowObservation>,
+    /// How much the face's texture changed since the frame before (`flow::texture_change`).
+    pub change: Option<f32>,
     pub liveness: FrameLiveness,
     /// The latest obstacle scores (carried over on frames the models did not run).
     pub obstacles: ObstacleScores,
@@ -371,6 +373,7 @@ impl Stream {
             let mut context_obs = None;
             let mut moire = None;
             let mut flow_obs = None;
+            let mut change = None;
             let mut liveness = FrameLiveness::default();
             if !state.settled && live_faces < MAX_LIVE_FACES {
                 live_faces += 1;
@@ -408,6 +411,11 @@ impl Stream {
                         .iter()
                         .find(|(f, _)| Some(*f) == back)
                         .and_then(|(_, p)| flow::observe(p, &patch));
+                    change = state
+                        .patches
+                        .back()
+                        .filter(|(f, _)| Some(*f) == frame.checked_sub(1))
+                        .and_then(|(_, p)| flow::texture_change(p, &patch));
                     state.patches.push_back((frame, patch));
                     if state.patches.len() > flow::GAP + 1 {
                         state.patches.pop_front();
@@ -428,6 +436,7 @@ impl Stream {
                         context: context_obs.as_ref(),
                         moire,
                         flow: flow_obs.as_ref(),
+                        change,
                     },
                 );
                 state.seen += 1;
@@ -441,6 +450,7 @@ impl Stream {
                 context: context_obs,
                 moire,
                 flow: flow_obs,
+                change,
                 liveness,
                 obstacles: state.obstacles,
                 frames: state.live.frames(),

@@ -77,6 +77,7 @@ struct Obs {
     context: Option<ContextObservation>,
     moire: Option<f32>,
     flow: Option<FlowObservation>,
+    change: Option<f32>,
 }
 
 /// The judgement of one sequence by a fresh track.
@@ -121,6 +122,7 @@ fn judge(obs: &[Option<Obs>], cfg: &LivenessConfig, fps: f64) -> Judged {
                 context: o.context.as_ref(),
                 moire: o.moire,
                 flow: o.flow.as_ref(),
+                change: o.change,
             },
         );
         presented.note(t, t_ms, centre, o.width);
@@ -162,6 +164,7 @@ fn observe(
             context: f.context,
             moire: f.moire,
             flow: f.flow,
+            change: f.change,
         }));
     }
     Ok(out)
@@ -199,6 +202,9 @@ struct DumpFrame {
     /// build measured on 2026-12-04 added the plane-plus-relief fit's residual).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     flow: Option<Vec<f32>>,
+    /// The texture change from the frame before (absent before 2026-12-05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    change: Option<f32>,
 }
 
 impl DumpFrame {
@@ -226,6 +232,7 @@ impl DumpFrame {
                     f.face,
                 ]
             }),
+            change: o.change,
         }
     }
 
@@ -258,6 +265,7 @@ impl DumpFrame {
                 .ctx
                 .map(|[still, with_face]| ContextObservation { still, with_face }),
             moire: self.moire,
+            change: self.change,
             flow: match self.flow.as_deref() {
                 None => None,
                 Some([residual, points, ex, ey, rest @ ..]) => Some(FlowObservation {
