@@ -10,8 +10,10 @@
 //! between runs; no palm detector when a hand cannot block: `with_palms`); hat and sunglasses
 //! cues every frame (cheap arithmetic on pixels already cropped); context motion (the ring
 //! around each face against the frame `context::GAP` frames before, from half-resolution
-//! luminance kept for the last `GAP + 1` frames) and moiré (a 32 or 64 px spectrum of the face)
-//! every frame (both in the `cues` stage of `facegate bench liveness`). Embedding is the
+//! luminance kept for the last `GAP + 1` frames), moiré (a 32 or 64 px spectrum of the face),
+//! the face flow (against the face's patch `flow::GAP` frames before) and the texture change
+//! (against the frame before) every frame (all in the `cues` stage of `facegate bench
+//! liveness`). Embedding is the
 //! caller's, once per decision (`embed::TrackEmbedding`). A track the caller has decided
 //! (`settle`: a door's granted or unknown visitor still standing there) is only tracked: no
 //! liveness model or cue runs on it, and it leaves its liveness place to the next face.
