@@ -106,7 +106,8 @@ pub struct FacePatch {
     h: usize,
     data: Vec<f32>,
     /// `data` box-filtered to about `SMOOTH_PX` frame pixels (`smoothed`): what the texture
-    /// change compares, without the sensor's pixel noise.
+    /// change compares, without the sensor's pixel noise. Empty where the box-averaging alone
+    /// spans that many pixels (`data` is used as it is).
     smooth: Vec<f32>,
     landmarks: [[f32; 2]; 5],
 }
@@ -186,9 +187,12 @@ impl FacePatch {
     fn smooth_window(&self, x: isize, y: isize, r: isize) -> impl Iterator<Item = f32> + '_ {
         (y - r..=y + r).flat_map(move |yy| {
             let start = yy as usize * self.w + (x - r) as usize;
-            self.smooth[start..start + (2 * r + 1) as usize]
-                .iter()
-                .copied()
+            let smooth = if self.smooth.is_empty() {
+                &self.data
+            } else {
+                &self.smooth
+            };
+            smooth[start..start + (2 * r + 1) as usize].iter().copied()
         })
     }
 
@@ -497,10 +501,10 @@ fn patch_change(
 }
 
 /// `data` (`w` by `h`) averaged over the (2 `r` + 1)-pixel square around each pixel, the
-/// square cut at the borders.
+/// square cut at the borders; empty for `r` 0 (the data as it is).
 fn smoothed(data: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
     if r == 0 {
-        return data.to_vec();
+        return Vec::new();
     }
     let pass = |src: &[f32], len: usize, step: usize, lines: usize, line_step: usize| {
         let mut out = vec![0f32; src.len()];
@@ -706,7 +710,8 @@ mod tests {
     fn smoothing_averages_the_square_cut_at_the_borders() {
         let (w, h) = (7, 5);
         let data: Vec<f32> = (0..w * h).map(|i| ((i * 37) % 11) as f32).collect();
-        for r in 0..4 {
+        assert!(smoothed(&data, w, h, 0).is_empty());
+        for r in 1..4 {
             let fast = smoothed(&data, w, h, r);
             for y in 0..h {
                 for x in 0..w {
