@@ -281,6 +281,9 @@ impl Config {
         if !(0.0..=1.0).contains(&lc.relief_parallax) {
             return bad("liveness.relief_parallax", "must be within [0, 1] (0: off)");
         }
+        if !(0.0..=1.0).contains(&lc.relief_unbent) {
+            return bad("liveness.relief_unbent", "must be within [0, 1] (0: off)");
+        }
         if !(0.0..=1.0).contains(&lc.lip_flow) {
             return bad("liveness.lip_flow", "must be within [0, 1] (0: off)");
         }
@@ -513,6 +516,8 @@ mod tests {
             "[liveness]\nanalysis_fps = -10\n",
             "[liveness]\nrelief_parallax = -0.01\n",
             "[liveness]\nrelief_parallax = nan\n",
+            "[liveness]\nrelief_unbent = -0.01\n",
+            "[liveness]\nrelief_unbent = nan\n",
             "[liveness]\nlip_flow = -0.01\n",
             "[liveness]\nlip_flow = nan\n",
             "[liveness]\nlip_flow_ratio = -1\n",

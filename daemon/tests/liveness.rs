@@ -184,7 +184,8 @@ fn a_printed_laughing_face_does_not_blink_by_one_eye() {
 /// Re-judged from the dump: where a blink suffices the eye-cut prints are accepted; without the
 /// lips' movement the GRID speakers, who hold their heads still, are not verified; without a blink
 /// and a weak relief counting together, pexels is not in every session; without the texture change,
-/// lp_d13's replay (whose grid barely aliases) is accepted.
+/// lp_d13's replay (whose grid barely aliases) is accepted. Every real session is verified with
+/// the relief required to be more than a bent print's (`relief_unbent`).
 #[test]
 fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     let clips: Vec<String> = std::fs::read_dir(data("video"))
@@ -371,17 +372,24 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
         }
         let frames = seq["frames"].as_array().unwrap();
         let gap = 3;
-        let (mut pairs, mut observed) = (0, 0);
+        let (mut pairs, mut observed, mut unbent) = (0, 0, 0);
         for i in gap..frames.len() {
             if frames[i].is_null() || frames[i - gap].is_null() {
                 continue;
             }
             pairs += 1;
             observed += usize::from(!frames[i]["flow"].is_null());
+            unbent += usize::from(!frames[i]["unbent"].is_null());
         }
         assert!(
             observed * 100 >= pairs * 95,
             "{name}: face flow on {observed} of {pairs} frame pairs"
+        );
+        // The relief with a print's bend fitted too, which the relief rule also needs, is
+        // there wherever the relief is.
+        assert_eq!(
+            unbent, observed,
+            "{name}: bend fit on {unbent} of {observed}"
         );
     }
     // No real face's texture changes from one frame to the next as a screen's moving fringes

@@ -7,9 +7,12 @@
 //! frames before, starting from where the face's similarity motion carries them. One plane plus
 //! a face-shaped relief (a half ellipsoid and a nose ridge, `relief`) times one parallax vector
 //! is fitted through the matches: that vector is the observation (and the plain homography's
-//! residual, for tuning). A screen's moiré fringes move against its content and make noise
-//! here, in random directions from frame to frame: the liveness rule takes the vector's median
-//! over several frame pairs, and the moiré cue (`screen.rs`) is what catches screens.
+//! residual, for tuning). A bent print has a relief too, a cylinder's: the same fit with a
+//! cylinder about the image's vertical axis and a parallax of its own (`unbent_parallax`) gives
+//! the relief that no bend explains. A screen's moiré fringes move against its content and
+//! make noise here, in random directions from frame to frame: the liveness rule takes the
+//! vector's median over several frame pairs, and the moiré cue (`screen.rs`) is what catches
+//! screens.
 //!
 //! The same matching between a frame and the one before gives the texture change
 //! (`texture_change`): how little the face's smoothed texture correlates with where it moved.
@@ -224,6 +227,9 @@ pub struct FlowObservation {
     /// The same fit with a face-shaped relief term (plane plus parallax): the parallax per unit
     /// of relief, in the face's axes (x along the eyes, y down; spread units).
     pub e: [f32; 2],
+    /// `e` from the same fit with a print's bend as well (`unbent_parallax`); `None` when that
+    /// fit is singular.
+    pub unbent: Option<[f32; 2]>,
     /// How far the lips and the chin moved against where that fit carries them (median over
     /// the matched mouth patches, eye distances): talking, which a print cannot do. `None` when
     /// too few mouth patches matched.
@@ -279,53 +285,100 @@ impl ReliefFit {
     }
 }
 
+/// `depth` to zero mean and unit RMS, with that mean and RMS; `None` when it is (nearly) flat.
+fn standardised(depth: &[f32]) -> Option<(Vec<f64>, [f64; 2])> {
+    let n = depth.len().max(1) as f64;
+    let dm = depth.iter().map(|&d| f64::from(d)).sum::<f64>() / n;
+    let ds = (depth
+        .iter()
+        .map(|&d| (f64::from(d) - dm).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    (ds >= 1e-9).then(|| {
+        (
+            depth.iter().map(|&d| (f64::from(d) - dm) / ds).collect(),
+            [dm, ds],
+        )
+    })
+}
+
+/// The homography plus one 2-D parallax vector per depth basis (each scaled by the point's
+/// value of it) that best maps `ns` onto `nd` (both normalised by their spread), linearised as
+/// the DLT is: `N` = 8 + 2 x the bases; the solution's entries 8 + 2j, 9 + 2j are basis j's
+/// vector.
+fn parallax_fit<const N: usize>(
+    ns: &[[f64; 2]],
+    nd: &[[f64; 2]],
+    bases: &[&[f64]],
+) -> Option<[f64; N]> {
+    debug_assert_eq!(N, 8 + 2 * bases.len());
+    let mut ata = [[0f64; N]; N];
+    let mut atb = [0f64; N];
+    for (i, (p, q)) in ns.iter().zip(nd).enumerate() {
+        let (x, y, u, v) = (p[0], p[1], q[0], q[1]);
+        let mut row_u = [0f64; N];
+        let mut row_v = [0f64; N];
+        row_u[..8].copy_from_slice(&[x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y]);
+        row_v[..8].copy_from_slice(&[0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y]);
+        for (j, basis) in bases.iter().enumerate() {
+            row_u[8 + 2 * j] = basis[i];
+            row_v[9 + 2 * j] = basis[i];
+        }
+        add_row(&mut ata, &mut atb, row_u, u);
+        add_row(&mut ata, &mut atb, row_v, v);
+    }
+    let h = solve(ata, atb)?;
+    h.iter().all(|c| c.is_finite()).then_some(h)
+}
+
 /// The homography plus `e * relief` (one 2-D parallax vector scaled by each point's relief)
-/// that best maps `src` onto `dst`, linearised as the DLT is; coordinates centred and scaled
-/// by each set's spread, the relief to zero mean and unit RMS.
+/// that best maps `src` onto `dst` (`parallax_fit`); coordinates centred and scaled by each
+/// set's spread, the relief to zero mean and unit RMS.
 fn plane_plus_parallax(src: &[[f32; 2]], dst: &[[f32; 2]], depth: &[f32]) -> Option<ReliefFit> {
     let n = src.len().min(dst.len()).min(depth.len());
     if n < 12 {
         return None;
     }
     let (ns, nd) = (normalised(&src[..n]), normalised(&dst[..n]));
-    let dm = depth[..n].iter().map(|&d| f64::from(d)).sum::<f64>() / n as f64;
-    let ds = (depth[..n]
-        .iter()
-        .map(|&d| (f64::from(d) - dm).powi(2))
-        .sum::<f64>()
-        / n as f64)
-        .sqrt();
-    if ds < 1e-9 {
-        return None;
-    }
-    let z: Vec<f64> = depth[..n]
-        .iter()
-        .map(|&d| (f64::from(d) - dm) / ds)
-        .collect();
-    let mut ata = [[0f64; 10]; 10];
-    let mut atb = [0f64; 10];
-    for ((p, q), &d) in ns.iter().zip(&nd).zip(&z) {
-        let (x, y, u, v) = (p[0], p[1], q[0], q[1]);
-        add_row(
-            &mut ata,
-            &mut atb,
-            [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, d, 0.0],
-            u,
-        );
-        add_row(
-            &mut ata,
-            &mut atb,
-            [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y, 0.0, d],
-            v,
-        );
-    }
-    let h = solve(ata, atb)?;
-    (h[8].is_finite() && h[9].is_finite()).then_some(ReliefFit {
+    let (z, depth) = standardised(&depth[..n])?;
+    let h = parallax_fit::<10>(&ns, &nd, &[&z])?;
+    Some(ReliefFit {
         h,
         src: spread(&src[..n]),
         dst: spread(&dst[..n]),
-        depth: [dm, ds],
+        depth,
     })
+}
+
+/// The relief's parallax vector (as `plane_plus_parallax`'s) when a print's bend is fitted
+/// too: a cylinder about the image's vertical axis (`bend`) with a parallax vector of its own.
+/// A print bent as it is held has that relief and no other, so it leaves this vector near
+/// zero however it sways; a head keeps what of its relief a cylinder does not explain (the
+/// nose, the brow and the chin curving back).
+fn unbent_parallax(
+    src: &[[f32; 2]],
+    dst: &[[f32; 2]],
+    depth: &[f32],
+    bend: &[f32],
+) -> Option<[f64; 2]> {
+    let n = src.len().min(dst.len()).min(depth.len()).min(bend.len());
+    if n < 12 {
+        return None;
+    }
+    let (ns, nd) = (normalised(&src[..n]), normalised(&dst[..n]));
+    let (z, _) = standardised(&depth[..n])?;
+    let (c, _) = standardised(&bend[..n])?;
+    let h = parallax_fit::<12>(&ns, &nd, &[&z, &c])?;
+    Some([h[8], h[9]])
+}
+
+/// A print's bend about the image's vertical axis (a print held by its sides, however the
+/// face on it is rolled): the depth of a cylinder at `dx` frame pixels across from the face's
+/// centre, for `iod` pixels between the eyes (arbitrary scale; the homography takes up any
+/// other choice of centre).
+fn bend(dx: f32, iod: f32) -> f32 {
+    (dx / iod).powi(2)
 }
 
 /// Two frames' patches of one face, and how their canonical points are matched.
@@ -400,11 +453,15 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
     let mut src = Vec::new();
     let mut dst = Vec::new();
     let mut depth = Vec::new();
+    let mut bends = Vec::new();
+    let centre_x = pairing.s_then.apply([56.0, 56.0])[0];
+    let iod_frame = iod * then.k as f32;
     for p in Pairing::face_points() {
         if let Some(m) = pairing.matched(p) {
             src.push(m.then);
             dst.push(m.now);
             depth.push(relief(p));
+            bends.push(bend(m.then[0] - centre_x, iod_frame));
         }
     }
     if src.len() < MIN_POINTS {
@@ -418,9 +475,10 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
         f64::from(s_now.a / s_now.scale()),
         f64::from(s_now.b / s_now.scale()),
     );
-    let e = [(c * ex + sn * ey) as f32, (-sn * ex + c * ey) as f32];
+    let face_axes = |[ex, ey]: [f64; 2]| [(c * ex + sn * ey) as f32, (-sn * ex + c * ey) as f32];
+    let e = face_axes([ex, ey]);
+    let unbent = unbent_parallax(&src, &dst, &depth, &bends).map(face_axes);
     // How far matched points are from where the face's fit carries them, in eye distances.
-    let iod_frame = iod * then.k as f32;
     let off = |a: [f32; 2], m: [f32; 2], d: f32| {
         relief_fit
             .apply(a, d)
@@ -444,6 +502,7 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
         residual: fit.residual,
         points: src.len() as u32,
         e,
+        unbent,
         mouth: (mouth.len() >= MIN_MOUTH_POINTS).then(|| median_of(&mut mouth)),
         face: median_of(&mut face),
     })
@@ -704,6 +763,63 @@ mod tests {
         assert!(obs.residual > 0.015, "bulge: {obs:?}");
         assert!(obs.parallax() > 0.012, "bulge: {obs:?}");
         assert!(obs.e[0].abs() > 4.0 * obs.e[1].abs(), "bulge: {obs:?}");
+        // A cylinder does not explain it: the relief stays when a print's bend is fitted too.
+        let unbent = obs.unbent.expect("the bend fit is not singular");
+        assert!(
+            unbent[0].hypot(unbent[1]) > 0.7 * obs.parallax(),
+            "bulge: {obs:?}"
+        );
+    }
+
+    #[test]
+    fn a_bent_print_turning_has_a_cylinders_relief_which_the_bend_term_takes_up() {
+        // A face 2x the template, rolled by `roll` on a print bent about the image's vertical
+        // axis (radius `R` px through the face's centre), seen straight on (orthographic) and
+        // then turned by 0.3 rad about that axis (a print swayed by 25 degrees at half a turn
+        // a second moves that much in 0.3 s).
+        const R: f32 = 300.0;
+        let observed = |roll: f32| {
+            let base = Similarity {
+                a: 2.0 * roll.cos(),
+                b: 2.0 * roll.sin(),
+                tx: 50.0,
+                ty: 30.0,
+            };
+            let cx = base.apply([56.0, 56.0])[0];
+            let (c, s) = (0.3f32.cos(), 0.3f32.sin());
+            // The sheet point at texture column `u` lands at this frame column once turned.
+            let turned = move |u: f32| {
+                let z = (u - cx).powi(2) / (2.0 * R);
+                cx + (u - cx) * c + z * s
+            };
+            let then = render(|x, y| [x, y]);
+            let now = render(|x, y| {
+                // Frame column -> texture column: a few fixed-point steps of `turned`.
+                let mut u = x;
+                for _ in 0..6 {
+                    u += x - turned(u);
+                }
+                [u, y]
+            });
+            let lm_then = landmarks(&base);
+            let lm_now = lm_then.map(|[x, y]| [turned(x), y]);
+            let then = FacePatch::from_rgb(&then, &lm_then, None).unwrap();
+            let now = FacePatch::from_rgb(&now, &lm_now, None).unwrap();
+            observe(&then, &now).unwrap()
+        };
+        for roll in [0.0, 0.4] {
+            let obs = observed(roll);
+            let unbent = obs.unbent.expect("the bend fit is not singular");
+            let (e, u) = (obs.parallax(), unbent[0].hypot(unbent[1]));
+            assert!(
+                e > 0.004,
+                "roll {roll}: the cylinder looks like relief: {obs:?}"
+            );
+            assert!(
+                u < 0.35 * e,
+                "roll {roll}: the bend term takes it up: {obs:?}"
+            );
+        }
     }
 
     #[test]

@@ -192,6 +192,11 @@ pub struct LivenessConfig {
     /// median of `RELIEF_FRAMES` frame pairs) beyond which the face moved as a head does and a
     /// sheet cannot: a motion event and evidence of life. 0: off.
     pub relief_parallax: f32,
+    /// The same relief fitted together with a print's bend (`flow.rs`, `unbent_parallax`: a
+    /// cylinder about the image's vertical axis with a parallax of its own) must also be longer
+    /// than this: a print bent as it is held has a cylinder's relief, which the bend term takes
+    /// up; a head keeps its nose, brow and chin. 0: off.
+    pub relief_unbent: f32,
     /// A weaker relief (same measure) that is evidence of life together with a blink: a real
     /// head that blinks and turns slowly (a smile, a glance up) reaches it; an eye-cut print,
     /// the one flat attack that blinks, rarely does. 0 (or `relief_parallax` 0): off.
@@ -243,6 +248,7 @@ impl Default for LivenessConfig {
             mouth_motion: 0.10,
             mouth_window_frames: 10,
             relief_parallax: 0.02,
+            relief_unbent: 0.015,
             relief_with_blink: 0.015,
             lip_flow: 0.03,
             lip_flow_ratio: 2.0,
@@ -304,7 +310,11 @@ pub struct FrameLiveness {
 
 /// Adds `v` to a window of the last `RELIEF_FRAMES` face-flow values; their component-wise
 /// medians once the window is full, none before or while the rule's `limit` is 0 (off).
-fn window_medians(window: &mut VecDeque<[f32; 2]>, v: [f32; 2], limit: f32) -> Option<[f32; 2]> {
+fn window_medians<const N: usize>(
+    window: &mut VecDeque<[f32; N]>,
+    v: [f32; N],
+    limit: f32,
+) -> Option<[f32; N]> {
     window.push_back(v);
     if window.len() > RELIEF_FRAMES {
         window.pop_front();
@@ -312,10 +322,11 @@ fn window_medians(window: &mut VecDeque<[f32; 2]>, v: [f32; 2], limit: f32) -> O
     if limit <= 0.0 || window.len() < RELIEF_FRAMES {
         return None;
     }
-    Some([
-        median(window.iter().map(|v| v[0]))?,
-        median(window.iter().map(|v| v[1]))?,
-    ])
+    let mut out = [0f32; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = median(window.iter().map(|v| v[i]))?;
+    }
+    Some(out)
 }
 
 /// The homography mapping 4 points onto 4 points (h33 = 1), by Gaussian elimination.
@@ -446,7 +457,7 @@ pub struct LivenessTrack {
     /// Whether the mouth moved (talking, an expression).
     mouth_moved: bool,
     /// Recent face-flow parallax vectors (for the median of `RELIEF_FRAMES`).
-    flow: VecDeque<[f32; 2]>,
+    flow: VecDeque<[f32; 4]>,
     /// Whether the face's texture moved off one plane.
     relief: bool,
     /// The longest relief (window median) seen so far.
@@ -584,7 +595,7 @@ impl LivenessTrack {
             out.motion |= self.mouth(m.mouth_open, t_rel, frame);
         }
         if let Some(f) = flow.filter(|_| self.judgeable()) {
-            out.motion |= self.relief(f.e, t_rel, frame);
+            out.motion |= self.relief(f.e, f.unbent, t_rel, frame);
             if let Some(m) = f.mouth {
                 out.motion |= self.talking(m, f.face, t_rel, frame);
             }
@@ -629,12 +640,19 @@ impl LivenessTrack {
 
     /// Relief: the face's texture moved like a face's relief, not one plane (the parallax
     /// vector's median over the last `RELIEF_FRAMES` pairs, component by component, longer than
-    /// `relief_parallax`); the window then starts afresh.
-    fn relief(&mut self, e: [f32; 2], t_rel: f64, frame: u64) -> bool {
+    /// `relief_parallax`), and not as a bent print does (the same for the vector fitted with a
+    /// print's bend, `unbent`, longer than `relief_unbent`; a pair without it counts as none);
+    /// the window then starts afresh.
+    fn relief(&mut self, e: [f32; 2], unbent: Option<[f32; 2]>, t_rel: f64, frame: u64) -> bool {
         let limit = self.cfg.relief_parallax;
-        let relief = window_medians(&mut self.flow, e, limit).map(|[x, y]| x.hypot(y));
+        let u = unbent.unwrap_or([0.0; 2]);
+        let medians = window_medians(&mut self.flow, [e[0], e[1], u[0], u[1]], limit);
+        let relief = medians.map(|m| m[0].hypot(m[1]));
+        let unbent = medians.map(|m| m[2].hypot(m[3]));
         self.max_relief = self.max_relief.max(relief.unwrap_or(0.0));
-        let moved = relief.is_some_and(|r| r > limit);
+        let bend_limit = self.cfg.relief_unbent;
+        let moved = relief.is_some_and(|r| r > limit)
+            && (bend_limit <= 0.0 || unbent.is_some_and(|r| r > bend_limit));
         if moved {
             self.relief = true;
             self.motion.push(Event { t: t_rel, frame });
@@ -905,13 +923,35 @@ impl LivenessTrack {
     /// evidence at all (until 2026-12-04 half of it counted in part: held-out prints tilted by
     /// up to 18° reached 0.19 and were live by it; no bona fide window at 10 fps needed it).
     fn moved_as_a_head(&self) -> bool {
+        self.head_cues().iter().any(|(shown, _)| *shown)
+    }
+
+    /// Each way of moving as a head does (`moved_as_a_head`), whether it was shown, by name.
+    fn head_cues(&self) -> [(bool, &'static str); 5] {
         let weak = self.cfg.relief_with_blink;
         let blink_and_weak_relief =
             weak > 0.0 && self.max_relief >= weak && !self.blinks.is_empty();
         // Landmarks of a blurry face drift too: parallax counts only on a detailed one.
         let parallax =
             self.detailed() && self.judgeable() && self.max_parallax >= self.cfg.parallax_live;
-        self.mouth_moved || self.relief || self.talked || blink_and_weak_relief || parallax
+        [
+            (self.mouth_moved, "mouth"),
+            (self.relief, "relief"),
+            (self.talked, "lips"),
+            (blink_and_weak_relief, "blink+relief"),
+            (parallax, "parallax"),
+        ]
+    }
+
+    /// The cues that have shown life so far, by name (`blink` where a blink suffices on its
+    /// own, then `head_cues`): what a live verdict rests on, for the evaluation's report of
+    /// each accepted attack.
+    pub fn life_cues(&self) -> Vec<&'static str> {
+        let blink = (self.cfg.blink_suffices && !self.blinks.is_empty(), "blink");
+        std::iter::once(blink)
+            .chain(self.head_cues())
+            .filter_map(|(shown, name)| shown.then_some(name))
+            .collect()
     }
 
     /// Whether the face still has to move as a head does before it can be live: a blink alone
@@ -1468,6 +1508,7 @@ mod tests {
                     residual: 0.05,
                     points: 40,
                     e: [0.03, 0.0],
+                    unbent: Some([0.03, 0.0]),
                     mouth: None,
                     face: 0.01,
                 };
@@ -1519,6 +1560,7 @@ mod tests {
                 residual: 0.05,
                 points: 40,
                 e: e(i),
+                unbent: Some(e(i)),
                 mouth: None,
                 face: 0.01,
             })
@@ -1543,6 +1585,43 @@ mod tests {
     }
 
     #[test]
+    fn a_relief_a_prints_bend_explains_is_no_head_movement() {
+        let run = |cfg: &LivenessConfig, unbent: Option<[f32; 2]>| {
+            run_flow(cfg, |_| FlowObservation {
+                residual: 0.05,
+                points: 40,
+                e: [0.03, 0.004],
+                unbent,
+                mouth: None,
+                face: 0.01,
+            })
+        };
+        let cfg = LivenessConfig::default();
+        assert!(cfg.relief_unbent > 0.0, "on by default");
+        // A head: what a cylinder does not explain stays (its nose, brow and chin).
+        let head = run(&cfg, Some([0.028, 0.005]));
+        assert_eq!(head.motion_events().len(), 2, "{:?}", head.motion_events());
+        assert_eq!(head.verdict(), Verdict::Live);
+        // A bent print swaying: the same relief, all of it a cylinder's.
+        let bent = run(&cfg, Some([0.004, -0.002]));
+        assert!(
+            bent.motion_events().is_empty(),
+            "{:?}",
+            bent.motion_events()
+        );
+        assert_ne!(bent.verdict(), Verdict::Live);
+        // No bend fit (singular): no evidence either.
+        assert!(run(&cfg, None).motion_events().is_empty());
+        // Off: the relief alone counts, as before.
+        let off = LivenessConfig {
+            relief_unbent: 0.0,
+            ..cfg
+        };
+        assert_eq!(run(&off, Some([0.004, -0.002])).verdict(), Verdict::Live);
+        assert_eq!(run(&off, None).verdict(), Verdict::Live);
+    }
+
+    #[test]
     fn a_blink_with_a_weak_relief_is_live_and_either_alone_is_not() {
         // 12 frames 100 ms apart; the eyes dip once at frame 6 when `blink`; the face flow's
         // parallax vector is `relief` on every pair.
@@ -1554,6 +1633,7 @@ mod tests {
                     residual: 0.05,
                     points: 40,
                     e: [relief, 0.002],
+                    unbent: Some([relief, 0.002]),
                     mouth: None,
                     face: 0.01,
                 };
@@ -1780,6 +1860,7 @@ mod tests {
                 residual: 0.02,
                 points: 40,
                 e: [0.0, 0.0],
+                unbent: Some([0.0, 0.0]),
                 mouth: Some(mouth),
                 face,
             })

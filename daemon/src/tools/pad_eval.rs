@@ -85,6 +85,8 @@ struct Obs {
 struct Judged {
     /// Frames until the first live verdict (1-based), if any.
     frames_to_live: Option<usize>,
+    /// The cues of life that verdict rested on (`LivenessTrack::life_cues`).
+    live_by: Vec<&'static str>,
     blinked: bool,
     moved: bool,
     spoof_score: f32,
@@ -137,6 +139,7 @@ fn judge(obs: &[Option<Obs>], cfg: &LivenessConfig, fps: f64) -> Judged {
             && t.verdict() == Verdict::Live
         {
             out.frames_to_live = Some(k + 1);
+            out.live_by = t.life_cues();
         }
     }
     out
@@ -205,6 +208,10 @@ struct DumpFrame {
     /// The texture change from the frame before (absent before 2026-12-05).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     change: Option<f32>,
+    /// The face flow's relief parallax with a print's bend fitted too (absent before
+    /// 2026-12-05's second session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unbent: Option<[f32; 2]>,
 }
 
 impl DumpFrame {
@@ -233,6 +240,7 @@ impl DumpFrame {
                 ]
             }),
             change: o.change,
+            unbent: o.flow.and_then(|f| f.unbent),
         }
     }
 
@@ -272,6 +280,7 @@ impl DumpFrame {
                     residual: *residual,
                     points: *points as u32,
                     e: [*ex, *ey],
+                    unbent: self.unbent,
                     mouth: rest.first().copied().filter(|m| *m >= 0.0),
                     face: rest.get(1).copied().unwrap_or(0.0),
                 }),
@@ -777,7 +786,8 @@ fn tally(
         tally.no_face += usize::from(!j.seen);
         if let Some(n) = j.frames_to_live {
             tally.accepted += 1;
-            accepted_attacks.push(format!("{what} (live at frame {n})"));
+            let by = j.live_by.join(", ");
+            accepted_attacks.push(format!("{what} (live at frame {n}: {by})"));
         }
     }
     (attacks, accepted_attacks)
