@@ -208,8 +208,9 @@ struct DumpFrame {
     /// The texture change from the frame before (absent before 2026-12-05).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     change: Option<f32>,
-    /// The face flow's relief parallax with a print's bend fitted too (absent before
-    /// 2026-12-05's second session).
+    /// The face flow's relief parallax with a print's bend fitted too; absent where that fit
+    /// was singular, and in dumps from before 2026-12-05's second session, where the relief
+    /// rule then sees no relief: judge those with `liveness.relief_unbent` 0, as they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     unbent: Option<[f32; 2]>,
 }
@@ -786,7 +787,11 @@ fn tally(
         tally.no_face += usize::from(!j.seen);
         if let Some(n) = j.frames_to_live {
             tally.accepted += 1;
-            let by = j.live_by.join(", ");
+            // Empty only where `spoof_threshold` is over 0.5 (a score of 0.5, no cue of life).
+            let by = match j.live_by.join(", ") {
+                by if by.is_empty() => "only the attack score".to_owned(),
+                by => by,
+            };
             accepted_attacks.push(format!("{what} (live at frame {n}: {by})"));
         }
     }
