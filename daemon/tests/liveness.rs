@@ -311,16 +311,15 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
             env,
         ))
     };
+    let accepted = |report: &serde_json::Value, kind: &str| {
+        report["synthetic_attacks"][kind]["accepted"]
+            .as_u64()
+            .unwrap()
+    };
     // Where a blink alone makes a face live, the eye-cut prints are accepted by their real
     // eyes' blinks.
     let lenient = rejudge(&[("FACEGATE_LIVENESS__BLINK_SUFFICES", "true")]);
-    assert!(
-        lenient["synthetic_attacks"]["eye_cut_print"]["accepted"]
-            .as_u64()
-            .unwrap()
-            > 0,
-        "{lenient}"
-    );
+    assert!(accepted(&lenient, "eye_cut_print") > 0, "{lenient}");
     // Without the lips' movement against the face, the still GRID speakers are not verified
     // (the face mesh's lip opening does not see them speak); those who turn their head are.
     let no_lips = rejudge(&[("FACEGATE_LIVENESS__LIP_FLOW", "0")]);
@@ -352,10 +351,7 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     // whose grid barely aliases into a moiré peak) is accepted.
     let no_fringes = rejudge(&[("FACEGATE_LIVENESS__SCREEN_CHANGE", "0")]);
     assert!(
-        no_fringes["synthetic_attacks"]["replay_screen"]["accepted"]
-            .as_u64()
-            .unwrap()
-            > 0,
+        accepted(&no_fringes, "replay_screen") > 0,
         "{}",
         no_fringes["synthetic_attacks"]
     );

@@ -8,7 +8,7 @@
 //! a face-shaped relief (a half ellipsoid and a nose ridge, `relief`) times one parallax vector
 //! is fitted through the matches: that vector is the observation (and the plain homography's
 //! residual, for tuning). A bent print has a relief too, a cylinder's: the same fit with a
-//! cylinder about the image's vertical axis and a parallax of its own (`unbent_parallax`) gives
+//! cylinder about the image's vertical axis and a parallax of its own (`ReliefFit::unbent`) gives
 //! the relief that no bend explains. A screen's moiré fringes move against its content and
 //! make noise here, in random directions from frame to frame: the liveness rule takes the
 //! vector's median over several frame pairs, and the moiré cue (`screen.rs`) is what catches
@@ -227,7 +227,7 @@ pub struct FlowObservation {
     /// The same fit with a face-shaped relief term (plane plus parallax): the parallax per unit
     /// of relief, in the face's axes (x along the eyes, y down; spread units).
     pub e: [f32; 2],
-    /// `e` from the same fit with a print's bend as well (`unbent_parallax`); `None` when that
+    /// `e` from the same fit with a print's bend as well (`ReliefFit::unbent`); `None` when that
     /// fit is singular.
     pub unbent: Option<[f32; 2]>,
     /// How far the lips and the chin moved against where that fit carries them (median over
@@ -263,9 +263,25 @@ struct ReliefFit {
     src: [f64; 3],
     dst: [f64; 3],
     depth: [f64; 2],
+    /// The fit's inputs: the points normalised by their spread, the relief standardised (for
+    /// `unbent`, which fits them again with one more term).
+    ns: Vec<[f64; 2]>,
+    nd: Vec<[f64; 2]>,
+    z: Vec<f64>,
 }
 
 impl ReliefFit {
+    /// The relief's parallax vector (as this fit's) when a print's bend is fitted too: a
+    /// cylinder about the image's vertical axis (`bend`, one value per point) with a parallax
+    /// vector of its own. A print bent as it is held has that relief and no other, so it leaves
+    /// this vector near zero however it sways; a head keeps what of its relief a cylinder does
+    /// not explain (the nose, the brow and the chin curving back).
+    fn unbent(&self, bend: &[f32]) -> Option<[f64; 2]> {
+        let (c, _) = standardised(bend.get(..self.z.len())?)?;
+        let h = parallax_fit::<12>(&self.ns, &self.nd, &[&self.z, &c])?;
+        Some([h[8], h[9]])
+    }
+
     /// Where the fit carries `p` (frame coordinates, relief `d`) in the second frame.
     fn apply(&self, p: [f32; 2], d: f32) -> Option<[f32; 2]> {
         let h = &self.h;
@@ -348,29 +364,10 @@ fn plane_plus_parallax(src: &[[f32; 2]], dst: &[[f32; 2]], depth: &[f32]) -> Opt
         src: spread(&src[..n]),
         dst: spread(&dst[..n]),
         depth,
+        ns,
+        nd,
+        z,
     })
-}
-
-/// The relief's parallax vector (as `plane_plus_parallax`'s) when a print's bend is fitted
-/// too: a cylinder about the image's vertical axis (`bend`) with a parallax vector of its own.
-/// A print bent as it is held has that relief and no other, so it leaves this vector near
-/// zero however it sways; a head keeps what of its relief a cylinder does not explain (the
-/// nose, the brow and the chin curving back).
-fn unbent_parallax(
-    src: &[[f32; 2]],
-    dst: &[[f32; 2]],
-    depth: &[f32],
-    bend: &[f32],
-) -> Option<[f64; 2]> {
-    let n = src.len().min(dst.len()).min(depth.len()).min(bend.len());
-    if n < 12 {
-        return None;
-    }
-    let (ns, nd) = (normalised(&src[..n]), normalised(&dst[..n]));
-    let (z, _) = standardised(&depth[..n])?;
-    let (c, _) = standardised(&bend[..n])?;
-    let h = parallax_fit::<12>(&ns, &nd, &[&z, &c])?;
-    Some([h[8], h[9]])
 }
 
 /// A print's bend about the image's vertical axis (a print held by its sides, however the
@@ -477,7 +474,7 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
     );
     let face_axes = |[ex, ey]: [f64; 2]| [(c * ex + sn * ey) as f32, (-sn * ex + c * ey) as f32];
     let e = face_axes([ex, ey]);
-    let unbent = unbent_parallax(&src, &dst, &depth, &bends).map(face_axes);
+    let unbent = relief_fit.unbent(&bends).map(face_axes);
     // How far matched points are from where the face's fit carries them, in eye distances.
     let off = |a: [f32; 2], m: [f32; 2], d: f32| {
         relief_fit

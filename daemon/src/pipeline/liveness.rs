@@ -192,7 +192,7 @@ pub struct LivenessConfig {
     /// median of `RELIEF_FRAMES` frame pairs) beyond which the face moved as a head does and a
     /// sheet cannot: a motion event and evidence of life. 0: off.
     pub relief_parallax: f32,
-    /// The same relief fitted together with a print's bend (`flow.rs`, `unbent_parallax`: a
+    /// The same relief fitted together with a print's bend (`flow.rs`, `ReliefFit::unbent`: a
     /// cylinder about the image's vertical axis with a parallax of its own) must also be longer
     /// than this: a print bent as it is held has a cylinder's relief, which the bend term takes
     /// up; a head keeps its nose, brow and chin. 0: off.
@@ -308,6 +308,14 @@ pub struct FrameLiveness {
     pub mouth_open: Option<f32>,
 }
 
+/// Appends `v` to `q`, dropping its oldest values beyond `cap`.
+fn push_capped<T>(q: &mut VecDeque<T>, v: T, cap: usize) {
+    q.push_back(v);
+    while q.len() > cap {
+        q.pop_front();
+    }
+}
+
 /// Adds `v` to a window of the last `RELIEF_FRAMES` face-flow values; their component-wise
 /// medians once the window is full, none before or while the rule's `limit` is 0 (off).
 fn window_medians<const N: usize>(
@@ -315,10 +323,7 @@ fn window_medians<const N: usize>(
     v: [f32; N],
     limit: f32,
 ) -> Option<[f32; N]> {
-    window.push_back(v);
-    if window.len() > RELIEF_FRAMES {
-        window.pop_front();
-    }
+    push_capped(window, v, RELIEF_FRAMES);
     if limit <= 0.0 || window.len() < RELIEF_FRAMES {
         return None;
     }
@@ -554,19 +559,13 @@ impl LivenessTrack {
         self.last_ms = t_ms;
         let mut out = FrameLiveness::default();
         let [l, r] = [landmarks[0], landmarks[1]];
-        self.iod.push_back((r[0] - l[0]).hypot(r[1] - l[1]));
-        if self.iod.len() > 5 {
-            self.iod.pop_front();
-        }
+        push_capped(&mut self.iod, (r[0] - l[0]).hypot(r[1] - l[1]), 5);
         if let Some(m) = mesh {
             out.mouth_open = Some(m.mouth_open);
             let origin = self.mesh_origin.get_or_insert_with(|| m.rigid.clone());
             out.plane = plane_fit(origin, &m.rigid);
             if let Some(p) = out.plane {
-                self.recent_anisotropy.push_back(p.anisotropy);
-                if self.recent_anisotropy.len() > 3 {
-                    self.recent_anisotropy.pop_front();
-                }
+                push_capped(&mut self.recent_anisotropy, p.anisotropy, 3);
                 if self.recent_anisotropy.len() == 3 {
                     let m = median(self.recent_anisotropy.iter().copied()).unwrap_or(0.0);
                     self.max_anisotropy = self.max_anisotropy.max(m);
@@ -574,10 +573,11 @@ impl LivenessTrack {
             }
         }
         if let Some(e) = eyes {
-            self.sharpness.push_back(e.sharpness);
-            if self.sharpness.len() > self.cfg.blink_baseline_frames {
-                self.sharpness.pop_front();
-            }
+            push_capped(
+                &mut self.sharpness,
+                e.sharpness,
+                self.cfg.blink_baseline_frames,
+            );
         }
         // Eyelids are read on any face large enough to judge; how deep a dip must be to be a
         // blink follows the opening's own noise (`blink_noise_factor`).
@@ -613,10 +613,7 @@ impl LivenessTrack {
     /// median of the last 3 texture changes over `screen_change`, raised in proportion when
     /// frames come more than `CHANGE_INTERVAL_MS` apart (`since_ms`).
     fn fringes(&mut self, change: f32, since_ms: f64) -> bool {
-        self.recent_change.push_back(change);
-        if self.recent_change.len() > 3 {
-            self.recent_change.pop_front();
-        }
+        push_capped(&mut self.recent_change, change, 3);
         let limit = self.cfg.screen_change * (since_ms / CHANGE_INTERVAL_MS).max(1.0) as f32;
         limit > 0.0
             && self.recent_change.len() == 3
@@ -664,20 +661,14 @@ impl LivenessTrack {
     /// A facial movement: the mouth opening (median of 3 frames) ranged over more than
     /// `mouth_motion` within the window; the window then starts afresh.
     fn mouth(&mut self, open: f32, t_rel: f64, frame: u64) -> bool {
-        self.mouth_raw.push_back(open);
-        if self.mouth_raw.len() > 3 {
-            self.mouth_raw.pop_front();
-        }
+        push_capped(&mut self.mouth_raw, open, 3);
         if self.mouth_raw.len() < 3 {
             return false;
         }
         let Some(m) = median(self.mouth_raw.iter().copied()) else {
             return false;
         };
-        self.mouth.push_back(m);
-        if self.mouth.len() > self.cfg.mouth_window_frames.max(2) {
-            self.mouth.pop_front();
-        }
+        push_capped(&mut self.mouth, m, self.cfg.mouth_window_frames.max(2));
         let (lo, hi) = self
             .mouth
             .iter()
@@ -731,10 +722,7 @@ impl LivenessTrack {
                         };
                     }
                     _ => {
-                        self.baseline.push_back(each);
-                        if self.baseline.len() > cfg.blink_baseline_frames {
-                            self.baseline.pop_front();
-                        }
+                        push_capped(&mut self.baseline, each, cfg.blink_baseline_frames);
                     }
                 }
                 false
@@ -752,10 +740,7 @@ impl LivenessTrack {
                 if o >= lowest + cfg.blink_reopen_fraction * (baseline - lowest) {
                     self.eyelids = Eyelids::Open;
                     self.last_blink_end_ms = Some(t_ms);
-                    self.baseline.push_back(each);
-                    if self.baseline.len() > cfg.blink_baseline_frames {
-                        self.baseline.pop_front();
-                    }
+                    push_capped(&mut self.baseline, each, cfg.blink_baseline_frames);
                     // In a squint one eye's reading can dip alone: both must have closed.
                     let both_closed = baseline >= cfg.blink_squint_baseline
                         || (0..2)
@@ -788,10 +773,7 @@ impl LivenessTrack {
         // Against the first frame: how far the head has turned overall (attack evidence).
         let origin = *self.origin.get_or_insert(*landmarks);
         if let Some(p) = nose_parallax(&origin, landmarks) {
-            self.recent_from_origin.push_back(p[0].hypot(p[1]));
-            if self.recent_from_origin.len() > 3 {
-                self.recent_from_origin.pop_front();
-            }
+            push_capped(&mut self.recent_from_origin, p[0].hypot(p[1]), 3);
             if self.recent_from_origin.len() == 3 {
                 let m = median(self.recent_from_origin.iter().copied()).unwrap_or(0.0);
                 self.max_parallax = self.max_parallax.max(m);
@@ -804,10 +786,7 @@ impl LivenessTrack {
         let Some(p) = nose_parallax(&reference, landmarks) else {
             return false;
         };
-        self.recent_parallax.push_back(p);
-        if self.recent_parallax.len() > 3 {
-            self.recent_parallax.pop_front();
-        }
+        push_capped(&mut self.recent_parallax, p, 3);
         let smooth: [f32; 2] = std::array::from_fn(|i| {
             median(self.recent_parallax.iter().map(|c| c[i])).unwrap_or(p[i])
         });
