@@ -169,6 +169,10 @@ pub enum Command {
         /// Attack sequences per photo (or clip) and type (different motion, size, glare).
         #[arg(long, default_value_t = 1)]
         seeds: u64,
+        /// The first attack seed (seeds run from it): a fresh draw of renders, held out from the
+        /// seeds the rules were tuned on.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        first_seed: u64,
         /// Bona fide window for BPCER, frames.
         #[arg(long, default_value_t = 50)]
         window_frames: usize,

@@ -284,6 +284,12 @@ impl Config {
         if !(0.0..=1.0).contains(&lc.relief_unbent) {
             return bad("liveness.relief_unbent", "must be within [0, 1] (0: off)");
         }
+        if !(0.0..=1.0).contains(&lc.movement_max_change) {
+            return bad(
+                "liveness.movement_max_change",
+                "must be within [0, 1] (0: off)",
+            );
+        }
         if !(0.0..=1.0).contains(&lc.lip_flow) {
             return bad("liveness.lip_flow", "must be within [0, 1] (0: off)");
         }
@@ -518,6 +524,8 @@ mod tests {
             "[liveness]\nrelief_parallax = nan\n",
             "[liveness]\nrelief_unbent = -0.01\n",
             "[liveness]\nrelief_unbent = nan\n",
+            "[liveness]\nmovement_max_change = -0.01\n",
+            "[liveness]\nmovement_max_change = nan\n",
             "[liveness]\nlip_flow = -0.01\n",
             "[liveness]\nlip_flow = nan\n",
             "[liveness]\nlip_flow_ratio = -1\n",

@@ -197,6 +197,14 @@ pub struct LivenessConfig {
     /// than this: a print bent as it is held has a cylinder's relief, which the bend term takes
     /// up; a head keeps its nose, brow and chin. 0: off.
     pub relief_unbent: f32,
+    /// Most texture change (`flow::texture_change`, median of the last `RELIEF_FRAMES` frames,
+    /// per `CHANGE_INTERVAL_MS` as `screen_change`) with which the face's own movements count as
+    /// a head's: a relief (the weaker one with a blink too), the mouth, the lips. A screen's
+    /// moving moiré fringes change the face's texture from frame to frame (too little, or too
+    /// coarse, for the screen cues themselves when the screen barely moves) and throw the
+    /// relief fit about; a replayed person talks and turns on it. Skin keeps its texture as the
+    /// head turns and talks (the eyes and the mouth are not in it). 0: off.
+    pub movement_max_change: f32,
     /// A weaker relief (same measure) that is evidence of life together with a blink: a real
     /// head that blinks and turns slowly (a smile, a glance up) reaches it; an eye-cut print,
     /// the one flat attack that blinks, rarely does. 0 (or `relief_parallax` 0): off.
@@ -249,6 +257,7 @@ impl Default for LivenessConfig {
             mouth_window_frames: 10,
             relief_parallax: 0.02,
             relief_unbent: 0.015,
+            movement_max_change: 0.04,
             relief_with_blink: 0.015,
             lip_flow: 0.03,
             lip_flow_ratio: 2.0,
@@ -456,6 +465,8 @@ pub struct LivenessTrack {
     screen_certain: bool,
     /// Recent texture changes from the frame before (for the median of 3).
     recent_change: VecDeque<f32>,
+    /// The last `RELIEF_FRAMES` texture changes per `CHANGE_INTERVAL_MS` (`texture_kept`).
+    texture: VecDeque<f32>,
     /// Recent mouth openings (raw, for the median of 3) and their medians (the window).
     mouth_raw: VecDeque<f32>,
     mouth: VecDeque<f32>,
@@ -502,6 +513,7 @@ impl LivenessTrack {
             screen_frames: 0,
             screen_certain: false,
             recent_change: VecDeque::new(),
+            texture: VecDeque::new(),
             mouth_raw: VecDeque::new(),
             mouth: VecDeque::new(),
             mouth_moved: false,
@@ -590,6 +602,11 @@ impl LivenessTrack {
             };
             out.eyelid_ratio = base.filter(|b| *b > 0.0).map(|b| e.mean_opening() / b);
         }
+        // The texture's change per `CHANGE_INTERVAL_MS`, for `texture_kept`.
+        if let Some(c) = change.filter(|_| self.judgeable()) {
+            let per = (since_ms / CHANGE_INTERVAL_MS).max(1.0) as f32;
+            push_capped(&mut self.texture, c / per, RELIEF_FRAMES);
+        }
         out.motion = self.parallax(landmarks, t_rel, frame);
         if let Some(m) = mesh.filter(|_| self.judgeable()) {
             out.motion |= self.mouth(m.mouth_open, t_rel, frame);
@@ -620,13 +637,23 @@ impl LivenessTrack {
             && median(self.recent_change.iter().copied()).is_some_and(|m| m > limit)
     }
 
+    /// Whether the face's texture kept as skin's does, so that its movements count as a head's:
+    /// the median of the last `RELIEF_FRAMES` texture changes per `CHANGE_INTERVAL_MS` at most
+    /// `movement_max_change` (or none measured yet).
+    fn texture_kept(&self) -> bool {
+        let limit = self.cfg.movement_max_change;
+        limit <= 0.0 || median(self.texture.iter().copied()).is_none_or(|m| m <= limit)
+    }
+
     /// Talking: the lips and chin moved against the face's fit (median of the last
     /// `RELIEF_FRAMES` pairs) beyond `lip_flow`, and beyond `lip_flow_ratio` times the face's
-    /// own patches; the window then starts afresh.
+    /// own patches, through a texture that kept (`texture_kept`); the window then starts
+    /// afresh.
     fn talking(&mut self, mouth: f32, face: f32, t_rel: f64, frame: u64) -> bool {
         let (limit, ratio) = (self.cfg.lip_flow, self.cfg.lip_flow_ratio);
         let talked = window_medians(&mut self.lips, [mouth, face], limit)
-            .is_some_and(|[m, f]| m > limit && m > ratio * f);
+            .is_some_and(|[m, f]| m > limit && m > ratio * f)
+            && self.texture_kept();
         if talked {
             self.talked = true;
             self.motion.push(Event { t: t_rel, frame });
@@ -638,12 +665,14 @@ impl LivenessTrack {
     /// Relief: the face's texture moved like a face's relief, not one plane (the parallax
     /// vector's median over the last `RELIEF_FRAMES` pairs, component by component, longer than
     /// `relief_parallax`), and not as a bent print does (the same for the vector fitted with a
-    /// print's bend, `unbent`, longer than `relief_unbent`; a pair without it counts as none);
-    /// the window then starts afresh.
+    /// print's bend, `unbent`, longer than `relief_unbent`; a pair without it counts as none),
+    /// through a texture that kept (`texture_kept`: else no relief at all); the window then
+    /// starts afresh.
     fn relief(&mut self, e: [f32; 2], unbent: Option<[f32; 2]>, t_rel: f64, frame: u64) -> bool {
         let limit = self.cfg.relief_parallax;
         let u = unbent.unwrap_or([0.0; 2]);
-        let medians = window_medians(&mut self.flow, [e[0], e[1], u[0], u[1]], limit);
+        let medians = window_medians(&mut self.flow, [e[0], e[1], u[0], u[1]], limit)
+            .filter(|_| self.texture_kept());
         let relief = medians.map(|m| m[0].hypot(m[1]));
         let unbent = medians.map(|m| m[2].hypot(m[3]));
         self.max_relief = self.max_relief.max(relief.unwrap_or(0.0));
@@ -659,7 +688,8 @@ impl LivenessTrack {
     }
 
     /// A facial movement: the mouth opening (median of 3 frames) ranged over more than
-    /// `mouth_motion` within the window; the window then starts afresh.
+    /// `mouth_motion` within the window, through a texture that kept (`texture_kept`); the
+    /// window then starts afresh.
     fn mouth(&mut self, open: f32, t_rel: f64, frame: u64) -> bool {
         push_capped(&mut self.mouth_raw, open, 3);
         if self.mouth_raw.len() < 3 {
@@ -674,7 +704,7 @@ impl LivenessTrack {
             .iter()
             .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
         let enough = (self.cfg.mouth_window_frames / 2).max(2);
-        if self.mouth.len() >= enough && hi - lo > self.cfg.mouth_motion {
+        if self.mouth.len() >= enough && hi - lo > self.cfg.mouth_motion && self.texture_kept() {
             self.mouth_moved = true;
             self.motion.push(Event { t: t_rel, frame });
             self.mouth.clear();
@@ -1524,12 +1554,19 @@ mod tests {
         assert!(run_at(&cfg, 0.1, 1, 100.0).presented());
         assert!(!run_at(&cfg, 0.1, 1, 200.0).presented());
         assert!(run_at(&cfg, 0.15, 1, 200.0).presented());
-        // Turned off.
+        // Turned off: no screen, though the relief through such a texture counts only with
+        // `movement_max_change` off too.
         let off = LivenessConfig {
             screen_change: 0.0,
             ..LivenessConfig::default()
         };
-        assert_eq!(run(&off, 0.15, 1).verdict(), Verdict::Live);
+        assert!(!run(&off, 0.15, 1).presented());
+        assert_ne!(run(&off, 0.15, 1).verdict(), Verdict::Live);
+        let both_off = LivenessConfig {
+            movement_max_change: 0.0,
+            ..off
+        };
+        assert_eq!(run(&both_off, 0.15, 1).verdict(), Verdict::Live);
     }
 
     #[test]
@@ -1598,6 +1635,86 @@ mod tests {
         };
         assert_eq!(run(&off, Some([0.004, -0.002])).verdict(), Verdict::Live);
         assert_eq!(run(&off, None).verdict(), Verdict::Live);
+    }
+
+    #[test]
+    fn movements_through_a_changing_texture_are_no_head_movement() {
+        // 12 frames `ms` apart whose texture changed by `change` from each frame to the next,
+        // showing a head's relief (bend fitted too) or a talking mouth (the mesh's opening);
+        // the eyes dip once at frame 6 when `blink`.
+        let run = |cfg: &LivenessConfig, ms: f64, change: f32, talk: bool, blink: bool| {
+            let mut t = LivenessTrack::new(cfg.clone());
+            let speech = [
+                0.02, 0.03, 0.02, 0.08, 0.15, 0.2, 0.18, 0.1, 0.04, 0.03, 0.02, 0.02,
+            ];
+            for i in 0..12u64 {
+                let o = if blink && i == 6 { 0.2 } else { 0.32 };
+                let f = FlowObservation {
+                    residual: 0.05,
+                    points: 40,
+                    e: [0.03, 0.004],
+                    unbent: Some([0.028, 0.005]),
+                    mouth: None,
+                    face: 0.01,
+                };
+                let m = MeshObservation {
+                    rigid: Vec::new(),
+                    mouth_open: speech[i as usize],
+                    eyelids: [0.3, 0.3],
+                };
+                t.update(
+                    i as f64 * ms,
+                    i,
+                    &FACE,
+                    &Cues {
+                        eyes: Some(&eyes(o)),
+                        flow: (!talk).then_some(&f),
+                        mesh: talk.then_some(&m),
+                        change: Some(change),
+                        ..Cues::default()
+                    },
+                );
+            }
+            t
+        };
+        let cfg = LivenessConfig::default();
+        let limit = cfg.movement_max_change;
+        assert!(
+            limit > 0.0 && limit < cfg.screen_change,
+            "on by default, under the screen cue"
+        );
+        let fringes = 1.5 * limit;
+        for (talk, cue) in [(false, "relief"), (true, "mouth")] {
+            // Skin keeps its texture as the head turns or talks: live by that movement.
+            let skin = run(&cfg, 100.0, 0.01, talk, false);
+            assert_eq!(skin.life_cues(), [cue]);
+            assert_eq!(skin.verdict(), Verdict::Live);
+            // A screen's moving fringes, too slow for the screen cue itself: no movement.
+            let screen = run(&cfg, 100.0, fringes, talk, false);
+            assert!(!screen.presented(), "the screen cue alone does not see it");
+            let events = screen.motion_events();
+            assert!(events.is_empty(), "{cue}: {events:?}");
+            assert_ne!(screen.verdict(), Verdict::Live);
+            // Frames 0.2 s apart: the same change is half as much per 0.1 s, as a head's is.
+            assert_eq!(
+                run(&cfg, 200.0, fringes, talk, false).verdict(),
+                Verdict::Live
+            );
+            // Off: the movement counts whatever the texture did.
+            let off = LivenessConfig {
+                movement_max_change: 0.0,
+                ..cfg.clone()
+            };
+            assert_eq!(
+                run(&off, 100.0, fringes, talk, false).verdict(),
+                Verdict::Live
+            );
+        }
+        // A blink with the fringes' relief is no blink with a relief either.
+        let blinked = run(&cfg, 100.0, fringes, false, true);
+        assert_eq!(blinked.blinks().len(), 1);
+        assert!(blinked.life_cues().is_empty(), "{:?}", blinked.life_cues());
+        assert_ne!(blinked.verdict(), Verdict::Live);
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Options {
     pub frames: usize,
     pub fps: f64,
     pub seeds: u64,
+    /// The first seed: attacks are rendered with seeds `first_seed..first_seed + seeds`.
+    pub first_seed: u64,
     /// Bona fide window length (BPCER) and step between windows, frames.
     pub window_frames: usize,
     pub window_stride: usize,
@@ -661,24 +663,21 @@ pub fn run(
             if kind == AttackKind::ReplayScreen || (kind.needs_clip() && sources.is_empty()) {
                 continue;
             }
-            for seed in 0..opts.seeds {
+            for seed in opts.first_seed..opts.first_seed + opts.seeds {
                 jobs.push(AttackJob::Photo {
                     path,
                     img,
                     face: face.clone(),
                     kind,
-                    seed: seed + 1,
-                    clip: (pi + seed as usize) % sources.len().max(1),
+                    seed,
+                    clip: (pi + seed as usize - 1) % sources.len().max(1),
                 });
             }
         }
     }
     for clip in 0..sources.len() {
-        for seed in 0..opts.seeds {
-            jobs.push(AttackJob::Replay {
-                clip,
-                seed: seed + 1,
-            });
+        for seed in opts.first_seed..opts.first_seed + opts.seeds {
+            jobs.push(AttackJob::Replay { clip, seed });
         }
     }
     let judged = parallel(&jobs, |job| {
