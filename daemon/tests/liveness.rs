@@ -387,13 +387,28 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
         no_weak["bona_fide"]["per_clip"]
     );
     // Without the texture change, the replay of lp_d13 (a talking, blinking woman on a screen
-    // whose grid barely aliases into a moiré peak) is accepted.
-    let no_fringes = rejudge(&[("FACEGATE_LIVENESS__SCREEN_CHANGE", "0")]);
+    // whose grid barely aliases into a moiré peak) is accepted. It serves twice: as a screen
+    // cue (`screen_change`) and as what a head's movements must come through
+    // (`movement_max_change`); either alone stops that replay.
+    let no_change = rejudge(&[
+        ("FACEGATE_LIVENESS__SCREEN_CHANGE", "0"),
+        ("FACEGATE_LIVENESS__MOVEMENT_MAX_CHANGE", "0"),
+    ]);
     assert!(
-        accepted(&no_fringes, "replay_screen") > 0,
+        accepted(&no_change, "replay_screen") > 0,
         "{}",
-        no_fringes["synthetic_attacks"]
+        no_change["synthetic_attacks"]
     );
+    for only in ["SCREEN_CHANGE", "MOVEMENT_MAX_CHANGE"] {
+        let key = format!("FACEGATE_LIVENESS__{only}");
+        let half = rejudge(&[(key.as_str(), "0")]);
+        assert_eq!(
+            accepted(&half, "replay_screen"),
+            0,
+            "{only} off: {}",
+            half["synthetic_attacks"]
+        );
+    }
     // The face flow compares every frame with the one 0.3 s before: at their own size (eye
     // distances 24-110 px, pexels' hovering at 96) every real clip has it on nearly every pair
     // whose two frames show the face (pexels had it on 79 % while each frame chose its own
