@@ -130,6 +130,29 @@ fn a_head_that_turns_without_blinking_is_live_by_its_relief() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Renders 50 frames of a SYNTHETIC attack of `kind` into `dir` with `facegate attack`, from
+/// `source` in ../shared/data given as `--photo` or `--clip` (`from`).
+fn render_attack(dir: &std::path::Path, from: &str, source: &str, kind: &str, seed: u32) {
+    let seed = seed.to_string();
+    let render = facegate(
+        &[
+            "attack",
+            from,
+            path(&data(source)),
+            "--kind",
+            kind,
+            "--seed",
+            &seed,
+            "--frames",
+            "50",
+            "--out",
+            path(dir),
+        ],
+        &[],
+    );
+    assert!(render.status.success(), "{render:?}");
+}
+
 /// A print of a laughing face (hand_on_forehead.png: narrowed eyes, open level ~0.2) held up
 /// and swayed: the eye model's reading of one printed eye dips for half a second (frames
 /// 40-44 of this SYNTHETIC sequence) while the other stays open. In a squint a closure counts
@@ -138,24 +161,7 @@ fn a_head_that_turns_without_blinking_is_live_by_its_relief() {
 #[test]
 fn a_printed_laughing_face_does_not_blink_by_one_eye() {
     let dir = tempdir("squint-print");
-    let photo = data("photos/hand_on_forehead.png");
-    let render = facegate(
-        &[
-            "attack",
-            "--photo",
-            path(&photo),
-            "--kind",
-            "print",
-            "--seed",
-            "1",
-            "--frames",
-            "50",
-            "--out",
-            path(&dir),
-        ],
-        &[],
-    );
-    assert!(render.status.success(), "{render:?}");
+    render_attack(&dir, "--photo", "photos/hand_on_forehead.png", "print", 1);
     let run = |env: &[(&str, &str)]| {
         let mut env = env.to_vec();
         env.push(("FACEGATE_LIVENESS__BLINK_SUFFICES", "true"));
@@ -181,23 +187,7 @@ fn a_printed_laughing_face_does_not_blink_by_one_eye() {
 #[test]
 fn a_replay_on_a_screen_held_still_is_not_live_by_the_replayed_face() {
     let dir = tempdir("still-replay");
-    let render = facegate(
-        &[
-            "attack",
-            "--clip",
-            path(&data("video/carphone")),
-            "--kind",
-            "replay-screen",
-            "--seed",
-            "9",
-            "--frames",
-            "50",
-            "--out",
-            path(&dir),
-        ],
-        &[],
-    );
-    assert!(render.status.success(), "{render:?}");
+    render_attack(&dir, "--clip", "video/carphone", "replay-screen", 9);
     let run = |env: &[(&str, &str)]| {
         stdout_json(&facegate(
             &["liveness", "--frames", path(&dir), "--json"],
