@@ -202,6 +202,29 @@ fn a_replay_on_a_screen_held_still_is_not_live_by_the_replayed_face() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Seeds past the last one pad-eval can number are refused with the flags named, not wrapped
+/// round to seeds already used.
+#[test]
+fn pad_eval_refuses_seeds_past_the_last() {
+    let out = facegate(
+        &[
+            "pad-eval",
+            "--photos",
+            path(&data("photos/single_face.jpg")),
+            "--first-seed",
+            &u64::MAX.to_string(),
+            "--seeds",
+            "2",
+        ],
+        &[],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--first-seed plus --seeds"), "{err}");
+    let zero = facegate(&["pad-eval", "--photos", "x.jpg", "--first-seed", "0"], &[]);
+    assert!(!zero.status.success(), "{zero:?}");
+}
+
 /// Every real person in ../shared/data/video, at its own size and with the face shrunk to ~80 px
 /// wide, is verified live in every session that has 5 s of frames (sessions start every second),
 /// grid_lbbc2a too, who does not blink in its 3 s (labelled) but talks. SYNTHETIC photo attacks

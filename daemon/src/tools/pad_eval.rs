@@ -551,6 +551,10 @@ pub fn run(
         opts.fps > 0.0 && opts.fps.is_finite(),
         "--fps must be positive"
     );
+    anyhow::ensure!(
+        opts.first_seed.checked_add(opts.seeds).is_some(),
+        "--first-seed plus --seeds must stay under 2^64"
+    );
     // Bona fide: one stream pass per clip at its own size, then per downscaled copy.
     let native: Vec<(String, Vec<Option<Obs>>)> = parallel(&opts.clips, |clip| {
         let files = frame_files(clip)?;
