@@ -202,8 +202,8 @@ fn a_replay_on_a_screen_held_still_is_not_live_by_the_replayed_face() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Seeds past the last one pad-eval can number are refused with the flags named, not wrapped
-/// round to seeds already used.
+/// Seeds past the last one pad-eval can number are refused with the flags named (the range of
+/// seeds would wrap round and render no attack at all, reporting an APCER of nothing).
 #[test]
 fn pad_eval_refuses_seeds_past_the_last() {
     let out = facegate(
