@@ -223,6 +223,8 @@ fn pad_eval_refuses_seeds_past_the_last() {
     assert!(err.contains("--first-seed plus --seeds"), "{err}");
     let zero = facegate(&["pad-eval", "--photos", "x.jpg", "--first-seed", "0"], &[]);
     assert!(!zero.status.success(), "{zero:?}");
+    let err = String::from_utf8_lossy(&zero.stderr);
+    assert!(err.contains("--first-seed"), "{err}");
 }
 
 /// Every real person in ../shared/data/video, at its own size and with the face shrunk to ~80 px
