@@ -277,30 +277,21 @@ impl Config {
                 "must be at least 2 and at most liveness.blink_baseline_frames",
             );
         }
-        // A negative or NaN limit would make every frame pair, or none, a head's relief.
-        if !(0.0..=1.0).contains(&lc.relief_parallax) {
-            return bad("liveness.relief_parallax", "must be within [0, 1] (0: off)");
-        }
-        if !(0.0..=1.0).contains(&lc.relief_unbent) {
-            return bad("liveness.relief_unbent", "must be within [0, 1] (0: off)");
-        }
-        if !(0.0..=1.0).contains(&lc.movement_max_change) {
-            return bad(
-                "liveness.movement_max_change",
-                "must be within [0, 1] (0: off)",
-            );
-        }
-        if !(0.0..=1.0).contains(&lc.lip_flow) {
-            return bad("liveness.lip_flow", "must be within [0, 1] (0: off)");
+        // A negative or NaN limit would make every frame pair, or none, a head's relief (or
+        // every eye, or none, squinting).
+        for (key, limit) in [
+            ("liveness.relief_parallax", lc.relief_parallax),
+            ("liveness.relief_unbent", lc.relief_unbent),
+            ("liveness.movement_max_change", lc.movement_max_change),
+            ("liveness.lip_flow", lc.lip_flow),
+            ("liveness.blink_squint_baseline", lc.blink_squint_baseline),
+        ] {
+            if !(0.0..=1.0).contains(&limit) {
+                return bad(key, "must be within [0, 1] (0: off)");
+            }
         }
         if !(0.0..=100.0).contains(&lc.lip_flow_ratio) {
             return bad("liveness.lip_flow_ratio", "must be within [0, 100]");
-        }
-        if !(0.0..=1.0).contains(&lc.blink_squint_baseline) {
-            return bad(
-                "liveness.blink_squint_baseline",
-                "must be within [0, 1] (0: off)",
-            );
         }
         if !(0.0..=240.0).contains(&self.liveness.analysis_fps) {
             return bad(

@@ -607,14 +607,15 @@ impl LivenessTrack {
             let per = (since_ms / CHANGE_INTERVAL_MS).max(1.0) as f32;
             push_capped(&mut self.texture, c / per, RELIEF_FRAMES);
         }
+        let kept = self.texture_kept();
         out.motion = self.parallax(landmarks, t_rel, frame);
         if let Some(m) = mesh.filter(|_| self.judgeable()) {
-            out.motion |= self.mouth(m.mouth_open, t_rel, frame);
+            out.motion |= self.mouth(m.mouth_open, kept, t_rel, frame);
         }
         if let Some(f) = flow.filter(|_| self.judgeable()) {
-            out.motion |= self.relief(f.e, f.unbent, t_rel, frame);
+            out.motion |= self.relief(f.e, f.unbent, kept, t_rel, frame);
             if let Some(m) = f.mouth {
-                out.motion |= self.talking(m, f.face, t_rel, frame);
+                out.motion |= self.talking(m, f.face, kept, t_rel, frame);
             }
         }
         if let Some(c) = change.filter(|_| self.judgeable()) {
@@ -647,13 +648,13 @@ impl LivenessTrack {
 
     /// Talking: the lips and chin moved against the face's fit (median of the last
     /// `RELIEF_FRAMES` pairs) beyond `lip_flow`, and beyond `lip_flow_ratio` times the face's
-    /// own patches, through a texture that kept (`texture_kept`); the window then starts
-    /// afresh.
-    fn talking(&mut self, mouth: f32, face: f32, t_rel: f64, frame: u64) -> bool {
+    /// own patches, through a texture that kept (`kept`: `texture_kept`); the window then
+    /// starts afresh.
+    fn talking(&mut self, mouth: f32, face: f32, kept: bool, t_rel: f64, frame: u64) -> bool {
         let (limit, ratio) = (self.cfg.lip_flow, self.cfg.lip_flow_ratio);
         let talked = window_medians(&mut self.lips, [mouth, face], limit)
             .is_some_and(|[m, f]| m > limit && m > ratio * f)
-            && self.texture_kept();
+            && kept;
         if talked {
             self.talked = true;
             self.motion.push(Event { t: t_rel, frame });
@@ -666,13 +667,20 @@ impl LivenessTrack {
     /// vector's median over the last `RELIEF_FRAMES` pairs, component by component, longer than
     /// `relief_parallax`), and not as a bent print does (the same for the vector fitted with a
     /// print's bend, `unbent`, longer than `relief_unbent`; a pair without it counts as none),
-    /// through a texture that kept (`texture_kept`: else no relief at all); the window then
-    /// starts afresh.
-    fn relief(&mut self, e: [f32; 2], unbent: Option<[f32; 2]>, t_rel: f64, frame: u64) -> bool {
+    /// through a texture that kept (`kept`: `texture_kept`; else no relief at all); the window
+    /// then starts afresh.
+    fn relief(
+        &mut self,
+        e: [f32; 2],
+        unbent: Option<[f32; 2]>,
+        kept: bool,
+        t_rel: f64,
+        frame: u64,
+    ) -> bool {
         let limit = self.cfg.relief_parallax;
         let u = unbent.unwrap_or([0.0; 2]);
-        let medians = window_medians(&mut self.flow, [e[0], e[1], u[0], u[1]], limit)
-            .filter(|_| self.texture_kept());
+        let medians =
+            window_medians(&mut self.flow, [e[0], e[1], u[0], u[1]], limit).filter(|_| kept);
         let relief = medians.map(|m| m[0].hypot(m[1]));
         let unbent = medians.map(|m| m[2].hypot(m[3]));
         self.max_relief = self.max_relief.max(relief.unwrap_or(0.0));
@@ -688,9 +696,9 @@ impl LivenessTrack {
     }
 
     /// A facial movement: the mouth opening (median of 3 frames) ranged over more than
-    /// `mouth_motion` within the window, through a texture that kept (`texture_kept`); the
-    /// window then starts afresh.
-    fn mouth(&mut self, open: f32, t_rel: f64, frame: u64) -> bool {
+    /// `mouth_motion` within the window, through a texture that kept (`kept`: `texture_kept`);
+    /// the window then starts afresh.
+    fn mouth(&mut self, open: f32, kept: bool, t_rel: f64, frame: u64) -> bool {
         push_capped(&mut self.mouth_raw, open, 3);
         if self.mouth_raw.len() < 3 {
             return false;
@@ -704,7 +712,7 @@ impl LivenessTrack {
             .iter()
             .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
         let enough = (self.cfg.mouth_window_frames / 2).max(2);
-        if self.mouth.len() >= enough && hi - lo > self.cfg.mouth_motion && self.texture_kept() {
+        if self.mouth.len() >= enough && hi - lo > self.cfg.mouth_motion && kept {
             self.mouth_moved = true;
             self.motion.push(Event { t: t_rel, frame });
             self.mouth.clear();
