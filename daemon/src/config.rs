@@ -290,6 +290,9 @@ impl Config {
                 return bad(key, "must be within [0, 1] (0: off)");
             }
         }
+        if lc.head_evidence == 0 {
+            return bad("liveness.head_evidence", "must be at least 1");
+        }
         if !(0.0..=100.0).contains(&lc.lip_flow_ratio) {
             return bad("liveness.lip_flow_ratio", "must be within [0, 100]");
         }
@@ -522,6 +525,7 @@ mod tests {
             "[liveness]\nlip_flow_ratio = -1\n",
             "[liveness]\nblink_squint_baseline = 1.5\n",
             "[liveness]\nblink_squint_baseline = nan\n",
+            "[liveness]\nhead_evidence = 0\n",
             "[door]\nunknown_rechecks = 1000\n",
             "[door]\nunknown_recheck_s = -1\n",
             "[door]\nunknown_recheck_margin = 1.5\n",

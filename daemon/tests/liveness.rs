@@ -108,26 +108,38 @@ fn every_labelled_blink_is_found_and_false_blinks_are_few() {
     }
 }
 
-/// headtrackr_cap4 from 6 s on: a webcam user (a blurry face 67 px wide) who turns his head
+/// headtrackr_cap4 from 5 s on: a webcam user (a blurry face 67 px wide) who turns his head
 /// and does not blink. His eyelids show no blink and CenterFace's landmarks on so blurry a
 /// face are not evidence (ARCHITECTURE.md); the relief of his face's own texture motion is:
-/// `live` within the 5 s. With `relief_parallax = 0` (off) the same frames are not.
+/// `live` within the 5 s, by two movements (`liveness.head_evidence`). With `relief_parallax =
+/// 0` (off) the same frames are not. From 6 s on he turns once in 5 s: that movement alone is
+/// not confirmed (`unknown`, score 0.5: he would be asked to turn his head again), and is
+/// enough with `head_evidence = 1`.
 #[test]
 fn a_head_that_turns_without_blinking_is_live_by_its_relief() {
-    let dir = clip_excerpt("relief", "headtrackr_cap4", 61, 110);
-    let run = |env: &[(&str, &str)]| {
+    let dir = clip_excerpt("relief", "headtrackr_cap4", 51, 100);
+    let run = |dir: &std::path::Path, env: &[(&str, &str)]| {
         stdout_json(&facegate(
-            &["liveness", "--frames", path(&dir), "--json"],
+            &["liveness", "--frames", path(dir), "--json"],
             env,
         ))
     };
-    let v = run(&[]);
+    let v = run(&dir, &[]);
     assert_eq!(v["verdict"], "live", "{v}");
     assert_eq!(v["blinks"].as_array().unwrap().len(), 0, "{v}");
     assert!(!v["motion_events"].as_array().unwrap().is_empty(), "{v}");
-    let off = run(&[("FACEGATE_LIVENESS__RELIEF_PARALLAX", "0")]);
+    let off = run(&dir, &[("FACEGATE_LIVENESS__RELIEF_PARALLAX", "0")]);
     assert_ne!(off["verdict"], "live", "{off}");
     std::fs::remove_dir_all(dir).unwrap();
+
+    let once = clip_excerpt("relief-once", "headtrackr_cap4", 61, 110);
+    let v = run(&once, &[]);
+    assert_eq!(v["verdict"], "unknown", "{v}");
+    assert_eq!(v["spoof_score"], 0.5, "{v}");
+    let lenient = run(&once, &[("FACEGATE_LIVENESS__HEAD_EVIDENCE", "1")]);
+    assert_eq!(lenient["verdict"], "live", "{lenient}");
+    assert_eq!(lenient["blinks"].as_array().unwrap().len(), 0, "{lenient}");
+    std::fs::remove_dir_all(once).unwrap();
 }
 
 /// Renders 50 frames of a SYNTHETIC attack of `kind` into `dir` with `facegate attack`, from
@@ -267,7 +279,9 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     let per_clip = v["bona_fide"]["per_clip"].as_array().unwrap();
     // Every session of every real person with 5 s of frames is verified: pexels' smiling,
     // glancing face from 12 and 13 s on only by her blink with a weak relief. (headtrackr's
-    // session from 17 s has 2.2 s of frames, in which he holds still.)
+    // session from 17 s has 2.2 s of frames, in which he holds still.) But one: headtrackr's
+    // session from 6 s, in which he turns his head once and does not blink. One movement is
+    // not confirmed (`liveness.head_evidence`, above): he would be asked to turn again.
     for c in per_clip {
         let name = c["clip"].as_str().unwrap();
         let never = c["time_to_live_s"]
@@ -276,9 +290,10 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
             .iter()
             .filter(|t| t.is_null())
             .count() as u64;
-        assert_eq!(
-            never,
-            c["cut_sessions"].as_u64().unwrap(),
+        let unconfirmed = u64::from(name == "headtrackr_cap4");
+        let cut = c["cut_sessions"].as_u64().unwrap();
+        assert!(
+            (cut..=cut + unconfirmed).contains(&never),
             "{name} at {}: a session with 5 s of frames not verified: {c}",
             c["scale"]
         );
@@ -391,7 +406,10 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
         assert_eq!(never(&v, speaker), 0.0, "{speaker}: {v}");
     }
     for mover in ["headtrackr_cap4", "lp_d11", "lp_d6", "lp_d18", "carphone"] {
-        assert!(never(&no_lips, mover) < 0.1, "{mover}: {no_lips}");
+        assert!(
+            never(&no_lips, mover) - never(&v, mover) < 0.1,
+            "{mover}: {no_lips}"
+        );
     }
     // Without a blink and a weak relief counting together, pexels' sessions from 12 and 13 s
     // are never verified (a blink alone is no evidence, her relief stays under 0.02).

@@ -224,6 +224,13 @@ pub struct LivenessConfig {
     /// counts (a relief, the mouth, strong parallax), which stops eye-cut prints (real eyes
     /// blinking behind a photo) at the price of asking still people to turn their head.
     pub blink_suffices: bool,
+    /// Pieces of evidence that the face is a head, not a sheet, a live verdict needs: each
+    /// head movement (a mouth, a relief, the lips: each event counts), nose parallax beyond
+    /// `parallax_live` (once), a blink (once; never on its own, which is `blink_suffices`).
+    /// One of them must be a movement; a blink with a weak relief (`relief_with_blink`) is two
+    /// already. Each cue is a threshold on noisy measures, and a print or a screen crosses one
+    /// now and then as it sways: a second, independent piece confirms. 1: any one movement.
+    pub head_evidence: u32,
 }
 
 impl Default for LivenessConfig {
@@ -263,6 +270,7 @@ impl Default for LivenessConfig {
             lip_flow_ratio: 2.0,
             analysis_fps: 10.0,
             blink_suffices: false,
+            head_evidence: 2,
         }
     }
 }
@@ -483,6 +491,8 @@ pub struct LivenessTrack {
     lips: VecDeque<[f32; 2]>,
     /// Whether the lips moved against the face (talking).
     talked: bool,
+    /// Head movement events so far (the mouth, a relief, the lips: `head_evidence`).
+    moves: u32,
 }
 
 impl LivenessTrack {
@@ -522,6 +532,7 @@ impl LivenessTrack {
             max_relief: 0.0,
             lips: VecDeque::new(),
             talked: false,
+            moves: 0,
         }
     }
 
@@ -657,6 +668,7 @@ impl LivenessTrack {
             && kept;
         if talked {
             self.talked = true;
+            self.moves += 1;
             self.motion.push(Event { t: t_rel, frame });
             self.lips.clear();
         }
@@ -689,6 +701,7 @@ impl LivenessTrack {
             && (bend_limit <= 0.0 || unbent.is_some_and(|r| r > bend_limit));
         if moved {
             self.relief = true;
+            self.moves += 1;
             self.motion.push(Event { t: t_rel, frame });
             self.flow.clear();
         }
@@ -714,6 +727,7 @@ impl LivenessTrack {
         let enough = (self.cfg.mouth_window_frames / 2).max(2);
         if self.mouth.len() >= enough && hi - lo > self.cfg.mouth_motion && kept {
             self.mouth_moved = true;
+            self.moves += 1;
             self.motion.push(Event { t: t_rel, frame });
             self.mouth.clear();
             return true;
@@ -910,9 +924,10 @@ impl LivenessTrack {
     /// Presentation-attack score in [0, 1]: 1 when the face was presented on a held sheet or a
     /// screen (`presented`), whatever else it did; else 0 with evidence of life: a blink (a
     /// print or a screen showing a photo cannot blink; not with `blink_suffices` off) or a
-    /// movement a flat sheet cannot make (`moved_as_a_head`); else from 0.5 (no evidence
-    /// either way) towards 1 as the face moved like a plane (the face mesh's rigid upper face
-    /// foreshortened beyond `planar_anisotropy`).
+    /// movement a flat sheet cannot make, confirmed (`moved_as_a_head`, `head_evidence`); 0.5
+    /// (no evidence either way) with such a movement not yet confirmed; else from 0.5 towards
+    /// 1 as the face moved like a plane (the face mesh's rigid upper face foreshortened beyond
+    /// `planar_anisotropy`).
     ///
     /// Parallax below `parallax_live` is not evidence of life: CenterFace's landmarks on a
     /// tilted photo drift systematically (0.05-0.10 eye distances at 25° of tilt, measured with
@@ -925,6 +940,11 @@ impl LivenessTrack {
         let blinked = self.cfg.blink_suffices && !self.blinks.is_empty();
         if blinked || self.moved_as_a_head() {
             return 0.0;
+        }
+        // A movement a sheet cannot make, not yet confirmed (`head_evidence`): no evidence
+        // either way, whatever the face's plane did as the head turned.
+        if self.moved_at_all() {
+            return 0.5;
         }
         // The rigid upper face foreshortened like a tilted sheet (the mesh, not the mouth or
         // roll, which a talking or tilting head changes too).
@@ -943,20 +963,34 @@ impl LivenessTrack {
         self.head_cues().iter().any(|(shown, _)| *shown)
     }
 
-    /// Each way of moving as a head does (`moved_as_a_head`), whether it was shown, by name.
+    /// Nose parallax beyond `parallax_live` on a detailed face (landmarks of a blurry face drift
+    /// too).
+    fn strong_parallax(&self) -> bool {
+        self.detailed() && self.judgeable() && self.max_parallax >= self.cfg.parallax_live
+    }
+
+    /// Whether the face made a movement a sheet cannot make (a head movement or strong
+    /// parallax), whether or not the evidence is enough yet (`head_evidence`).
+    fn moved_at_all(&self) -> bool {
+        self.moves > 0 || self.strong_parallax()
+    }
+
+    /// Each way of moving as a head does (`moved_as_a_head`), whether it was shown (with enough
+    /// pieces of evidence, `head_evidence`), by name.
     fn head_cues(&self) -> [(bool, &'static str); 5] {
         let weak = self.cfg.relief_with_blink;
         let blink_and_weak_relief =
             weak > 0.0 && self.max_relief >= weak && !self.blinks.is_empty();
-        // Landmarks of a blurry face drift too: parallax counts only on a detailed one.
-        let parallax =
-            self.detailed() && self.judgeable() && self.max_parallax >= self.cfg.parallax_live;
+        let parallax = self.strong_parallax();
+        // Each movement, strong parallax and a blink are a piece of evidence each.
+        let pieces = self.moves + u32::from(parallax) + u32::from(!self.blinks.is_empty());
+        let enough = pieces >= self.cfg.head_evidence;
         [
-            (self.mouth_moved, "mouth"),
-            (self.relief, "relief"),
-            (self.talked, "lips"),
+            (self.mouth_moved && enough, "mouth"),
+            (self.relief && enough, "relief"),
+            (self.talked && enough, "lips"),
             (blink_and_weak_relief, "blink+relief"),
-            (parallax, "parallax"),
+            (parallax && enough, "parallax"),
         ]
     }
 
@@ -1331,24 +1365,36 @@ mod tests {
 
     #[test]
     fn a_head_turn_is_motion_and_scores_live() {
-        let mut t = LivenessTrack::new(LivenessConfig::default());
-        for i in 0..20u64 {
-            // The nose moves sideways relative to the eyes: the head turns.
-            let mut lm = FACE;
-            lm[2][0] += i as f32 * 1.1;
-            t.update(
-                i as f64 * 100.0,
-                i,
-                &lm,
-                &Cues {
-                    eyes: Some(&eyes(0.32)),
-                    ..Cues::default()
-                },
-            );
-        }
+        // Strong parallax is one piece of evidence: alone it is confirmed only with
+        // `head_evidence` 1 (below, `one_movement_is_confirmed_by_a_second_piece_of_evidence`).
+        let turn = |cfg: LivenessConfig| {
+            let mut t = LivenessTrack::new(cfg);
+            for i in 0..20u64 {
+                // The nose moves sideways relative to the eyes: the head turns.
+                let mut lm = FACE;
+                lm[2][0] += i as f32 * 1.1;
+                t.update(
+                    i as f64 * 100.0,
+                    i,
+                    &lm,
+                    &Cues {
+                        eyes: Some(&eyes(0.32)),
+                        ..Cues::default()
+                    },
+                );
+            }
+            t
+        };
+        let t = turn(LivenessConfig {
+            head_evidence: 1,
+            ..LivenessConfig::default()
+        });
         assert!(!t.motion_events().is_empty());
         assert!(t.spoof_score() < 0.1, "{}", t.spoof_score());
         assert_eq!(t.verdict(), Verdict::Live);
+        let unconfirmed = turn(LivenessConfig::default());
+        assert_eq!(unconfirmed.spoof_score(), 0.5);
+        assert_eq!(unconfirmed.verdict(), Verdict::Unknown);
         let still = {
             let mut t = LivenessTrack::new(LivenessConfig::default());
             for i in 0..20u64 {
@@ -1799,11 +1845,15 @@ mod tests {
             }
             t
         };
-        // Speech: the lips open to 0.2 eye widths and close again within a second.
-        let talk = run(&[
-            0.02, 0.03, 0.02, 0.08, 0.15, 0.2, 0.18, 0.1, 0.04, 0.03, 0.02,
-        ]);
-        assert_eq!(talk.motion_events().len(), 1);
+        // Speech: the lips open to 0.2 eye widths and close again within a second; once is a
+        // movement not yet confirmed (`head_evidence`), twice is live.
+        let word = [0.02, 0.03, 0.02, 0.08, 0.15, 0.2, 0.18, 0.1, 0.04, 0.03, 0.02];
+        let once = run(&word);
+        assert_eq!(once.motion_events().len(), 1);
+        assert_eq!(once.spoof_score(), 0.5);
+        assert_eq!(once.verdict(), Verdict::Unknown);
+        let talk = run(&[word, word].concat());
+        assert!(talk.motion_events().len() >= 2, "{:?}", talk.motion_events());
         assert!(talk.spoof_score() < 0.1, "{}", talk.spoof_score());
         assert_eq!(talk.verdict(), Verdict::Live);
         // A print: the mesh's mouth wobbles by a few hundredths; one outlier frame is smoothed.
@@ -1812,6 +1862,78 @@ mod tests {
         ]);
         assert!(print.motion_events().is_empty());
         assert_eq!(print.verdict(), Verdict::Unknown);
+    }
+
+    /// A face seen with the eye model and the face mesh: `openings[i]` and `mouth[i]` in frame
+    /// `i` (frames 100 ms apart; the shorter list is padded with its last value).
+    fn run_eyes_and_mouth(cfg: LivenessConfig, openings: &[f32], mouth: &[f32]) -> LivenessTrack {
+        let mut t = LivenessTrack::new(cfg);
+        for i in 0..openings.len().max(mouth.len()) {
+            let at = |v: &[f32]| v[i.min(v.len() - 1)];
+            let mesh = MeshObservation {
+                rigid: Vec::new(),
+                mouth_open: at(mouth),
+                eyelids: [0.3, 0.3],
+            };
+            t.update(
+                i as f64 * 100.0,
+                i as u64,
+                &FACE,
+                &Cues {
+                    eyes: Some(&eyes(at(openings))),
+                    mesh: Some(&mesh),
+                    ..Cues::default()
+                },
+            );
+        }
+        t
+    }
+
+    #[test]
+    fn one_movement_is_confirmed_by_a_second_piece_of_evidence() {
+        // One spoken word (a mouth movement), one blink, each alone and together.
+        let word = [0.02, 0.03, 0.02, 0.08, 0.15, 0.2, 0.18, 0.1, 0.04, 0.03, 0.02];
+        let open = [0.32];
+        let blink = [0.32, 0.31, 0.33, 0.32, 0.30, 0.2, 0.31, 0.32, 0.32, 0.32, 0.32];
+        let still = [0.02];
+        let cfg = LivenessConfig::default();
+        assert_eq!(cfg.head_evidence, 2, "the default");
+
+        let mut once = run_eyes_and_mouth(cfg.clone(), &open, &word);
+        assert_eq!((once.moves, once.blinks().len()), (1, 0));
+        assert_eq!(once.verdict(), Verdict::Unknown);
+        assert!(once.needs_movement(), "the person is still asked to turn");
+        assert!(once.life_cues().is_empty(), "{:?}", once.life_cues());
+        // Unconfirmed, the movement still keeps the plane's foreshortening (which a turning
+        // head shows too) from scoring it as a sheet.
+        once.max_anisotropy = 0.2;
+        assert_eq!(once.spoof_score(), 0.5);
+        // With the rule at 1, that movement is enough.
+        let lenient = LivenessConfig {
+            head_evidence: 1,
+            ..cfg.clone()
+        };
+        let once_lenient = run_eyes_and_mouth(lenient, &open, &word);
+        assert_eq!(once_lenient.verdict(), Verdict::Live);
+        assert_eq!(once_lenient.life_cues(), ["mouth"]);
+
+        // A blink confirms the movement; a blink alone is no movement at all.
+        let both = run_eyes_and_mouth(cfg.clone(), &blink, &word);
+        assert_eq!((both.moves, both.blinks().len()), (1, 1));
+        assert_eq!(both.verdict(), Verdict::Live);
+        assert_eq!(both.life_cues(), ["mouth"]);
+        let mut blinked = run_eyes_and_mouth(cfg.clone(), &blink, &still);
+        assert_eq!((blinked.moves, blinked.blinks().len()), (0, 1));
+        assert_eq!(blinked.verdict(), Verdict::Unknown);
+        // Strong parallax is a movement: with the blink, two pieces.
+        blinked.max_parallax = cfg.parallax_live;
+        assert_eq!(blinked.verdict(), Verdict::Live);
+        assert_eq!(blinked.life_cues(), ["parallax"]);
+
+        // A second word confirms the first.
+        let twice = run_eyes_and_mouth(cfg, &open, &[word, word].concat());
+        assert!(twice.moves >= 2, "{}", twice.moves);
+        assert_eq!(twice.verdict(), Verdict::Live);
     }
 
     /// Feeds `t` the frames `frames` of a face whose nose drifts 0.8 px a frame against its eyes
@@ -1835,7 +1957,11 @@ mod tests {
     #[test]
     fn nose_parallax_under_parallax_live_is_no_evidence_and_over_it_is() {
         let sharp = eyes(0.32);
-        let mut t = LivenessTrack::new(LivenessConfig::default());
+        // Strong parallax alone, confirmed by nothing else (`head_evidence` 1).
+        let mut t = LivenessTrack::new(LivenessConfig {
+            head_evidence: 1,
+            ..LivenessConfig::default()
+        });
         // The nose drifts 12 px against the eyes and the mouth, as CenterFace's landmarks do
         // on a print tilted by 18°: head movements for the enrollment rule, not life.
         drift_nose(&mut t, &sharp, 0..16);
@@ -1951,7 +2077,9 @@ mod tests {
         assert_eq!(strict.spoof_score(), 0.5);
         assert_eq!(strict.verdict(), Verdict::Unknown);
         assert!(strict.needs_movement());
+        // The blink is the second piece of evidence (`head_evidence`) to one mouth movement.
         strict.mouth_moved = true;
+        strict.moves = 1;
         assert_eq!(strict.verdict(), Verdict::Live);
         assert!(!strict.needs_movement());
     }
