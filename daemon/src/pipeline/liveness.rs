@@ -1847,13 +1847,19 @@ mod tests {
         };
         // Speech: the lips open to 0.2 eye widths and close again within a second; once is a
         // movement not yet confirmed (`head_evidence`), twice is live.
-        let word = [0.02, 0.03, 0.02, 0.08, 0.15, 0.2, 0.18, 0.1, 0.04, 0.03, 0.02];
+        let word = [
+            0.02, 0.03, 0.02, 0.08, 0.15, 0.2, 0.18, 0.1, 0.04, 0.03, 0.02,
+        ];
         let once = run(&word);
         assert_eq!(once.motion_events().len(), 1);
         assert_eq!(once.spoof_score(), 0.5);
         assert_eq!(once.verdict(), Verdict::Unknown);
         let talk = run(&[word, word].concat());
-        assert!(talk.motion_events().len() >= 2, "{:?}", talk.motion_events());
+        assert!(
+            talk.motion_events().len() >= 2,
+            "{:?}",
+            talk.motion_events()
+        );
         assert!(talk.spoof_score() < 0.1, "{}", talk.spoof_score());
         assert_eq!(talk.verdict(), Verdict::Live);
         // A print: the mesh's mouth wobbles by a few hundredths; one outlier frame is smoothed.
@@ -1892,9 +1898,13 @@ mod tests {
     #[test]
     fn one_movement_is_confirmed_by_a_second_piece_of_evidence() {
         // One spoken word (a mouth movement), one blink, each alone and together.
-        let word = [0.02, 0.03, 0.02, 0.08, 0.15, 0.2, 0.18, 0.1, 0.04, 0.03, 0.02];
+        let word = [
+            0.02, 0.03, 0.02, 0.08, 0.15, 0.2, 0.18, 0.1, 0.04, 0.03, 0.02,
+        ];
         let open = [0.32];
-        let blink = [0.32, 0.31, 0.33, 0.32, 0.30, 0.2, 0.31, 0.32, 0.32, 0.32, 0.32];
+        let blink = [
+            0.32, 0.31, 0.33, 0.32, 0.30, 0.2, 0.31, 0.32, 0.32, 0.32, 0.32,
+        ];
         let still = [0.02];
         let cfg = LivenessConfig::default();
         assert_eq!(cfg.head_evidence, 2, "the default");
