@@ -290,6 +290,12 @@ impl Config {
                 return bad(key, "must be within [0, 1] (0: off)");
             }
         }
+        if !(0.0..=10.0).contains(&lc.moire_sustained) {
+            return bad(
+                "liveness.moire_sustained",
+                "must be within [0, 10] (0: off)",
+            );
+        }
         if lc.head_evidence == 0 {
             return bad("liveness.head_evidence", "must be at least 1");
         }
@@ -526,6 +532,8 @@ mod tests {
             "[liveness]\nblink_squint_baseline = 1.5\n",
             "[liveness]\nblink_squint_baseline = nan\n",
             "[liveness]\nhead_evidence = 0\n",
+            "[liveness]\nmoire_sustained = nan\n",
+            "[liveness]\nmoire_sustained = -1\n",
             "[door]\nunknown_rechecks = 1000\n",
             "[door]\nunknown_recheck_s = -1\n",
             "[door]\nunknown_recheck_margin = 1.5\n",

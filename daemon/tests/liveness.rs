@@ -419,26 +419,33 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
         "{}",
         no_weak["bona_fide"]["per_clip"]
     );
-    // Without the texture change, the replay of lp_d13 (a talking, blinking woman on a screen
-    // whose grid barely aliases into a moiré peak) is accepted. It serves twice: as a screen
-    // cue (`screen_change`) and as what a head's movements must come through
-    // (`movement_max_change`); either alone stops that replay.
+    // Without the texture change and the sustained moiré, the replay of lp_d13 (a talking,
+    // blinking woman on a screen whose grid barely aliases into a moiré peak) is accepted. The
+    // texture change serves twice: as a screen cue (`screen_change`) and as what a head's
+    // movements must come through (`movement_max_change`); the moiré peaks stay raised over
+    // frames (`moire_sustained`). Any one of the three alone stops that replay.
     let no_change = rejudge(&[
         ("FACEGATE_LIVENESS__SCREEN_CHANGE", "0"),
         ("FACEGATE_LIVENESS__MOVEMENT_MAX_CHANGE", "0"),
+        ("FACEGATE_LIVENESS__MOIRE_SUSTAINED", "0"),
     ]);
     assert!(
         accepted(&no_change, "replay_screen") > 0,
         "{}",
         no_change["synthetic_attacks"]
     );
-    for only in ["SCREEN_CHANGE", "MOVEMENT_MAX_CHANGE"] {
-        let key = format!("FACEGATE_LIVENESS__{only}");
-        let half = rejudge(&[(key.as_str(), "0")]);
+    let three = ["SCREEN_CHANGE", "MOVEMENT_MAX_CHANGE", "MOIRE_SUSTAINED"];
+    for only in three {
+        let keys: Vec<String> = three
+            .iter()
+            .filter(|k| **k != only)
+            .map(|k| format!("FACEGATE_LIVENESS__{k}"))
+            .collect();
+        let half = rejudge(&[(keys[0].as_str(), "0"), (keys[1].as_str(), "0")]);
         assert_eq!(
             accepted(&half, "replay_screen"),
             0,
-            "{only} off: {}",
+            "{only} alone: {}",
             half["synthetic_attacks"]
         );
     }

@@ -39,6 +39,9 @@ pub const RELIEF_FRAMES: usize = 5;
 /// 10 fps), a screen's fringes change completely either way: the limit grows in proportion.
 pub const CHANGE_INTERVAL_MS: f64 = 100.0;
 
+/// Moiré peaks whose median `LivenessConfig::moire_sustained` judges.
+pub const MOIRE_FRAMES: usize = 5;
+
 /// How long (ms) and how near (face widths between centres) a presented face's evidence
 /// carries over to a new track: a screen or a sheet hidden for a moment and shown again, which
 /// the tracker takes for a new face, is still the attack it was.
@@ -173,6 +176,11 @@ pub struct LivenessConfig {
     /// grid aliases intermittently as it sways, and a replayed person blinks before a third
     /// frame shows it.
     pub moire_certain: f32,
+    /// Median of the last `MOIRE_FRAMES` moiré peaks above which a frame shows a screen too
+    /// (counted towards `screen_frames`): a screen whose grid aliases into a peak over
+    /// `moire_peak` only now and then still keeps the peaks raised from frame to frame, as a
+    /// real face's texture does not. 0: off.
+    pub moire_sustained: f32,
     /// Texture change (`flow::texture_change`: 1 - normalised cross-correlation of the face's
     /// smoothed patches and where they moved to in the next frame; median over the patches,
     /// then over the last 3 frames) above which a frame shows a screen: its moiré fringes move
@@ -259,6 +267,7 @@ impl Default for LivenessConfig {
             moire_peak: 2.7,
             screen_frames: 3,
             moire_certain: 3.2,
+            moire_sustained: 2.4,
             screen_change: 0.07,
             mouth_motion: 0.10,
             mouth_window_frames: 10,
@@ -473,6 +482,8 @@ pub struct LivenessTrack {
     screen_certain: bool,
     /// Recent texture changes from the frame before (for the median of 3).
     recent_change: VecDeque<f32>,
+    /// The last `MOIRE_FRAMES` moiré peaks (`moire_sustained`).
+    recent_moire: VecDeque<f32>,
     /// The last `RELIEF_FRAMES` texture changes per `CHANGE_INTERVAL_MS` (`texture_kept`).
     texture: VecDeque<f32>,
     /// Recent mouth openings (raw, for the median of 3) and their medians (the window).
@@ -523,6 +534,7 @@ impl LivenessTrack {
             screen_frames: 0,
             screen_certain: false,
             recent_change: VecDeque::new(),
+            recent_moire: VecDeque::new(),
             texture: VecDeque::new(),
             mouth_raw: VecDeque::new(),
             mouth: VecDeque::new(),
@@ -562,10 +574,18 @@ impl LivenessTrack {
                 self.room_frames += 1;
             }
         }
-        // A screen frame: a moiré peak, or (below) the texture changing as moiré fringes do.
+        // A screen frame: a moiré peak, peaks raised over several frames, or (below) the
+        // texture changing as moiré fringes do.
         let mut screen = moire.is_some_and(|m| m > self.cfg.moire_peak);
         if moire.is_some_and(|m| m > self.cfg.moire_certain) {
             self.screen_certain = true;
+        }
+        if let Some(m) = moire {
+            push_capped(&mut self.recent_moire, m, MOIRE_FRAMES);
+            let limit = self.cfg.moire_sustained;
+            screen |= limit > 0.0
+                && self.recent_moire.len() == MOIRE_FRAMES
+                && median(self.recent_moire.iter().copied()).is_some_and(|m| m > limit);
         }
         let first = *self.first_ms.get_or_insert(t_ms);
         let t_rel = (t_ms - first) / 1000.0;
@@ -1497,6 +1517,45 @@ mod tests {
         let glimpse = run(&|_| None, &|i| Some(if i == 4 { 3.5 } else { 1.5 }));
         assert!(glimpse.presented());
         assert_eq!(glimpse.verdict(), Verdict::Spoof);
+    }
+
+    #[test]
+    fn moire_peaks_raised_over_frames_are_a_screen_and_a_real_faces_single_peak_is_not() {
+        let run = |cfg: LivenessConfig, peaks: &[f32]| {
+            let mut t = LivenessTrack::new(cfg);
+            for (i, m) in peaks.iter().enumerate() {
+                t.update(
+                    i as f64 * 100.0,
+                    i as u64,
+                    &FACE,
+                    &Cues {
+                        eyes: Some(&eyes(0.32)),
+                        moire: Some(*m),
+                        ..Cues::default()
+                    },
+                );
+            }
+            t
+        };
+        let cfg = LivenessConfig::default();
+        // A replayed clip's screen whose grid never aliases over `moire_peak` (2.7): its peaks
+        // stay raised, as the SYNTHETIC replays' do (1.7-2.5, median of their first 20 frames).
+        let screen = [2.5, 2.45, 2.6, 2.3, 2.5, 2.55, 2.42, 2.48, 2.5, 2.6];
+        assert!(screen.iter().all(|m| *m < cfg.moire_peak));
+        let t = run(cfg.clone(), &screen);
+        assert!(t.presented());
+        assert_eq!(t.verdict(), Verdict::Spoof);
+        let off = LivenessConfig {
+            moire_sustained: 0.0,
+            ..cfg.clone()
+        };
+        assert!(!run(off, &screen).presented(), "0 turns it off");
+        // A real face: one frame's peak as high as a screen's, a few raised ones around it
+        // (the most any real clip's median of 5 reached was 2.34, in one frame).
+        let face = [1.4, 1.6, 2.5, 2.3, 2.35, 2.2, 1.5, 2.6, 1.3, 1.6];
+        assert!(!run(cfg.clone(), &face).presented());
+        // Fewer than 5 peaks so far: no median yet.
+        assert!(!run(cfg, &screen[..4]).presented());
     }
 
     #[test]
