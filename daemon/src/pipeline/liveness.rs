@@ -1389,20 +1389,8 @@ mod tests {
         // `head_evidence` 1 (below, `one_movement_is_confirmed_by_a_second_piece_of_evidence`).
         let turn = |cfg: LivenessConfig| {
             let mut t = LivenessTrack::new(cfg);
-            for i in 0..20u64 {
-                // The nose moves sideways relative to the eyes: the head turns.
-                let mut lm = FACE;
-                lm[2][0] += i as f32 * 1.1;
-                t.update(
-                    i as f64 * 100.0,
-                    i,
-                    &lm,
-                    &Cues {
-                        eyes: Some(&eyes(0.32)),
-                        ..Cues::default()
-                    },
-                );
-            }
+            // The nose moves sideways relative to the eyes: the head turns.
+            drift_nose(&mut t, &eyes(0.32), 0..20, 1.1);
             t
         };
         let t = turn(LivenessConfig {
@@ -2005,12 +1993,17 @@ mod tests {
         assert_eq!(twice.verdict(), Verdict::Live);
     }
 
-    /// Feeds `t` the frames `frames` of a face whose nose drifts 0.8 px a frame against its eyes
-    /// and mouth, seen with `eyes`.
-    fn drift_nose(t: &mut LivenessTrack, eyes: &EyeObservation, frames: std::ops::Range<u64>) {
+    /// Feeds `t` the frames `frames` of a face whose nose drifts `step` px a frame against its
+    /// eyes and mouth, seen with `eyes`.
+    fn drift_nose(
+        t: &mut LivenessTrack,
+        eyes: &EyeObservation,
+        frames: std::ops::Range<u64>,
+        step: f32,
+    ) {
         for i in frames {
             let mut lm = FACE;
-            lm[2][0] += i as f32 * 0.8;
+            lm[2][0] += i as f32 * step;
             t.update(
                 i as f64 * 100.0,
                 i,
@@ -2033,7 +2026,7 @@ mod tests {
         });
         // The nose drifts 12 px against the eyes and the mouth, as CenterFace's landmarks do
         // on a print tilted by 18°: head movements for the enrollment rule, not life.
-        drift_nose(&mut t, &sharp, 0..16);
+        drift_nose(&mut t, &sharp, 0..16, 0.8);
         assert!(t.detailed() && t.judgeable());
         assert!(
             (0.15..0.3).contains(&t.max_parallax()),
@@ -2043,7 +2036,7 @@ mod tests {
         assert!(!t.motion_events().is_empty());
         assert_eq!(t.verdict(), Verdict::Unknown);
         // Twice as far: beyond what a sheet's landmarks drift, a real head.
-        drift_nose(&mut t, &sharp, 16..32);
+        drift_nose(&mut t, &sharp, 16..32, 0.8);
         assert!(t.max_parallax() >= 0.3, "{}", t.max_parallax());
         assert_eq!(t.verdict(), Verdict::Live);
     }
@@ -2053,7 +2046,7 @@ mod tests {
         let mut blurry = eyes(0.32);
         blurry.sharpness = 20.0;
         let mut t = LivenessTrack::new(LivenessConfig::default());
-        drift_nose(&mut t, &blurry, 0..20);
+        drift_nose(&mut t, &blurry, 0..20, 0.8);
         assert!(!t.detailed());
         assert_ne!(t.verdict(), Verdict::Live);
     }
