@@ -240,7 +240,8 @@ fn pad_eval_refuses_seeds_past_the_last() {
 }
 
 /// Every real person in ../shared/data/video, at its own size and with the face shrunk to ~80 px
-/// wide, is verified live in every session that has 5 s of frames (sessions start every second),
+/// wide, is verified live in every session that has 5 s of frames (sessions start every second;
+/// but headtrackr's from 6 s, who turns once and does not blink: one movement is not confirmed),
 /// grid_lbbc2a too, who does not blink in its 3 s (labelled) but talks. SYNTHETIC photo attacks
 /// (print, bent print, screen) from two shared photos are never accepted, at any frame, nor are the
 /// eye-cut prints (real eyes blinking behind a photo): a blink alone does not make a face live by
