@@ -285,6 +285,10 @@ impl Config {
             ("liveness.movement_max_change", lc.movement_max_change),
             ("liveness.lip_flow", lc.lip_flow),
             ("liveness.blink_squint_baseline", lc.blink_squint_baseline),
+            (
+                "liveness.relief_with_blink_depth",
+                lc.relief_with_blink_depth,
+            ),
         ] {
             if !(0.0..=1.0).contains(&limit) {
                 return bad(key, "must be within [0, 1] (0: off)");
@@ -534,6 +538,8 @@ mod tests {
             "[liveness]\nhead_evidence = 0\n",
             "[liveness]\nmoire_sustained = nan\n",
             "[liveness]\nmoire_sustained = -1\n",
+            "[liveness]\nrelief_with_blink_depth = 1.5\n",
+            "[liveness]\nrelief_with_blink_depth = nan\n",
             "[door]\nunknown_rechecks = 1000\n",
             "[door]\nunknown_recheck_s = -1\n",
             "[door]\nunknown_recheck_margin = 1.5\n",

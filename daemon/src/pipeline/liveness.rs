@@ -217,6 +217,11 @@ pub struct LivenessConfig {
     /// head that blinks and turns slowly (a smile, a glance up) reaches it; an eye-cut print,
     /// the one flat attack that blinks, rarely does. 0 (or `relief_parallax` 0): off.
     pub relief_with_blink: f32,
+    /// The blink that goes with a weak relief must be a clear one: the eyes' mean opening
+    /// closed under this fraction of its open level (a closure starts at `blink_close_ratio`).
+    /// The eye model's noise on paper or a screen, or an eye-cut print's pasted eyes, makes
+    /// shallow closures; a real blink with a slow smile or glance closes deeper. 0: any blink.
+    pub relief_with_blink_depth: f32,
     /// Talking seen in the face flow (`flow.rs`): the lips' and chin's patches moved against
     /// where the face's own fit carries them by more than `lip_flow` eye distances (median of
     /// `RELIEF_FRAMES` frame pairs) and by more than `lip_flow_ratio` times the face's own
@@ -275,6 +280,7 @@ impl Default for LivenessConfig {
             relief_unbent: 0.015,
             movement_max_change: 0.04,
             relief_with_blink: 0.015,
+            relief_with_blink_depth: 0.65,
             lip_flow: 0.03,
             lip_flow_ratio: 2.0,
             analysis_fps: 10.0,
@@ -504,6 +510,9 @@ pub struct LivenessTrack {
     talked: bool,
     /// Head movement events so far (the mouth, a relief, the lips: `head_evidence`).
     moves: u32,
+    /// The deepest blink so far: its lowest mean opening over its open level (infinite
+    /// before the first blink).
+    deepest_blink: f32,
 }
 
 impl LivenessTrack {
@@ -545,6 +554,7 @@ impl LivenessTrack {
             lips: VecDeque::new(),
             talked: false,
             moves: 0,
+            deepest_blink: f32::INFINITY,
         }
     }
 
@@ -818,6 +828,7 @@ impl LivenessTrack {
                         || (0..2)
                             .all(|i| lowest_each[i] < cfg.blink_close_ratio * baseline_each[i]);
                     if t_ms - start_ms <= cfg.blink_max_ms && both_closed {
+                        self.deepest_blink = self.deepest_blink.min(lowest / baseline);
                         self.blinks.push(Event {
                             t: (start_ms - first_ms) / 1000.0,
                             frame: start_frame,
@@ -974,8 +985,9 @@ impl LivenessTrack {
     }
 
     /// Whether the face moved as a head does and a flat sheet cannot: a mouth movement (the
-    /// mesh's or the lips' in the face flow), a relief, a blink with a weaker relief
-    /// (`relief_with_blink`: an eye-cut print blinks, but its relief is paper's), or nose
+    /// mesh's or the lips' in the face flow), a relief, a clear blink with a weaker relief
+    /// (`relief_with_blink`, `relief_with_blink_depth`: an eye-cut print blinks, but its relief
+    /// is paper's), or nose
     /// parallax beyond what the synthetic attacks reach. Parallax under `parallax_live` is no
     /// evidence at all (until 2026-12-04 half of it counted in part: held-out prints tilted by
     /// up to 18° reached 0.19 and were live by it; no bona fide window at 10 fps needed it).
@@ -999,8 +1011,9 @@ impl LivenessTrack {
     /// pieces of evidence, `head_evidence`), by name.
     fn head_cues(&self) -> [(bool, &'static str); 5] {
         let weak = self.cfg.relief_with_blink;
-        let blink_and_weak_relief =
-            weak > 0.0 && self.max_relief >= weak && !self.blinks.is_empty();
+        let depth = self.cfg.relief_with_blink_depth;
+        let clear_blink = !self.blinks.is_empty() && (depth <= 0.0 || self.deepest_blink <= depth);
+        let blink_and_weak_relief = weak > 0.0 && self.max_relief >= weak && clear_blink;
         let parallax = self.strong_parallax();
         // Each movement, strong parallax and a blink are a piece of evidence each.
         let pieces = self.moves + u32::from(parallax) + u32::from(!self.blinks.is_empty());
@@ -1807,13 +1820,13 @@ mod tests {
     }
 
     #[test]
-    fn a_blink_with_a_weak_relief_is_live_and_either_alone_is_not() {
-        // 12 frames 100 ms apart; the eyes dip once at frame 6 when `blink`; the face flow's
-        // parallax vector is `relief` on every pair.
-        let run = |cfg: &LivenessConfig, blink: bool, relief: f32| {
+    fn a_clear_blink_with_a_weak_relief_is_live_and_either_alone_is_not() {
+        // 12 frames 100 ms apart; the eyes (open 0.32) dip once at frame 6 to `dip`; the face
+        // flow's parallax vector is `relief` on every pair.
+        let run = |cfg: &LivenessConfig, dip: Option<f32>, relief: f32| {
             let mut t = LivenessTrack::new(cfg.clone());
             for i in 0..12u64 {
-                let o = if blink && i == 6 { 0.2 } else { 0.32 };
+                let o = dip.filter(|_| i == 6).unwrap_or(0.32);
                 let f = FlowObservation {
                     residual: 0.05,
                     points: 40,
@@ -1836,26 +1849,39 @@ mod tests {
             t
         };
         let cfg = LivenessConfig::default();
-        // Between `relief_with_blink` (0.015) and `relief_parallax` (0.02): no motion event.
-        let both = run(&cfg, true, 0.017);
+        // A clear blink (0.2 of 0.32: 0.625, under `relief_with_blink_depth`, 0.65) and a relief
+        // between `relief_with_blink` (0.015) and `relief_parallax` (0.02): no motion event.
+        let both = run(&cfg, Some(0.2), 0.017);
         assert_eq!(both.blinks().len(), 1);
         assert!(both.motion_events().is_empty());
         assert!(!both.needs_movement());
         assert_eq!(both.verdict(), Verdict::Live);
         // A blink alone (an eye-cut print), or the weak relief alone: not live.
-        let blink_only = run(&cfg, true, 0.012);
+        let blink_only = run(&cfg, Some(0.2), 0.012);
         assert_eq!(blink_only.blinks().len(), 1);
         assert!(blink_only.needs_movement());
         assert_ne!(blink_only.verdict(), Verdict::Live);
-        let relief_only = run(&cfg, false, 0.017);
+        let relief_only = run(&cfg, None, 0.017);
         assert!(relief_only.blinks().is_empty());
         assert_ne!(relief_only.verdict(), Verdict::Live);
+        // A shallow blink (0.23 of 0.32: 0.72, a closure under `blink_close_ratio`, 0.75, but
+        // not a clear one) with the weak relief: a blink, not enough; any blink with the depth
+        // off.
+        let shallow = run(&cfg, Some(0.23), 0.017);
+        assert_eq!(shallow.blinks().len(), 1);
+        assert!(shallow.needs_movement());
+        assert_ne!(shallow.verdict(), Verdict::Live);
+        let any = LivenessConfig {
+            relief_with_blink_depth: 0.0,
+            ..cfg.clone()
+        };
+        assert_eq!(run(&any, Some(0.23), 0.017).verdict(), Verdict::Live);
         // Off: the blink and the weak relief are not enough.
         let off = LivenessConfig {
             relief_with_blink: 0.0,
             ..cfg
         };
-        assert_ne!(run(&off, true, 0.017).verdict(), Verdict::Live);
+        assert_ne!(run(&off, Some(0.2), 0.017).verdict(), Verdict::Live);
     }
 
     #[test]
