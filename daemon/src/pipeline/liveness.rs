@@ -219,8 +219,9 @@ pub struct LivenessConfig {
     pub relief_with_blink: f32,
     /// The blink that goes with a weak relief must be a clear one: the eyes' mean opening
     /// closed under this fraction of its open level (a closure starts at `blink_close_ratio`).
-    /// The eye model's noise on paper or a screen, or an eye-cut print's pasted eyes, makes
-    /// shallow closures; a real blink with a slow smile or glance closes deeper. 0: any blink.
+    /// The eye model's noise on paper or a screen makes shallow closures, and an eye-cut
+    /// print's eyes seen through its holes read shallow too; the blinks real people make with a
+    /// slow smile or glance close deeper. 0: any blink.
     pub relief_with_blink_depth: f32,
     /// Talking seen in the face flow (`flow.rs`): the lips' and chin's patches moved against
     /// where the face's own fit carries them by more than `lip_flow` eye distances (median of
@@ -987,10 +988,10 @@ impl LivenessTrack {
     /// Whether the face moved as a head does and a flat sheet cannot: a mouth movement (the
     /// mesh's or the lips' in the face flow), a relief, a clear blink with a weaker relief
     /// (`relief_with_blink`, `relief_with_blink_depth`: an eye-cut print blinks, but its relief
-    /// is paper's), or nose
-    /// parallax beyond what the synthetic attacks reach. Parallax under `parallax_live` is no
-    /// evidence at all (until 2026-12-04 half of it counted in part: held-out prints tilted by
-    /// up to 18° reached 0.19 and were live by it; no bona fide window at 10 fps needed it).
+    /// is paper's), or nose parallax beyond what the synthetic attacks reach. Parallax under
+    /// `parallax_live` is no evidence at all (until 2026-12-04 half of it counted in part:
+    /// held-out prints tilted by up to 18° reached 0.19 and were live by it; no bona fide window
+    /// at 10 fps needed it).
     fn moved_as_a_head(&self) -> bool {
         self.head_cues().iter().any(|(shown, _)| *shown)
     }
