@@ -214,6 +214,50 @@ fn a_replay_on_a_screen_held_still_is_not_live_by_the_replayed_face() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A print of ORL s03 with the eyes cut out and carphone's real eyes behind the holes
+/// (SYNTHETIC, seed 22): his two blinks are found, and at the end the sheet's sway reaches a weak
+/// relief (over `relief_with_blink`, 0.015). A blink with a weak relief is evidence of life only when the blink is a
+/// clear one (`relief_with_blink_depth`); seen through the holes these blinks are shallow, so
+/// the print is never live. With any blink enough (`relief_with_blink_depth = 0`) it was live
+/// at frame 45, as it was in the fresh draw of seeds 21-25.
+#[test]
+fn an_eye_cut_prints_shallow_blinks_do_not_make_its_weak_relief_a_heads() {
+    let dir = tempdir("eye-cut-weak-relief");
+    let render = facegate(
+        &[
+            "attack",
+            "--photo",
+            path(&data("faces/orl/s03/01.pgm")),
+            "--clip",
+            path(&data("video/carphone")),
+            "--kind",
+            "eye-cut-print",
+            "--seed",
+            "22",
+            "--frames",
+            "50",
+            "--out",
+            path(&dir),
+        ],
+        &[],
+    );
+    assert!(render.status.success(), "{render:?}");
+    let run = |env: &[(&str, &str)]| {
+        stdout_json(&facegate(
+            &["liveness", "--frames", path(&dir), "--json"],
+            env,
+        ))
+    };
+    let v = run(&[]);
+    assert!(!blink_frames(&v).is_empty(), "{v}");
+    assert!(v["live_at"].is_null(), "{v}");
+    assert_ne!(v["verdict"], "live", "{v}");
+    let any = run(&[("FACEGATE_LIVENESS__RELIEF_WITH_BLINK_DEPTH", "0")]);
+    assert_eq!(any["verdict"], "live", "{any}");
+    assert!(!any["live_at"].is_null(), "{any}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Seeds past the last one pad-eval can number are refused with the flags named (the range of
 /// seeds would wrap round and render no attack at all, reporting an APCER of nothing).
 #[test]
