@@ -278,7 +278,7 @@ impl Default for LivenessConfig {
             mouth_motion: 0.10,
             mouth_window_frames: 10,
             relief_parallax: 0.02,
-            relief_unbent: 0.015,
+            relief_unbent: 0.012,
             movement_max_change: 0.04,
             relief_with_blink: 0.015,
             relief_with_blink_depth: 0.65,
