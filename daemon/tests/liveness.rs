@@ -204,7 +204,10 @@ fn a_printed_laughing_face_does_not_blink_by_one_eye() {
 /// 8° / 8° / 2°): the screen's moiré stays under the screen cue's peak for the first 2 s and it
 /// hardly moves against the room, while the replayed man talks and turns. His movements come
 /// through a texture that the moving fringes change from frame to frame, so they are not a
-/// head's: never live. Without that rule (`movement_max_change = 0`) he was live at 1.5 s.
+/// head's: never live. Without that rule (`movement_max_change = 0`) he was live at 1.5 s, by
+/// his blink at 1.4 s with a weak relief; since a weak relief needs a clear blink
+/// (`relief_with_blink_depth`), his, shallow on the screen, no longer does that either: both
+/// rules off, he is live at 1.5 s.
 #[test]
 fn a_replay_on_a_screen_held_still_is_not_live_by_the_replayed_face() {
     let dir = tempdir("still-replay");
@@ -218,17 +221,24 @@ fn a_replay_on_a_screen_held_still_is_not_live_by_the_replayed_face() {
     let v = run(&[]);
     assert!(v["live_at"].is_null(), "{v}");
     assert_ne!(v["verdict"], "live", "{v}");
-    let off = run(&[("FACEGATE_LIVENESS__MOVEMENT_MAX_CHANGE", "0")]);
-    assert!(!off["live_at"].is_null(), "{off}");
+    let no_texture = ("FACEGATE_LIVENESS__MOVEMENT_MAX_CHANGE", "0");
+    let one_off = run(&[no_texture]);
+    assert!(one_off["live_at"].is_null(), "{one_off}");
+    let off = run(&[
+        no_texture,
+        ("FACEGATE_LIVENESS__RELIEF_WITH_BLINK_DEPTH", "0"),
+    ]);
+    assert_eq!(off["live_at"]["frame"], 15, "{off}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// A print of ORL s03 with the eyes cut out and carphone's real eyes behind the holes
 /// (SYNTHETIC, seed 22): his two blinks are found, and at the end the sheet's sway reaches a weak
-/// relief (over `relief_with_blink`, 0.015). A blink with a weak relief is evidence of life only when the blink is a
-/// clear one (`relief_with_blink_depth`); seen through the holes these blinks are shallow, so
-/// the print is never live. With any blink enough (`relief_with_blink_depth = 0`) it was live
-/// at frame 45, as it was in the fresh draw of seeds 21-25.
+/// relief (over `relief_with_blink`, 0.015). A blink with a weak relief is evidence of life only
+/// when the blink is a clear one (`relief_with_blink_depth`); seen through the holes these
+/// blinks are shallow, so the print is never live. With any blink enough
+/// (`relief_with_blink_depth = 0`) it was live at frame 45, as it was in the fresh draw of seeds
+/// 21-25.
 #[test]
 fn an_eye_cut_prints_shallow_blinks_do_not_make_its_weak_relief_a_heads() {
     let dir = tempdir("eye-cut-weak-relief");
@@ -294,17 +304,18 @@ fn pad_eval_refuses_seeds_past_the_last() {
 
 /// Every real person in ../shared/data/video, at its own size and with the face shrunk to ~80 px
 /// wide, is verified live in every session that has 5 s of frames (sessions start every second),
-/// headtrackr's, who turns and nods and never blinks, and grid_lbbc2a's, who does not blink in its 3 s (labelled) but talks. SYNTHETIC photo attacks
-/// (print, bent print, screen) from two shared photos are never accepted, at any frame, nor are the
-/// eye-cut prints (real eyes blinking behind a photo): a blink alone does not make a face live by
-/// default. Replayed clips on a moving screen (real blinks, speech, head turns) are caught by the
-/// screen's moiré and its fringes changing the face's texture: none of the 17 accepted, and no real
-/// face's texture changes as much. Sessions after face_noface's person has left are counted apart.
-/// Re-judged from the dump: where a blink suffices the eye-cut prints are accepted; without the
-/// lips' movement the GRID speakers, who hold their heads still, are not verified; without a blink
-/// and a weak relief counting together, pexels is not in every session; without the texture change,
-/// lp_d13's replay (whose grid barely aliases) is accepted. Every real session is verified with
-/// the relief required to be more than a bent print's (`relief_unbent`).
+/// headtrackr's, who turns and nods and never blinks, and grid_lbbc2a's, who does not blink in its
+/// 3 s (labelled) but talks. SYNTHETIC photo attacks (print, bent print, screen) from two shared
+/// photos are never accepted, at any frame, nor are the eye-cut prints (real eyes blinking behind a
+/// photo): a blink alone does not make a face live by default. Replayed clips on a moving screen
+/// (real blinks, speech, head turns) are caught by the screen's moiré and its fringes changing the
+/// face's texture: none of the 17 accepted, and no real face's texture changes as much. Sessions
+/// after face_noface's person has left are counted apart. Re-judged from the dump: where a blink
+/// suffices the eye-cut prints are accepted; without the lips' movement the GRID speakers, who hold
+/// their heads still, are not verified; without a blink and a weak relief counting together, pexels
+/// is not in every session; without the texture change, lp_d13's replay (whose grid barely aliases)
+/// is accepted. Every real session is verified with the relief required to be more than a bent
+/// print's (`relief_unbent`).
 #[test]
 fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     let clips: Vec<String> = std::fs::read_dir(data("video"))
