@@ -326,6 +326,31 @@ pub struct Cues<'a> {
     pub change: Option<f32>,
 }
 
+/// One frame's observations owned, for callers that keep frames to judge later (pad-eval's
+/// sequences and dumps, the tests): what `Cues` borrows.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub eyes: Option<EyeObservation>,
+    pub mesh: Option<MeshObservation>,
+    pub context: Option<ContextObservation>,
+    pub moire: Option<f32>,
+    pub flow: Option<FlowObservation>,
+    pub change: Option<f32>,
+}
+
+impl Observed {
+    pub fn cues(&self) -> Cues<'_> {
+        Cues {
+            eyes: self.eyes.as_ref(),
+            mesh: self.mesh.as_ref(),
+            context: self.context.as_ref(),
+            moire: self.moire,
+            flow: self.flow.as_ref(),
+            change: self.change,
+        }
+    }
+}
+
 /// What one frame changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FrameLiveness {
@@ -1261,23 +1286,51 @@ mod tests {
         run_with(LivenessConfig::default(), openings)
     }
 
+    /// Feeds `t` the frames `frames` (frame `i` at `i * ms` ms) of a face with landmarks
+    /// `landmarks(i)` and observations `frame(i)`.
+    fn feed(
+        t: &mut LivenessTrack,
+        frames: std::ops::Range<usize>,
+        ms: f64,
+        landmarks: impl Fn(usize) -> [[f32; 2]; 5],
+        frame: impl Fn(usize) -> Observed,
+    ) {
+        for i in frames {
+            t.update(i as f64 * ms, i as u64, &landmarks(i), &frame(i).cues());
+        }
+    }
+
+    /// A new track fed `n` frames `ms` apart of a face at `FACE` (`feed`).
+    fn run_frames(
+        cfg: &LivenessConfig,
+        n: usize,
+        ms: f64,
+        frame: impl Fn(usize) -> Observed,
+    ) -> LivenessTrack {
+        let mut t = LivenessTrack::new(cfg.clone());
+        feed(&mut t, 0..n, ms, |_| FACE, frame);
+        t
+    }
+
+    /// A face flow observation whose relief is `e`, and `unbent` with a print's bend fitted.
+    fn relief_flow(e: [f32; 2], unbent: Option<[f32; 2]>) -> FlowObservation {
+        FlowObservation {
+            residual: 0.05,
+            points: 40,
+            e,
+            unbent,
+            mouth: None,
+            face: 0.01,
+        }
+    }
+
     /// Twelve frames 100 ms apart of an open-eyed face whose face flow gave `flow(i)`.
     fn run_flow(cfg: &LivenessConfig, flow: impl Fn(usize) -> FlowObservation) -> LivenessTrack {
-        let mut t = LivenessTrack::new(cfg.clone());
-        for i in 0..12 {
-            let f = flow(i);
-            t.update(
-                i as f64 * 100.0,
-                i as u64,
-                &FACE,
-                &Cues {
-                    eyes: Some(&eyes(0.32)),
-                    flow: Some(&f),
-                    ..Cues::default()
-                },
-            );
-        }
-        t
+        run_frames(cfg, 12, 100.0, |i| Observed {
+            eyes: Some(eyes(0.32)),
+            flow: Some(flow(i)),
+            ..Observed::default()
+        })
     }
 
     fn run_with(cfg: LivenessConfig, openings: &[f32]) -> LivenessTrack {
@@ -1287,23 +1340,13 @@ mod tests {
 
     /// Frames 100 ms apart whose eye model read these openings (image-left, image-right eye).
     fn run_each(cfg: LivenessConfig, openings: &[[f32; 2]]) -> LivenessTrack {
-        let mut t = LivenessTrack::new(cfg);
-        for (i, o) in openings.iter().enumerate() {
-            let e = EyeObservation {
-                opening: *o,
+        run_frames(&cfg, openings.len(), 100.0, |i| Observed {
+            eyes: Some(EyeObservation {
+                opening: openings[i],
                 ..eyes(0.0)
-            };
-            t.update(
-                i as f64 * 100.0,
-                i as u64,
-                &FACE,
-                &Cues {
-                    eyes: Some(&e),
-                    ..Cues::default()
-                },
-            );
-        }
-        t
+            }),
+            ..Observed::default()
+        })
     }
 
     #[test]
@@ -1377,20 +1420,27 @@ mod tests {
 
     #[test]
     fn a_tilted_photo_makes_no_motion_and_scores_as_an_attack() {
-        let mut t = LivenessTrack::new(LivenessConfig::default());
-        for i in 0..30 {
+        let sway = |i: usize| {
             let a = i as f32 / 30.0 * std::f32::consts::TAU;
-            let (yaw, dx) = (0.45 * a.sin(), 20.0 * a.sin());
-            t.update(
-                i as f64 * 100.0,
-                i,
-                &photo(yaw, 0.2 * a.cos(), dx),
-                &Cues {
-                    mesh: Some(&sheet_mesh(yaw, dx)),
-                    ..Cues::default()
-                },
-            );
-        }
+            (a, 0.45 * a.sin(), 20.0 * a.sin())
+        };
+        let mut t = LivenessTrack::new(LivenessConfig::default());
+        feed(
+            &mut t,
+            0..30,
+            100.0,
+            |i| {
+                let (a, yaw, dx) = sway(i);
+                photo(yaw, 0.2 * a.cos(), dx)
+            },
+            |i| {
+                let (_, yaw, dx) = sway(i);
+                Observed {
+                    mesh: Some(sheet_mesh(yaw, dx)),
+                    ..Observed::default()
+                }
+            },
+        );
         assert!(t.motion_events().is_empty());
         assert!(t.max_anisotropy() > 0.07, "{}", t.max_anisotropy());
         assert!(t.spoof_score() > 0.9, "{}", t.spoof_score());
@@ -1447,19 +1497,20 @@ mod tests {
         // A face 12 px between the eyes: eyelids are not read at all, parallax is no evidence.
         let tiny = FACE.map(|[x, y]| [x / 5.0, y / 5.0]);
         let mut t = LivenessTrack::new(LivenessConfig::default());
-        for (i, o) in closed.iter().enumerate() {
-            let mut lm = tiny;
-            lm[2][0] += i as f32 * 0.3;
-            t.update(
-                i as f64 * 100.0,
-                i as u64,
-                &lm,
-                &Cues {
-                    eyes: Some(&eyes(*o)),
-                    ..Cues::default()
-                },
-            );
-        }
+        feed(
+            &mut t,
+            0..closed.len(),
+            100.0,
+            |i| {
+                let mut lm = tiny;
+                lm[2][0] += i as f32 * 0.3;
+                lm
+            },
+            |i| Observed {
+                eyes: Some(eyes(closed[i])),
+                ..Observed::default()
+            },
+        );
         assert!(!t.judgeable());
         assert!(t.blinks().is_empty());
         assert_ne!(t.verdict(), Verdict::Live);
@@ -1483,21 +1534,12 @@ mod tests {
         };
         let run = |ctx: &dyn Fn(usize) -> Option<ContextObservation>,
                    moire: &dyn Fn(usize) -> Option<f32>| {
-            let mut t = LivenessTrack::new(cfg.clone());
-            for (i, o) in open.iter().enumerate() {
-                t.update(
-                    i as f64 * 100.0,
-                    i as u64,
-                    &FACE,
-                    &Cues {
-                        eyes: Some(&eyes(*o)),
-                        context: ctx(i).as_ref(),
-                        moire: moire(i),
-                        ..Cues::default()
-                    },
-                );
-            }
-            t
+            run_frames(&cfg, open.len(), 100.0, |i| Observed {
+                eyes: Some(eyes(open[i])),
+                context: ctx(i),
+                moire: moire(i),
+                ..Observed::default()
+            })
         };
         // The eyes behind an eye-cut print blink, and the sheet moves with the face.
         let held = run(&|i| (i % 2 == 0).then_some(sheet), &|_| None);
@@ -1523,20 +1565,11 @@ mod tests {
 
     /// Frames 100 ms apart of an open-eyed face whose moiré peak was `peaks[i]`.
     fn run_moire(cfg: LivenessConfig, peaks: &[f32]) -> LivenessTrack {
-        let mut t = LivenessTrack::new(cfg);
-        for (i, m) in peaks.iter().enumerate() {
-            t.update(
-                i as f64 * 100.0,
-                i as u64,
-                &FACE,
-                &Cues {
-                    eyes: Some(&eyes(0.32)),
-                    moire: Some(*m),
-                    ..Cues::default()
-                },
-            );
-        }
-        t
+        run_frames(&cfg, peaks.len(), 100.0, |i| Observed {
+            eyes: Some(eyes(0.32)),
+            moire: Some(peaks[i]),
+            ..Observed::default()
+        })
     }
 
     #[test]
@@ -1614,29 +1647,12 @@ mod tests {
         // A replayed head turning (a relief of 0.03), its texture changing by `change` from
         // every frame to the next, or in every `every`-th frame only.
         let run_at = |cfg: &LivenessConfig, change: f32, every: usize, interval_ms: f64| {
-            let mut t = LivenessTrack::new(cfg.clone());
-            for i in 0..12 {
-                let flow = FlowObservation {
-                    residual: 0.05,
-                    points: 40,
-                    e: [0.03, 0.0],
-                    unbent: Some([0.03, 0.0]),
-                    mouth: None,
-                    face: 0.01,
-                };
-                t.update(
-                    i as f64 * interval_ms,
-                    i as u64,
-                    &FACE,
-                    &Cues {
-                        eyes: Some(&eyes(0.32)),
-                        flow: Some(&flow),
-                        change: Some(if i % every == 0 { change } else { 0.01 }),
-                        ..Cues::default()
-                    },
-                );
-            }
-            t
+            run_frames(cfg, 12, interval_ms, |i| Observed {
+                eyes: Some(eyes(0.32)),
+                flow: Some(relief_flow([0.03, 0.0], Some([0.03, 0.0]))),
+                change: Some(if i % every == 0 { change } else { 0.01 }),
+                ..Observed::default()
+            })
         };
         let run =
             |cfg: &LivenessConfig, change: f32, every: usize| run_at(cfg, change, every, 100.0);
@@ -1675,13 +1691,8 @@ mod tests {
     #[test]
     fn a_face_shaped_parallax_in_one_direction_is_a_relief_and_noise_is_not() {
         let run = |e: &dyn Fn(usize) -> [f32; 2]| {
-            run_flow(&LivenessConfig::default(), |i| FlowObservation {
-                residual: 0.05,
-                points: 40,
-                e: e(i),
-                unbent: Some(e(i)),
-                mouth: None,
-                face: 0.01,
+            run_flow(&LivenessConfig::default(), |i| {
+                relief_flow(e(i), Some(e(i)))
             })
         };
         // A head turning: the nose moves the same way against the cheeks for half a second.
@@ -1706,14 +1717,7 @@ mod tests {
     #[test]
     fn a_relief_a_prints_bend_explains_is_no_head_movement() {
         let run = |cfg: &LivenessConfig, unbent: Option<[f32; 2]>| {
-            run_flow(cfg, |_| FlowObservation {
-                residual: 0.05,
-                points: 40,
-                e: [0.03, 0.004],
-                unbent,
-                mouth: None,
-                face: 0.01,
-            })
+            run_flow(cfg, |_| relief_flow([0.03, 0.004], unbent))
         };
         let cfg = LivenessConfig::default();
         assert!(cfg.relief_unbent > 0.0, "on by default");
@@ -1746,39 +1750,20 @@ mod tests {
         // showing a head's relief (bend fitted too) or a talking mouth (the mesh's opening);
         // the eyes dip once at frame 6 when `blink`.
         let run = |cfg: &LivenessConfig, ms: f64, change: f32, talk: bool, blink: bool| {
-            let mut t = LivenessTrack::new(cfg.clone());
             let speech = [
                 0.02, 0.03, 0.02, 0.08, 0.15, 0.2, 0.18, 0.1, 0.04, 0.03, 0.02, 0.02,
             ];
-            for i in 0..12u64 {
-                let o = if blink && i == 6 { 0.2 } else { 0.32 };
-                let f = FlowObservation {
-                    residual: 0.05,
-                    points: 40,
-                    e: [0.03, 0.004],
-                    unbent: Some([0.028, 0.005]),
-                    mouth: None,
-                    face: 0.01,
-                };
-                let m = MeshObservation {
+            run_frames(cfg, 12, ms, |i| Observed {
+                eyes: Some(eyes(if blink && i == 6 { 0.2 } else { 0.32 })),
+                flow: (!talk).then(|| relief_flow([0.03, 0.004], Some([0.028, 0.005]))),
+                mesh: talk.then(|| MeshObservation {
                     rigid: Vec::new(),
-                    mouth_open: speech[i as usize],
+                    mouth_open: speech[i],
                     eyelids: [0.3, 0.3],
-                };
-                t.update(
-                    i as f64 * ms,
-                    i,
-                    &FACE,
-                    &Cues {
-                        eyes: Some(&eyes(o)),
-                        flow: (!talk).then_some(&f),
-                        mesh: talk.then_some(&m),
-                        change: Some(change),
-                        ..Cues::default()
-                    },
-                );
-            }
-            t
+                }),
+                change: Some(change),
+                ..Observed::default()
+            })
         };
         let cfg = LivenessConfig::default();
         let limit = cfg.movement_max_change;
@@ -1825,29 +1810,11 @@ mod tests {
         // 12 frames 100 ms apart; the eyes (open 0.32) dip once at frame 6 to `dip`; the face
         // flow's parallax vector is `relief` on every pair.
         let run = |cfg: &LivenessConfig, dip: Option<f32>, relief: f32| {
-            let mut t = LivenessTrack::new(cfg.clone());
-            for i in 0..12u64 {
-                let o = dip.filter(|_| i == 6).unwrap_or(0.32);
-                let f = FlowObservation {
-                    residual: 0.05,
-                    points: 40,
-                    e: [relief, 0.002],
-                    unbent: Some([relief, 0.002]),
-                    mouth: None,
-                    face: 0.01,
-                };
-                t.update(
-                    i as f64 * 100.0,
-                    i,
-                    &FACE,
-                    &Cues {
-                        eyes: Some(&eyes(o)),
-                        flow: Some(&f),
-                        ..Cues::default()
-                    },
-                );
-            }
-            t
+            run_frames(cfg, 12, 100.0, |i| Observed {
+                eyes: Some(eyes(dip.filter(|_| i == 6).unwrap_or(0.32))),
+                flow: Some(relief_flow([relief, 0.002], Some([relief, 0.002]))),
+                ..Observed::default()
+            })
         };
         let cfg = LivenessConfig::default();
         // A clear blink (0.2 of 0.32: 0.625, under `relief_with_blink_depth`, 0.65) and a relief
@@ -1893,19 +1860,12 @@ mod tests {
             eyelids: [0.3, 0.3],
         };
         let run = |openings: &[f32]| {
-            let mut t = LivenessTrack::new(LivenessConfig::default());
-            for (i, o) in openings.iter().enumerate() {
-                t.update(
-                    i as f64 * 100.0,
-                    i as u64,
-                    &FACE,
-                    &Cues {
-                        mesh: Some(&mesh(*o)),
-                        ..Cues::default()
-                    },
-                );
-            }
-            t
+            run_frames(&LivenessConfig::default(), openings.len(), 100.0, |i| {
+                Observed {
+                    mesh: Some(mesh(openings[i])),
+                    ..Observed::default()
+                }
+            })
         };
         // Speech: the lips open to 0.2 eye widths and close again within a second; once is a
         // movement not yet confirmed (`head_evidence`), twice is live.
@@ -1935,26 +1895,19 @@ mod tests {
     /// A face seen with the eye model and the face mesh: `openings[i]` and `mouth[i]` in frame
     /// `i` (frames 100 ms apart; the shorter list is padded with its last value).
     fn run_eyes_and_mouth(cfg: LivenessConfig, openings: &[f32], mouth: &[f32]) -> LivenessTrack {
-        let mut t = LivenessTrack::new(cfg);
-        for i in 0..openings.len().max(mouth.len()) {
+        let n = openings.len().max(mouth.len());
+        run_frames(&cfg, n, 100.0, |i| {
             let at = |v: &[f32]| v[i.min(v.len() - 1)];
-            let mesh = MeshObservation {
-                rigid: Vec::new(),
-                mouth_open: at(mouth),
-                eyelids: [0.3, 0.3],
-            };
-            t.update(
-                i as f64 * 100.0,
-                i as u64,
-                &FACE,
-                &Cues {
-                    eyes: Some(&eyes(at(openings))),
-                    mesh: Some(&mesh),
-                    ..Cues::default()
-                },
-            );
-        }
-        t
+            Observed {
+                eyes: Some(eyes(at(openings))),
+                mesh: Some(MeshObservation {
+                    rigid: Vec::new(),
+                    mouth_open: at(mouth),
+                    eyelids: [0.3, 0.3],
+                }),
+                ..Observed::default()
+            }
+        })
     }
 
     #[test]
@@ -2013,22 +1966,23 @@ mod tests {
     fn drift_nose(
         t: &mut LivenessTrack,
         eyes: &EyeObservation,
-        frames: std::ops::Range<u64>,
+        frames: std::ops::Range<usize>,
         step: f32,
     ) {
-        for i in frames {
-            let mut lm = FACE;
-            lm[2][0] += i as f32 * step;
-            t.update(
-                i as f64 * 100.0,
-                i,
-                &lm,
-                &Cues {
-                    eyes: Some(eyes),
-                    ..Cues::default()
-                },
-            );
-        }
+        feed(
+            t,
+            frames,
+            100.0,
+            |i| {
+                let mut lm = FACE;
+                lm[2][0] += i as f32 * step;
+                lm
+            },
+            |_| Observed {
+                eyes: Some(*eyes),
+                ..Observed::default()
+            },
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::pipeline::context::ContextObservation;
 use crate::pipeline::eyes::EyeObservation;
 use crate::pipeline::flow::FlowObservation;
 use crate::pipeline::liveness::{
-    self, Cues, LivenessConfig, LivenessTrack, PresentationMemory, Verdict,
+    self, LivenessConfig, LivenessTrack, Observed, PresentationMemory, Verdict,
 };
 use crate::pipeline::mesh::MeshObservation;
 use crate::pipeline::stream::{LiveModels, Stream};
@@ -74,12 +74,7 @@ struct Obs {
     track: u64,
     width: f32,
     landmarks: [[f32; 2]; 5],
-    eyes: Option<EyeObservation>,
-    mesh: Option<MeshObservation>,
-    context: Option<ContextObservation>,
-    moire: Option<f32>,
-    flow: Option<FlowObservation>,
-    change: Option<f32>,
+    cues: Observed,
 }
 
 /// The judgement of one sequence by a fresh track.
@@ -116,19 +111,7 @@ fn judge(obs: &[Option<Obs>], cfg: &LivenessConfig, fps: f64) -> Judged {
         let Some((_, t)) = track.as_mut() else {
             continue;
         };
-        t.update(
-            t_ms,
-            k as u64,
-            &o.landmarks,
-            &Cues {
-                eyes: o.eyes.as_ref(),
-                mesh: o.mesh.as_ref(),
-                context: o.context.as_ref(),
-                moire: o.moire,
-                flow: o.flow.as_ref(),
-                change: o.change,
-            },
-        );
+        t.update(t_ms, k as u64, &o.landmarks, &o.cues.cues());
         presented.note(t, t_ms, centre, o.width);
         out.seen = true;
         out.blinked |= !t.blinks().is_empty();
@@ -163,13 +146,15 @@ fn observe(
             track: f.track,
             width: f.face.bbox[2] - f.face.bbox[0],
             landmarks: f.face.landmarks,
-            // As the stream does: eyes behind dark lenses are not evidence.
-            eyes: f.eyes.filter(|_| f.obstacles.sunglasses <= 0.5),
-            mesh: f.mesh.clone(),
-            context: f.context,
-            moire: f.moire,
-            flow: f.flow,
-            change: f.change,
+            cues: Observed {
+                // As the stream does: eyes behind dark lenses are not evidence.
+                eyes: f.eyes.filter(|_| f.obstacles.sunglasses <= 0.5),
+                mesh: f.mesh.clone(),
+                context: f.context,
+                moire: f.moire,
+                flow: f.flow,
+                change: f.change,
+            },
         }));
     }
     Ok(out)
@@ -218,11 +203,12 @@ struct DumpFrame {
 }
 
 impl DumpFrame {
-    fn of(o: &Obs) -> DumpFrame {
+    fn of(obs: &Obs) -> DumpFrame {
+        let o = &obs.cues;
         DumpFrame {
-            track: o.track,
-            width: o.width,
-            lm: o.landmarks.iter().flatten().copied().collect(),
+            track: obs.track,
+            width: obs.width,
+            lm: obs.landmarks.iter().flatten().copied().collect(),
             eyes: o.eyes.map(|e| [e.opening[0], e.opening[1], e.sharpness]),
             mesh: o
                 .mesh
@@ -265,29 +251,31 @@ impl DumpFrame {
             track: self.track,
             width: self.width,
             landmarks,
-            eyes: self.eyes.map(|[l, r, sharpness]| EyeObservation {
-                opening: [l, r],
-                texture: 0.0,
-                darkness: 0.0,
-                sharpness,
-            }),
-            mesh,
-            context: self
-                .ctx
-                .map(|[still, with_face]| ContextObservation { still, with_face }),
-            moire: self.moire,
-            change: self.change,
-            flow: match self.flow.as_deref() {
-                None => None,
-                Some([residual, points, ex, ey, rest @ ..]) => Some(FlowObservation {
-                    residual: *residual,
-                    points: *points as u32,
-                    e: [*ex, *ey],
-                    unbent: self.unbent,
-                    mouth: rest.first().copied().filter(|m| *m >= 0.0),
-                    face: rest.get(1).copied().unwrap_or(0.0),
+            cues: Observed {
+                eyes: self.eyes.map(|[l, r, sharpness]| EyeObservation {
+                    opening: [l, r],
+                    texture: 0.0,
+                    darkness: 0.0,
+                    sharpness,
                 }),
-                Some(f) => anyhow::bail!("`flow` needs at least 4 numbers, has {}", f.len()),
+                mesh,
+                context: self
+                    .ctx
+                    .map(|[still, with_face]| ContextObservation { still, with_face }),
+                moire: self.moire,
+                change: self.change,
+                flow: match self.flow.as_deref() {
+                    None => None,
+                    Some([residual, points, ex, ey, rest @ ..]) => Some(FlowObservation {
+                        residual: *residual,
+                        points: *points as u32,
+                        e: [*ex, *ey],
+                        unbent: self.unbent,
+                        mouth: rest.first().copied().filter(|m| *m >= 0.0),
+                        face: rest.get(1).copied().unwrap_or(0.0),
+                    }),
+                    Some(f) => anyhow::bail!("`flow` needs at least 4 numbers, has {}", f.len()),
+                },
             },
         })
     }
