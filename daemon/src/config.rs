@@ -294,6 +294,15 @@ impl Config {
                 return bad(key, "must be within [0, 1] (0: off)");
             }
         }
+        if !(0.0..=255.0).contains(&lc.edge_strength) {
+            return bad("liveness.edge_strength", "must be within [0, 255] (0: off)");
+        }
+        if !(lc.edge_moved > 0.0 && lc.edge_moved <= 100.0) {
+            return bad("liveness.edge_moved", "must be within (0, 100] pixels");
+        }
+        if lc.edge_frames == 0 {
+            return bad("liveness.edge_frames", "must be at least 1");
+        }
         if !(0.0..=10.0).contains(&lc.moire_sustained) {
             return bad(
                 "liveness.moire_sustained",
@@ -540,6 +549,11 @@ mod tests {
             "[liveness]\nmoire_sustained = -1\n",
             "[liveness]\nrelief_with_blink_depth = 1.5\n",
             "[liveness]\nrelief_with_blink_depth = nan\n",
+            "[liveness]\nedge_strength = -1\n",
+            "[liveness]\nedge_strength = nan\n",
+            "[liveness]\nedge_moved = 0\n",
+            "[liveness]\nedge_moved = nan\n",
+            "[liveness]\nedge_frames = 0\n",
             "[door]\nunknown_rechecks = 1000\n",
             "[door]\nunknown_recheck_s = -1\n",
             "[door]\nunknown_recheck_margin = 1.5\n",

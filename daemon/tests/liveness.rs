@@ -232,6 +232,36 @@ fn a_replay_on_a_screen_held_still_is_not_live_by_the_replayed_face() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// lp_d13 (a close-up of a man talking) replayed on a phone held up and swayed (SYNTHETIC, seed
+/// 34: a 121 px face, the renderer's weakest pixel grid, 10 % deep, whose moiré stays within
+/// real faces' range): no screen cue fires, and the replayed man's talking is a real mouth's,
+/// so without the sheet-edge cue (`edge_strength = 0`) he is live at 2.4 s. The phone's bezel
+/// beside his face moves against the room behind it from frame to frame: never live, and the
+/// border frames are counted.
+#[test]
+fn a_replay_whose_pixel_grid_does_not_show_is_caught_by_its_moving_bezel() {
+    let dir = tempdir("bezel-replay");
+    render_attack(&dir, "--clip", "video/lp_d13", "replay-screen", 34);
+    let run = |env: &[(&str, &str)]| {
+        stdout_json(&facegate(
+            &["liveness", "--frames", path(&dir), "--json"],
+            env,
+        ))
+    };
+    let v = run(&[]);
+    assert!(v["live_at"].is_null(), "{v}");
+    assert_ne!(v["verdict"], "live", "{v}");
+    assert!(
+        v["presentation"]["border_frames"].as_u64().unwrap() >= 3,
+        "{v}"
+    );
+    assert_eq!(v["presentation"]["screen_frames"], 0, "{v}");
+    let off = run(&[("FACEGATE_LIVENESS__EDGE_STRENGTH", "0")]);
+    assert_eq!(off["verdict"], "live", "{off}");
+    assert_eq!(off["live_at"]["frame"], 24, "{off}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A print of ORL s03 with the eyes cut out and carphone's real eyes behind the holes
 /// (SYNTHETIC, seed 22): his blinks are found, and at the end the sheet's sway reaches a weak
 /// relief (over `relief_with_blink`, 0.015). A blink with a weak relief is evidence of life only

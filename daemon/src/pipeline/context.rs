@@ -68,7 +68,7 @@ impl Gray {
     }
 
     /// Bilinear sample at half-resolution coordinates; `None` outside.
-    fn at(&self, x: f32, y: f32) -> Option<f32> {
+    pub(super) fn at(&self, x: f32, y: f32) -> Option<f32> {
         let (w1, h1) = (
             self.w.saturating_sub(1) as f32,
             self.h.saturating_sub(1) as f32,
@@ -129,7 +129,7 @@ pub struct ContextObservation {
 /// Block side, half-resolution pixels.
 const BLOCK: usize = 6;
 /// A hypothesis wins a block when its error is under this fraction of the other's.
-const MARGIN: f32 = 0.7;
+pub(super) const MARGIN: f32 = 0.7;
 
 /// Compares the ring around the face (box `bbox_now`, full-resolution pixels) in `now` with
 /// `prev`, given the face's landmarks in both frames.
@@ -252,7 +252,7 @@ fn mean(v: &[f32]) -> f32 {
 
 /// Mean absolute difference of two blocks once each has its mean removed: a light change over
 /// the whole block is not motion.
-fn zero_mean_error(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn zero_mean_error(a: &[f32], b: &[f32]) -> f32 {
     let (ma, mb) = (mean(a), mean(b));
     a.iter()
         .zip(b)
@@ -262,7 +262,7 @@ fn zero_mean_error(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Mean absolute deviation of a block from its mean.
-fn texture(v: &[f32]) -> f32 {
+pub(super) fn texture(v: &[f32]) -> f32 {
     let m = mean(v);
     v.iter().map(|x| (x - m).abs()).sum::<f32>() / v.len() as f32
 }

@@ -4,8 +4,10 @@
 //! moving against the face in `flow.rs`), relief (the face's own texture moving off one plane,
 //! `flow.rs`: the same plane argument over ~60 pixel patches instead of 5 landmarks, which works
 //! on faces too blurry for the landmarks), and a presentation-attack score from the same geometry
-//! and from two cues that veto everything else: the scene around the face moving with it (a
-//! held sheet or screen, `context.rs`) and a screen's pixel grid on the face (`screen.rs`).
+//! and from three cues that veto everything else: the scene around the face moving with it (a
+//! held sheet or screen, `context.rs`), a straight edge beside or above it moving against the
+//! room (a sheet's or a screen's border, `edge.rs`) and a screen's pixel grid on the face
+//! (`screen.rs`).
 //!
 //! Why the geometry works: a printed photo or a screen moves as one rigid plane, and the images
 //! of a plane in two frames are related by a homography. The eyes and mouth corners give four
@@ -25,6 +27,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::context::ContextObservation;
+use super::edge::EdgeObservation;
 use super::eyes::EyeObservation;
 use super::flow::FlowObservation;
 use super::mesh::{MeshObservation, PlaneFit, plane_fit};
@@ -53,6 +56,8 @@ pub const PRESENTATION_MEMORY_WIDTHS: f32 = 1.5;
 pub struct Presentation {
     sheet_frames: u32,
     room_frames: u32,
+    border_frames: u32,
+    room_edge_frames: u32,
     screen_frames: u32,
     screen_certain: bool,
 }
@@ -168,6 +173,17 @@ pub struct LivenessConfig {
     /// eyes behind an eye-cut print blink; a replayed person blinks and talks).
     pub sheet_frames: u32,
     pub sheet_over_room: f32,
+    /// Sheet edges (`edge.rs`): a frame shows a held sheet's or screen's border when an edge
+    /// beside or above the face at least `edge_strength` strong (grey levels per half-resolution
+    /// pixel, median along it) moved `edge_moved` pixels or more since `context::GAP` frames
+    /// before while the band beyond it stayed (at least `context_min_votes` of its blocks, and
+    /// `context_ratio` times more than moved with the edge); it shows a room's edge when one
+    /// that strong moved under a quarter of that.
+    /// `edge_frames` border frames, more than `sheet_over_room` times the room-edge frames, make
+    /// the track a presentation attack. 0 strength: off.
+    pub edge_strength: f32,
+    pub edge_moved: f32,
+    pub edge_frames: u32,
     /// Moiré (`screen.rs`, log10 peak-to-median power) above which a frame shows a pixel grid;
     /// `screen_frames` such frames make a track a screen.
     pub moire_peak: f32,
@@ -270,6 +286,9 @@ impl Default for LivenessConfig {
             context_ratio: 4.0,
             sheet_frames: 3,
             sheet_over_room: 3.0,
+            edge_strength: 20.0,
+            edge_moved: 8.0,
+            edge_frames: 3,
             moire_peak: 2.7,
             screen_frames: 3,
             moire_certain: 3.2,
@@ -320,6 +339,8 @@ pub struct Cues<'a> {
     pub eyes: Option<&'a EyeObservation>,
     pub mesh: Option<&'a MeshObservation>,
     pub context: Option<&'a ContextObservation>,
+    /// Straight edges beside and above the face and how they moved (`edge.rs`).
+    pub edge: Option<&'a EdgeObservation>,
     pub moire: Option<f32>,
     pub flow: Option<&'a FlowObservation>,
     /// The face's texture change since the frame before (`flow::texture_change`).
@@ -333,6 +354,7 @@ pub struct Observed {
     pub eyes: Option<EyeObservation>,
     pub mesh: Option<MeshObservation>,
     pub context: Option<ContextObservation>,
+    pub edge: Option<EdgeObservation>,
     pub moire: Option<f32>,
     pub flow: Option<FlowObservation>,
     pub change: Option<f32>,
@@ -344,6 +366,7 @@ impl Observed {
             eyes: self.eyes.as_ref(),
             mesh: self.mesh.as_ref(),
             context: self.context.as_ref(),
+            edge: self.edge.as_ref(),
             moire: self.moire,
             flow: self.flow.as_ref(),
             change: self.change,
@@ -509,6 +532,10 @@ pub struct LivenessTrack {
     /// Frames whose surroundings moved with the face (a held sheet) / stayed (a room).
     sheet_frames: u32,
     room_frames: u32,
+    /// Frames where a strong straight edge beside or above the face moved (a sheet's border) /
+    /// stayed (a room's).
+    border_frames: u32,
+    room_edge_frames: u32,
     /// Frames whose face showed a screen's pixel grid; whether one showed it beyond doubt.
     screen_frames: u32,
     screen_certain: bool,
@@ -566,6 +593,8 @@ impl LivenessTrack {
             motion: Vec::new(),
             sheet_frames: 0,
             room_frames: 0,
+            border_frames: 0,
+            room_edge_frames: 0,
             screen_frames: 0,
             screen_certain: false,
             recent_change: VecDeque::new(),
@@ -597,6 +626,7 @@ impl LivenessTrack {
             eyes,
             mesh,
             context,
+            edge,
             moire,
             flow,
             change,
@@ -608,6 +638,27 @@ impl LivenessTrack {
                 self.sheet_frames += 1;
             } else if c.still >= min && stayed >= ratio * moved.max(0.5) {
                 self.room_frames += 1;
+            }
+        }
+        if let Some(e) = edge.filter(|_| self.cfg.edge_strength > 0.0) {
+            let (min, ratio) = (self.cfg.context_min_votes, self.cfg.context_ratio);
+            let (mut moved, mut stayed) = (false, false);
+            for l in e.sides.iter().flatten() {
+                let Some(shift) = l.shift.filter(|_| l.strength >= self.cfg.edge_strength) else {
+                    continue;
+                };
+                // Moved against the room beyond it, as a held sheet's border does (not with it,
+                // as everything does before a camera that moves).
+                let [room, along] = l.beyond.map(|v| v as f32);
+                moved |= shift >= self.cfg.edge_moved
+                    && l.beyond[0] >= min
+                    && room >= ratio * along.max(0.5);
+                stayed |= shift < self.cfg.edge_moved / 4.0;
+            }
+            if moved {
+                self.border_frames += 1;
+            } else if stayed {
+                self.room_edge_frames += 1;
             }
         }
         // A screen frame: a moiré peak, peaks raised over several frames, or (below) the
@@ -936,19 +987,29 @@ impl LivenessTrack {
         self.frames
     }
 
-    /// Frames whose surroundings moved with the face, frames whose surroundings stayed, and
-    /// frames that showed a screen's pixel grid.
-    pub fn presentation_frames(&self) -> [u32; 3] {
-        [self.sheet_frames, self.room_frames, self.screen_frames]
+    /// Frames whose surroundings moved with the face, frames whose surroundings stayed, frames
+    /// that showed a screen's pixel grid, frames whose edge beside or above the face moved
+    /// against the room (a border), and frames whose strong edge stayed (a room's).
+    pub fn presentation_frames(&self) -> [u32; 5] {
+        [
+            self.sheet_frames,
+            self.room_frames,
+            self.screen_frames,
+            self.border_frames,
+            self.room_edge_frames,
+        ]
     }
 
     /// Whether the scene around the face moved with it, as a sheet or a screen held up does
-    /// (and a room before a fixed camera does not), or the face showed a screen's pixel grid:
-    /// an attack, whatever else the face does.
+    /// (and a room before a fixed camera does not), a sheet's border moved beside or above it,
+    /// or the face showed a screen's pixel grid: an attack, whatever else the face does.
     pub fn presented(&self) -> bool {
         let held = self.sheet_frames >= self.cfg.sheet_frames
             && self.sheet_frames as f32 > self.cfg.sheet_over_room * self.room_frames as f32;
-        held || self.screen_frames >= self.cfg.screen_frames || self.screen_certain
+        let bordered = self.cfg.edge_strength > 0.0
+            && self.border_frames >= self.cfg.edge_frames
+            && self.border_frames as f32 > self.cfg.sheet_over_room * self.room_edge_frames as f32;
+        held || bordered || self.screen_frames >= self.cfg.screen_frames || self.screen_certain
     }
 
     /// The presentation evidence, when the face was presented (`presented`).
@@ -956,6 +1017,8 @@ impl LivenessTrack {
         self.presented().then_some(Presentation {
             sheet_frames: self.sheet_frames,
             room_frames: self.room_frames,
+            border_frames: self.border_frames,
+            room_edge_frames: self.room_edge_frames,
             screen_frames: self.screen_frames,
             screen_certain: self.screen_certain,
         })
@@ -966,6 +1029,8 @@ impl LivenessTrack {
     fn inherit(&mut self, p: Presentation) {
         self.sheet_frames += p.sheet_frames;
         self.room_frames += p.room_frames;
+        self.border_frames += p.border_frames;
+        self.room_edge_frames += p.room_edge_frames;
         self.screen_frames += p.screen_frames;
         self.screen_certain |= p.screen_certain;
     }
@@ -1264,6 +1329,7 @@ pub fn decide(req: &Requirements, ev: &Evidence<'_>) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::edge::EdgeLine;
 
     fn eyes(o: f32) -> EyeObservation {
         EyeObservation {
@@ -1561,6 +1627,58 @@ mod tests {
         let glimpse = run(&|_| None, &|i| Some(if i == 4 { 3.5 } else { 1.5 }));
         assert!(glimpse.presented());
         assert_eq!(glimpse.verdict(), Verdict::Spoof);
+    }
+
+    #[test]
+    fn a_strong_edge_that_moves_beside_the_face_is_a_sheets_border_and_one_that_stays_is_not() {
+        let line = |strength: f32, shift: f32| EdgeObservation {
+            sides: [
+                None,
+                Some(EdgeLine {
+                    strength,
+                    shift: Some(shift),
+                    distance: 1.2,
+                    beyond: [20, 2],
+                }),
+                None,
+            ],
+        };
+        let open = [0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.2, 0.31, 0.32, 0.31];
+        let cfg = LivenessConfig {
+            blink_suffices: true,
+            ..LivenessConfig::default()
+        };
+        let run = |cfg: &LivenessConfig, edge: &dyn Fn(usize) -> EdgeObservation| {
+            run_frames(cfg, open.len(), 100.0, |i| Observed {
+                eyes: Some(eyes(open[i])),
+                edge: Some(edge(i)),
+                ..Observed::default()
+            })
+        };
+        // A bezel beside the face moves 10 px in every other frame pair: an attack, blink and
+        // all.
+        let border = |i: usize| line(60.0, if i.is_multiple_of(2) { 10.0 } else { 2.0 });
+        let held = run(&cfg, &border);
+        assert_eq!(held.blinks().len(), 1);
+        assert!(held.presented());
+        assert_eq!(held.verdict(), Verdict::Spoof);
+        // Off, or the edge too weak to be one: live.
+        let off = LivenessConfig {
+            edge_strength: 0.0,
+            ..cfg.clone()
+        };
+        assert_eq!(run(&off, &border).verdict(), Verdict::Live);
+        let faint = run(&cfg, &|i| {
+            line(10.0, if i.is_multiple_of(2) { 10.0 } else { 2.0 })
+        });
+        assert_eq!(faint.verdict(), Verdict::Live);
+        // A door frame beside a person stays; one frame pair in three where it seemed to move
+        // (two parallel edges confused) does not outweigh it.
+        let door = run(&cfg, &|i| {
+            line(60.0, if i.is_multiple_of(3) { 10.0 } else { 0.0 })
+        });
+        assert!(!door.presented());
+        assert_eq!(door.verdict(), Verdict::Live);
     }
 
     /// Frames 100 ms apart of an open-eyed face whose moiré peak was `peaks[i]`.

@@ -7,6 +7,7 @@ pub mod align;
 pub mod context;
 pub mod decode;
 pub mod detect;
+pub mod edge;
 pub mod embed;
 pub mod eyes;
 pub mod flow;

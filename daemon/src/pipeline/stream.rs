@@ -10,7 +10,8 @@
 //! between runs; no palm detector when a hand cannot block: `with_palms`); hat and sunglasses
 //! cues every frame (cheap arithmetic on pixels already cropped); context motion (the ring
 //! around each face against the frame `context::GAP` frames before, from half-resolution
-//! luminance kept for the last `GAP + 1` frames), moiré (a 32 or 64 px spectrum of the face),
+//! luminance kept for the last `GAP + 1` frames; and the straight edges beside and above it,
+//! `edge.rs`, from the same), moiré (a 32 or 64 px spectrum of the face),
 //! the face flow (against the face's patch `flow::GAP` frames before) and the texture change
 //! (against the frame before) every frame (all in the `cues` stage of `facegate bench
 //! liveness`). Embedding is the
@@ -28,6 +29,7 @@ use image::RgbImage;
 
 use super::context::{self, ContextObservation, Gray};
 use super::detect::Face;
+use super::edge::{self, EdgeObservation};
 use super::eyes::{EyeModel, EyeObservation};
 use super::flow::{self, FacePatch, FlowObservation};
 use super::liveness::{
@@ -85,6 +87,8 @@ pub struct FaceReport {
     pub mesh: Option<MeshObservation>,
     /// Whether the scene around the face moved with it since `context::GAP` frames ago.
     pub context: Option<ContextObservation>,
+    /// Straight edges beside and above the face and how far they moved since then.
+    pub edge: Option<EdgeObservation>,
     /// Moiré peak of the face patch (log10 peak-to-median power), when large enough.
     pub moire: Option<f32>,
     /// How one plane explains the face's texture motion since `flow::GAP` frames ago.
@@ -373,6 +377,7 @@ impl Stream {
             let mut eyes = None;
             let mut mesh = None;
             let mut context_obs = None;
+            let mut edge_obs = None;
             let mut moire = None;
             let mut flow_obs = None;
             let mut change = None;
@@ -403,6 +408,11 @@ impl Stream {
                     .map(|(_, l)| l);
                 if let (Some(prev), Some(now), Some(l)) = (gray_then, gray_now, landmarks_then) {
                     context_obs = context::observe(prev, now, l, &face.landmarks, face.bbox);
+                }
+                if let (Some(prev), Some(now)) = (gray_then, gray_now)
+                    && self.cfg.edge_strength > 0.0
+                {
+                    edge_obs = edge::observe(prev, now, face.bbox);
                 }
                 moire = screen::moire(img, face);
                 let previous = state.patches.back().map(|(_, p)| p);
@@ -436,6 +446,7 @@ impl Stream {
                         eyes: eyes.as_ref().filter(|_| eyes_visible),
                         mesh: mesh.as_ref(),
                         context: context_obs.as_ref(),
+                        edge: edge_obs.as_ref(),
                         moire,
                         flow: flow_obs.as_ref(),
                         change,
@@ -450,6 +461,7 @@ impl Stream {
                 eyes,
                 mesh,
                 context: context_obs,
+                edge: edge_obs,
                 moire,
                 flow: flow_obs,
                 change,

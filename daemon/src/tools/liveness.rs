@@ -62,8 +62,9 @@ pub struct SequenceResult {
     pub relief: Vec<Option<[f32; 2]>>,
     pub spoof_score: f32,
     pub max_parallax: f32,
-    /// Sheet, room and screen frames of the main track (`LivenessTrack::presentation_frames`).
-    pub presentation: [u32; 3],
+    /// Sheet, room, screen, border and room-edge frames of the main track
+    /// (`LivenessTrack::presentation_frames`).
+    pub presentation: [u32; 5],
     /// The first frame at which the main track was judged live (face large enough, evidence,
     /// attack score under the threshold), if any.
     pub live_at: Option<u64>,
@@ -160,7 +161,7 @@ pub fn run_sequence(
         relief,
         spoof_score: track.map_or(0.5, |t| t.spoof_score()),
         max_parallax: track.map_or(0.0, |t| t.max_parallax()),
-        presentation: track.map_or([0; 3], |t| t.presentation_frames()),
+        presentation: track.map_or([0; 5], |t| t.presentation_frames()),
         live_at: reports.iter().find_map(|r| {
             r.faces
                 .iter()
@@ -212,6 +213,8 @@ pub fn run(
                 "sheet_frames": r.presentation[0],
                 "room_frames": r.presentation[1],
                 "screen_frames": r.presentation[2],
+                "border_frames": r.presentation[3],
+                "room_edge_frames": r.presentation[4],
             },
             "verdict": r.verdict,
             "live_at": r.live_at.map(|f| json!({"t": f as f64 / fps, "frame": f, "file": name(f)})),
@@ -265,8 +268,13 @@ pub fn run(
     }
     println!(
         "surroundings: {} frames moved with the face (a held sheet), {} stayed (a room); {} \
-         frames with a screen's pixel grid",
-        r.presentation[0], r.presentation[1], r.presentation[2]
+         frames with a screen's pixel grid; {} frames with an edge that moved against the room \
+         (a sheet's border), {} with one that stayed",
+        r.presentation[0],
+        r.presentation[1],
+        r.presentation[2],
+        r.presentation[3],
+        r.presentation[4]
     );
     println!(
         "obstacles (max): mask {:.2}, hand {:.2}, sunglasses {:.2}, hat {:.2}",

@@ -35,6 +35,7 @@ use serde_json::json;
 use super::attack::{self, AttackKind, Content};
 use super::liveness::{decode_file, frame_files};
 use crate::pipeline::context::ContextObservation;
+use crate::pipeline::edge::{EdgeLine, EdgeObservation};
 use crate::pipeline::eyes::EyeObservation;
 use crate::pipeline::flow::FlowObservation;
 use crate::pipeline::liveness::{
@@ -151,6 +152,7 @@ fn observe(
                 eyes: f.eyes.filter(|_| f.obstacles.sunglasses <= 0.5),
                 mesh: f.mesh.clone(),
                 context: f.context,
+                edge: f.edge,
                 moire: f.moire,
                 flow: f.flow,
                 change: f.change,
@@ -200,6 +202,12 @@ struct DumpFrame {
     /// rule then sees no relief: judge those with `liveness.relief_unbent` 0, as they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     unbent: Option<[f32; 2]>,
+    /// The edges beside and above the face (`edge.rs`): [strength, shift, blocks beyond that
+    /// stayed, blocks beyond that moved, distance] for the left, the right and the upper side,
+    /// a negative strength where a side had no line and a negative shift where the earlier
+    /// frame had none near it (absent before 2026-12-05's third session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edge: Option<[f32; 15]>,
 }
 
 impl DumpFrame {
@@ -230,6 +238,19 @@ impl DumpFrame {
             }),
             change: o.change,
             unbent: o.flow.and_then(|f| f.unbent),
+            edge: o.edge.map(|e| {
+                let mut v = [-1.0; 15];
+                for (i, side) in e.sides.iter().enumerate() {
+                    if let Some(l) = side {
+                        v[5 * i] = l.strength;
+                        v[5 * i + 1] = l.shift.unwrap_or(-1.0);
+                        v[5 * i + 2] = l.beyond[0] as f32;
+                        v[5 * i + 3] = l.beyond[1] as f32;
+                        v[5 * i + 4] = l.distance;
+                    }
+                }
+                v
+            }),
         }
     }
 
@@ -262,6 +283,16 @@ impl DumpFrame {
                 context: self
                     .ctx
                     .map(|[still, with_face]| ContextObservation { still, with_face }),
+                edge: self.edge.map(|v| EdgeObservation {
+                    sides: std::array::from_fn(|i| {
+                        (v[5 * i] >= 0.0).then(|| EdgeLine {
+                            strength: v[5 * i],
+                            shift: Some(v[5 * i + 1]).filter(|s| *s >= 0.0),
+                            beyond: [v[5 * i + 2] as u32, v[5 * i + 3] as u32],
+                            distance: v[5 * i + 4],
+                        })
+                    }),
+                }),
                 moire: self.moire,
                 change: self.change,
                 flow: match self.flow.as_deref() {
