@@ -524,11 +524,14 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
     // blinking woman on a screen whose grid barely aliases into a moiré peak) is accepted. The
     // texture change serves twice: as a screen cue (`screen_change`) and as what a head's
     // movements must come through (`movement_max_change`); the moiré peaks stay raised over
-    // frames (`moire_sustained`). Any one of the three alone stops that replay.
+    // frames (`moire_sustained`). Any one of the three alone stops that replay. (So does the
+    // phone's bezel moving against the room, `edge_strength`: off in these ablations.)
+    let no_edges = ("FACEGATE_LIVENESS__EDGE_STRENGTH", "0");
     let no_change = rejudge(&[
         ("FACEGATE_LIVENESS__SCREEN_CHANGE", "0"),
         ("FACEGATE_LIVENESS__MOVEMENT_MAX_CHANGE", "0"),
         ("FACEGATE_LIVENESS__MOIRE_SUSTAINED", "0"),
+        no_edges,
     ]);
     assert!(
         accepted(&no_change, "replay_screen") > 0,
@@ -542,7 +545,7 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
             .filter(|k| **k != only)
             .map(|k| format!("FACEGATE_LIVENESS__{k}"))
             .collect();
-        let half = rejudge(&[(keys[0].as_str(), "0"), (keys[1].as_str(), "0")]);
+        let half = rejudge(&[(keys[0].as_str(), "0"), (keys[1].as_str(), "0"), no_edges]);
         assert_eq!(
             accepted(&half, "replay_screen"),
             0,
