@@ -174,6 +174,14 @@ fn render_attack(dir: &std::path::Path, from: &str, source: &str, kind: &str, se
     assert!(render.status.success(), "{render:?}");
 }
 
+/// `facegate liveness --json` over the frames in `dir`, with `env` set.
+fn judge_frames(dir: &std::path::Path, env: &[(&str, &str)]) -> serde_json::Value {
+    stdout_json(&facegate(
+        &["liveness", "--frames", path(dir), "--json"],
+        env,
+    ))
+}
+
 /// A print of a laughing face (hand_on_forehead.png: narrowed eyes, open level ~0.2) held up
 /// and swayed: the eye model's reading of one printed eye dips for half a second (frames
 /// 40-44 of this SYNTHETIC sequence) while the other stays open. In a squint a closure counts
@@ -212,12 +220,7 @@ fn a_printed_laughing_face_does_not_blink_by_one_eye() {
 fn a_replay_on_a_screen_held_still_is_not_live_by_the_replayed_face() {
     let dir = tempdir("still-replay");
     render_attack(&dir, "--clip", "video/carphone", "replay-screen", 9);
-    let run = |env: &[(&str, &str)]| {
-        stdout_json(&facegate(
-            &["liveness", "--frames", path(&dir), "--json"],
-            env,
-        ))
-    };
+    let run = |env: &[(&str, &str)]| judge_frames(&dir, env);
     let v = run(&[]);
     assert!(v["live_at"].is_null(), "{v}");
     assert_ne!(v["verdict"], "live", "{v}");
@@ -242,12 +245,7 @@ fn a_replay_on_a_screen_held_still_is_not_live_by_the_replayed_face() {
 fn a_replay_whose_pixel_grid_does_not_show_is_caught_by_its_moving_bezel() {
     let dir = tempdir("bezel-replay");
     render_attack(&dir, "--clip", "video/lp_d13", "replay-screen", 34);
-    let run = |env: &[(&str, &str)]| {
-        stdout_json(&facegate(
-            &["liveness", "--frames", path(&dir), "--json"],
-            env,
-        ))
-    };
+    let run = |env: &[(&str, &str)]| judge_frames(&dir, env);
     let v = run(&[]);
     assert!(v["live_at"].is_null(), "{v}");
     assert_ne!(v["verdict"], "live", "{v}");
@@ -291,12 +289,7 @@ fn an_eye_cut_prints_shallow_blinks_do_not_make_its_weak_relief_a_heads() {
         &[],
     );
     assert!(render.status.success(), "{render:?}");
-    let run = |env: &[(&str, &str)]| {
-        stdout_json(&facegate(
-            &["liveness", "--frames", path(&dir), "--json"],
-            env,
-        ))
-    };
+    let run = |env: &[(&str, &str)]| judge_frames(&dir, env);
     let v = run(&[]);
     assert!(!blink_frames(&v).is_empty(), "{v}");
     assert!(v["live_at"].is_null(), "{v}");
