@@ -303,6 +303,9 @@ impl Config {
         if lc.edge_frames == 0 {
             return bad("liveness.edge_frames", "must be at least 1");
         }
+        if !(0.0..=100.0).contains(&lc.edge_over_room) {
+            return bad("liveness.edge_over_room", "must be within [0, 100]");
+        }
         if !(0.0..=10.0).contains(&lc.moire_sustained) {
             return bad(
                 "liveness.moire_sustained",
@@ -554,6 +557,8 @@ mod tests {
             "[liveness]\nedge_moved = 0\n",
             "[liveness]\nedge_moved = nan\n",
             "[liveness]\nedge_frames = 0\n",
+            "[liveness]\nedge_over_room = -1\n",
+            "[liveness]\nedge_over_room = nan\n",
             "[door]\nunknown_rechecks = 1000\n",
             "[door]\nunknown_recheck_s = -1\n",
             "[door]\nunknown_recheck_margin = 1.5\n",

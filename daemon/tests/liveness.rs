@@ -260,6 +260,32 @@ fn a_replay_whose_pixel_grid_does_not_show_is_caught_by_its_moving_bezel() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// lp_d13 replayed on a phone whose bezel moves, then pauses (SYNTHETIC, seeds 36 and 37, as
+/// `facegate attack` renders them). Seed 37: the bezel moves against the room in the first
+/// second, enough to call it a screen; then the hand holds still and frames where the bezel
+/// stayed outnumber those, so counting alone let the replayed man go live at frame 21 (before
+/// 2026-12-05: a track once presented now stays so). Seed 36: three border frames in the
+/// first 0.8 s against one where it stayed; with the room-edge frames weighed as the context's
+/// room frames are (`edge_over_room = 3`) that was not enough, and he was live at frame 8.
+#[test]
+fn a_replay_stays_an_attack_when_its_bezel_stops_moving() {
+    for (seed, ablation) in [
+        (37, None),
+        (36, Some(("FACEGATE_LIVENESS__EDGE_OVER_ROOM", "3"))),
+    ] {
+        let dir = tempdir(&format!("paused-bezel-{seed}"));
+        render_attack(&dir, "--clip", "video/lp_d13", "replay-screen", seed);
+        let v = judge_frames(&dir, &[]);
+        assert!(v["live_at"].is_null(), "seed {seed}: {v}");
+        assert_ne!(v["verdict"], "live", "seed {seed}: {v}");
+        if let Some(env) = ablation {
+            let off = judge_frames(&dir, &[env]);
+            assert_eq!(off["live_at"]["frame"], 8, "seed {seed}: {off}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 /// A print of ORL s03 with the eyes cut out and carphone's real eyes behind the holes
 /// (SYNTHETIC, seed 22): his blinks are found, and at the end the sheet's sway reaches a weak
 /// relief (over `relief_with_blink`, 0.015). A blink with a weak relief is evidence of life only

@@ -179,11 +179,12 @@ pub struct LivenessConfig {
     /// before while the band beyond it stayed (at least `context_min_votes` of its blocks, and
     /// `context_ratio` times more than moved with the edge); it shows a room's edge when one
     /// that strong moved under a quarter of that.
-    /// `edge_frames` border frames, more than `sheet_over_room` times the room-edge frames, make
+    /// `edge_frames` border frames, more than `edge_over_room` times the room-edge frames, make
     /// the track a presentation attack. 0 strength: off.
     pub edge_strength: f32,
     pub edge_moved: f32,
     pub edge_frames: u32,
+    pub edge_over_room: f32,
     /// Moiré (`screen.rs`, log10 peak-to-median power) above which a frame shows a pixel grid;
     /// `screen_frames` such frames make a track a screen.
     pub moire_peak: f32,
@@ -289,6 +290,7 @@ impl Default for LivenessConfig {
             edge_strength: 20.0,
             edge_moved: 8.0,
             edge_frames: 3,
+            edge_over_room: 2.0,
             moire_peak: 2.7,
             screen_frames: 3,
             moire_certain: 3.2,
@@ -539,6 +541,8 @@ pub struct LivenessTrack {
     /// Frames whose face showed a screen's pixel grid; whether one showed it beyond doubt.
     screen_frames: u32,
     screen_certain: bool,
+    /// Whether the presentation evidence was once enough (`presented`): it stays an attack.
+    presented_once: bool,
     /// Recent texture changes from the frame before (for the median of 3).
     recent_change: VecDeque<f32>,
     /// The last `MOIRE_FRAMES` moiré peaks (`moire_sustained`).
@@ -597,6 +601,7 @@ impl LivenessTrack {
             room_edge_frames: 0,
             screen_frames: 0,
             screen_certain: false,
+            presented_once: false,
             recent_change: VecDeque::new(),
             recent_moire: VecDeque::new(),
             texture: VecDeque::new(),
@@ -742,6 +747,7 @@ impl LivenessTrack {
         if screen {
             self.screen_frames += 1;
         }
+        self.presented_once |= self.presenting();
         out
     }
 
@@ -1002,13 +1008,22 @@ impl LivenessTrack {
 
     /// Whether the scene around the face moved with it, as a sheet or a screen held up does
     /// (and a room before a fixed camera does not), a sheet's border moved beside or above it,
-    /// or the face showed a screen's pixel grid: an attack, whatever else the face does.
+    /// or the face showed a screen's pixel grid: an attack, whatever else the face does. Once
+    /// so, always so for the track: a hand that holds the sheet still for a while, or a screen
+    /// whose bezel stops, adds frames where the room stayed, and until 2026-12-05 those could
+    /// outvote the evidence and let the face go live (4 of the 11 accepted attacks of the
+    /// seeds 36-40 draw).
     pub fn presented(&self) -> bool {
+        self.presented_once || self.presenting()
+    }
+
+    /// Whether the evidence counted so far makes the face presented (`presented`).
+    fn presenting(&self) -> bool {
         let held = self.sheet_frames >= self.cfg.sheet_frames
             && self.sheet_frames as f32 > self.cfg.sheet_over_room * self.room_frames as f32;
         let bordered = self.cfg.edge_strength > 0.0
             && self.border_frames >= self.cfg.edge_frames
-            && self.border_frames as f32 > self.cfg.sheet_over_room * self.room_edge_frames as f32;
+            && self.border_frames as f32 > self.cfg.edge_over_room * self.room_edge_frames as f32;
         held || bordered || self.screen_frames >= self.cfg.screen_frames || self.screen_certain
     }
 
@@ -1027,6 +1042,7 @@ impl LivenessTrack {
     /// Starts this (new) track from the evidence of a presented face just lost where it
     /// appears (`PresentationMemory::hand_down`).
     fn inherit(&mut self, p: Presentation) {
+        self.presented_once = true;
         self.sheet_frames += p.sheet_frames;
         self.room_frames += p.room_frames;
         self.border_frames += p.border_frames;
@@ -1679,6 +1695,75 @@ mod tests {
         });
         assert!(!door.presented());
         assert_eq!(door.verdict(), Verdict::Live);
+    }
+
+    #[test]
+    fn a_face_once_shown_presented_stays_an_attack_when_the_sheet_or_bezel_is_held_still() {
+        let sheet = ContextObservation {
+            still: 2,
+            with_face: 30,
+        };
+        let room = ContextObservation {
+            still: 30,
+            with_face: 3,
+        };
+        let bezel = |shift: f32| EdgeObservation {
+            sides: [
+                Some(EdgeLine {
+                    strength: 60.0,
+                    shift: Some(shift),
+                    distance: 1.1,
+                    beyond: [20, 0],
+                }),
+                None,
+                None,
+            ],
+        };
+        // 16 frames; the eyes behind an eye-cut print blink at frame 12, long after the hand
+        // stopped moving the sheet (frame 4).
+        let mut open = [0.32; 16];
+        open[12] = 0.2;
+        let cfg = LivenessConfig {
+            blink_suffices: true,
+            ..LivenessConfig::default()
+        };
+        let run = |cfg: &LivenessConfig, each: &dyn Fn(usize) -> Observed| {
+            run_frames(cfg, open.len(), 100.0, |i| Observed {
+                eyes: Some(eyes(open[i])),
+                ..each(i)
+            })
+        };
+        // Four frames where the surroundings moved with the face, then eleven where they
+        // stayed: the count alone (4 against 3 x 11) would no longer call it a sheet.
+        let held = run(&cfg, &|i| Observed {
+            context: Some(if i < 4 { sheet } else { room }),
+            ..Observed::default()
+        });
+        assert_eq!(held.presentation_frames()[..2], [4, 12]);
+        assert_eq!(held.blinks().len(), 1);
+        assert!(held.presented());
+        assert_eq!(held.verdict(), Verdict::Spoof);
+        // A phone's bezel that moved in four frame pairs, then stopped: the same.
+        let stopped = run(&cfg, &|i| Observed {
+            edge: Some(bezel(if i < 4 { 12.0 } else { 0.5 })),
+            ..Observed::default()
+        });
+        assert_eq!(stopped.presentation_frames()[3..], [4, 12]);
+        assert_eq!(stopped.verdict(), Verdict::Spoof);
+        // Stays an attack for a new track that the tracker starts where it was lost.
+        let mut memory = PresentationMemory::default();
+        memory.note(&stopped, 1500.0, [100.0, 100.0], 80.0);
+        let mut next = LivenessTrack::new(cfg.clone());
+        memory.hand_down(&mut next, 1600.0, [104.0, 100.0], 80.0);
+        assert!(next.presented());
+        // A person whose hair moved with the head in two early frames never was presented:
+        // live by the blink.
+        let person = run(&cfg, &|i| Observed {
+            context: Some(if i < 2 { sheet } else { room }),
+            ..Observed::default()
+        });
+        assert!(!person.presented());
+        assert_eq!(person.verdict(), Verdict::Live);
     }
 
     /// Frames 100 ms apart of an open-eyed face whose moiré peak was `peaks[i]`.
