@@ -821,7 +821,7 @@ fn a_settled_track_is_only_tracked_and_frees_its_liveness_place() {
             .process(pipeline, live, &frame, i as f64 * 100.0)
             .unwrap();
         assert_eq!(r.faces.len(), 4, "frame {i}: {} faces", r.faces.len());
-        let judged = r.faces.iter().filter(|f| f.eyes.is_some()).count();
+        let judged = r.faces.iter().filter(|f| f.observed.eyes.is_some()).count();
         match settled {
             None => {
                 assert_eq!(judged, 3, "frame {i}: three places");
@@ -836,7 +836,8 @@ fn a_settled_track_is_only_tracked_and_frees_its_liveness_place() {
             Some(id) => {
                 let f = r.faces.iter().find(|f| f.track == id);
                 let f = f.unwrap_or_else(|| panic!("frame {i}: the settled face is still tracked"));
-                assert!(f.settled && f.eyes.is_none() && f.mesh.is_none() && f.moire.is_none());
+                let o = &f.observed;
+                assert!(f.settled && o.eyes.is_none() && o.mesh.is_none() && o.moire.is_none());
                 assert_eq!(f.frames, track_frames, "frame {i}: its liveness is frozen");
                 // The other three (the fourth face included) are judged.
                 assert_eq!(judged, 3, "frame {i}");
@@ -844,7 +845,7 @@ fn a_settled_track_is_only_tracked_and_frees_its_liveness_place() {
                     r.faces
                         .iter()
                         .filter(|f| f.track != id)
-                        .all(|f| f.eyes.is_some())
+                        .all(|f| f.observed.eyes.is_some())
                 );
             }
         }

@@ -27,15 +27,15 @@ use std::time::Instant;
 
 use image::RgbImage;
 
-use super::context::{self, ContextObservation, Gray};
+use super::context::{self, Gray};
 use super::detect::Face;
-use super::edge::{self, EdgeObservation};
-use super::eyes::{EyeModel, EyeObservation};
-use super::flow::{self, FacePatch, FlowObservation};
+use super::edge;
+use super::eyes::EyeModel;
+use super::flow::{self, FacePatch};
 use super::liveness::{
-    self, Cues, FrameLiveness, LivenessConfig, LivenessTrack, PresentationMemory, Verdict,
+    self, Cues, FrameLiveness, LivenessConfig, LivenessTrack, Observed, PresentationMemory, Verdict,
 };
-use super::mesh::{MeshModel, MeshObservation};
+use super::mesh::MeshModel;
 use super::models::{ModelError, ModelStore};
 use super::obstacles::{self, ObstacleModels, ObstacleScores};
 use super::screen;
@@ -83,18 +83,9 @@ pub struct StageCosts {
 pub struct FaceReport {
     pub track: u64,
     pub face: Face,
-    pub eyes: Option<EyeObservation>,
-    pub mesh: Option<MeshObservation>,
-    /// Whether the scene around the face moved with it since `context::GAP` frames ago.
-    pub context: Option<ContextObservation>,
-    /// Straight edges beside and above the face and how far they moved since then.
-    pub edge: Option<EdgeObservation>,
-    /// Moiré peak of the face patch (log10 peak-to-median power), when large enough.
-    pub moire: Option<f32>,
-    /// How one plane explains the face's texture motion since `flow::GAP` frames ago.
-    pub flow: Option<FlowObservation>,
-    /// How much the face's texture changed since the frame before (`flow::texture_change`).
-    pub change: Option<f32>,
+    /// This frame's cue observations (the eyes as measured, also behind dark lenses, where the
+    /// liveness track was not given them).
+    pub observed: Observed,
     pub liveness: FrameLiveness,
     /// The latest obstacle scores (carried over on frames the models did not run).
     pub obstacles: ObstacleScores,
@@ -110,6 +101,24 @@ pub struct FaceReport {
     pub needs_movement: bool,
     /// Decided by the caller (`Stream::settle`): tracked only, its liveness frozen.
     pub settled: bool,
+}
+
+impl FaceReport {
+    /// The observations the liveness track was given this frame (`observed`, without the eyes
+    /// behind dark lenses): what `pad-eval` feeds a fresh track.
+    pub fn liveness_observed(&self) -> Observed {
+        Observed {
+            eyes: self.observed.eyes.filter(|_| eyes_visible(&self.obstacles)),
+            ..self.observed.clone()
+        }
+    }
+}
+
+/// Eyes behind dark lenses are not measured: no blink evidence. (A hand is not excluded: it is
+/// usually at the mouth or chin, and the eyes above it blink as usual; the hand blocks the
+/// decision as an obstacle anyway.)
+fn eyes_visible(obstacles: &ObstacleScores) -> bool {
+    obstacles.sunglasses <= 0.5
 }
 
 #[derive(Debug, Clone)]
@@ -374,21 +383,15 @@ impl Stream {
             if state.recent.len() > context::GAP + 1 {
                 state.recent.pop_front();
             }
-            let mut eyes = None;
-            let mut mesh = None;
-            let mut context_obs = None;
-            let mut edge_obs = None;
-            let mut moire = None;
-            let mut flow_obs = None;
-            let mut change = None;
+            let mut observed = Observed::default();
             let mut liveness = FrameLiveness::default();
             if !state.settled && live_faces < MAX_LIVE_FACES {
                 live_faces += 1;
                 let t = Instant::now();
-                eyes = models.eyes.observe(img, face).ok();
+                let eyes = models.eyes.observe(img, face).ok();
                 costs.eyes_ms += ms(t);
                 let t = Instant::now();
-                mesh = models.mesh.observe(img, face).ok();
+                let mesh = models.mesh.observe(img, face).ok();
                 costs.mesh_ms += ms(t);
                 if needs_obstacles(state.seen) {
                     let t = Instant::now();
@@ -401,6 +404,8 @@ impl Stream {
                 let t = Instant::now();
                 state.obstacles.sunglasses = eyes.as_ref().map_or(0.0, obstacles::sunglasses);
                 state.obstacles.hat = obstacles::hat(img, face);
+                let (mut context_obs, mut edge_obs) = (None, None);
+                let (mut flow_obs, mut change) = (None, None);
                 let landmarks_then = state
                     .recent
                     .iter()
@@ -414,7 +419,7 @@ impl Stream {
                 {
                     edge_obs = edge::observe(prev, now, face.bbox);
                 }
-                moire = screen::moire(img, face);
+                let moire = screen::moire(img, face);
                 let previous = state.patches.back().map(|(_, p)| p);
                 if let Some(patch) = FacePatch::from_rgb(img, &face.landmarks, previous) {
                     let back = frame.checked_sub(flow::GAP as u64);
@@ -434,37 +439,30 @@ impl Stream {
                     }
                 }
                 costs.cues_ms += ms(t);
-                // Eyes behind dark lenses are not measured: no blink evidence. (A hand is
-                // not excluded: it is usually at the mouth or chin, and the eyes above it
-                // blink as usual; the hand blocks the decision as an obstacle anyway.)
-                let eyes_visible = state.obstacles.sunglasses <= 0.5;
-                liveness = state.live.update(
-                    t_ms,
-                    frame,
-                    &face.landmarks,
-                    &Cues {
-                        eyes: eyes.as_ref().filter(|_| eyes_visible),
-                        mesh: mesh.as_ref(),
-                        context: context_obs.as_ref(),
-                        edge: edge_obs.as_ref(),
-                        moire,
-                        flow: flow_obs.as_ref(),
-                        change,
-                    },
-                );
+                observed = Observed {
+                    eyes,
+                    mesh,
+                    context: context_obs,
+                    edge: edge_obs,
+                    moire,
+                    flow: flow_obs,
+                    change,
+                };
+                let cues = Cues {
+                    eyes: observed
+                        .eyes
+                        .as_ref()
+                        .filter(|_| eyes_visible(&state.obstacles)),
+                    ..observed.cues()
+                };
+                liveness = state.live.update(t_ms, frame, &face.landmarks, &cues);
                 state.seen += 1;
                 self.presented.note(&state.live, t_ms, centre, width);
             }
             reports.push(FaceReport {
                 track: a.track,
                 face: face.clone(),
-                eyes,
-                mesh,
-                context: context_obs,
-                edge: edge_obs,
-                moire,
-                flow: flow_obs,
-                change,
+                observed,
                 liveness,
                 obstacles: state.obstacles,
                 frames: state.live.frames(),

@@ -118,14 +118,14 @@ pub fn run_sequence(
     let mut relief = Vec::with_capacity(reports.len());
     for r in &reports {
         let f = r.faces.iter().find(|f| Some(f.track) == main);
-        relief.push(f.and_then(|f| f.flow.map(|o| o.e)));
+        relief.push(f.and_then(|f| f.observed.flow.map(|o| o.e)));
         eyelid.push(f.and_then(|f| f.liveness.eyelid));
-        eye_sharpness.push(f.and_then(|f| f.eyes.map(|e| e.sharpness)));
+        eye_sharpness.push(f.and_then(|f| f.observed.eyes.map(|e| e.sharpness)));
         signals.push(f.map(|f| {
             let [l, r] = [f.face.landmarks[0], f.face.landmarks[1]];
             let plane = f.liveness.plane;
             [
-                f.eyes.map_or(f32::NAN, |e| e.mean_opening()),
+                f.observed.eyes.map_or(f32::NAN, |e| e.mean_opening()),
                 (r[0] - l[0]).hypot(r[1] - l[1]),
                 f.liveness.mouth_open.unwrap_or(f32::NAN),
                 plane.map_or(f32::NAN, |p| p.residual),

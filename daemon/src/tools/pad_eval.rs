@@ -147,16 +147,7 @@ fn observe(
             track: f.track,
             width: f.face.bbox[2] - f.face.bbox[0],
             landmarks: f.face.landmarks,
-            cues: Observed {
-                // As the stream does: eyes behind dark lenses are not evidence.
-                eyes: f.eyes.filter(|_| f.obstacles.sunglasses <= 0.5),
-                mesh: f.mesh.clone(),
-                context: f.context,
-                edge: f.edge,
-                moire: f.moire,
-                flow: f.flow,
-                change: f.change,
-            },
+            cues: f.liveness_observed(),
         }));
     }
     Ok(out)
