@@ -1598,16 +1598,19 @@ mod tests {
         assert_ne!(t.verdict(), Verdict::Live);
     }
 
+    /// A frame pair whose surroundings moved with the face (a held sheet) / stayed (a room).
+    const SHEET: ContextObservation = ContextObservation {
+        still: 2,
+        with_face: 30,
+    };
+    const ROOM: ContextObservation = ContextObservation {
+        still: 30,
+        with_face: 3,
+    };
+
     #[test]
     fn a_face_whose_surroundings_move_with_it_is_an_attack_even_when_it_blinks() {
-        let sheet = ContextObservation {
-            still: 2,
-            with_face: 30,
-        };
-        let room = ContextObservation {
-            still: 30,
-            with_face: 3,
-        };
+        let (sheet, room) = (SHEET, ROOM);
         let open = [0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.2, 0.31, 0.32, 0.31];
         // Where a blink alone suffices (else the still person below is not live either).
         let cfg = LivenessConfig {
@@ -1699,14 +1702,7 @@ mod tests {
 
     #[test]
     fn a_face_once_shown_presented_stays_an_attack_when_the_sheet_or_bezel_is_held_still() {
-        let sheet = ContextObservation {
-            still: 2,
-            with_face: 30,
-        };
-        let room = ContextObservation {
-            still: 30,
-            with_face: 3,
-        };
+        let (sheet, room) = (SHEET, ROOM);
         let bezel = |shift: f32| EdgeObservation {
             sides: [
                 Some(EdgeLine {
