@@ -355,10 +355,15 @@ pub struct Cues<'a> {
 pub struct Observed {
     pub eyes: Option<EyeObservation>,
     pub mesh: Option<MeshObservation>,
+    /// Whether the scene around the face moved with it since `context::GAP` frames ago.
     pub context: Option<ContextObservation>,
+    /// Straight edges beside and above the face and how far they moved since then.
     pub edge: Option<EdgeObservation>,
+    /// Moiré peak of the face patch (log10 peak-to-median power), when large enough.
     pub moire: Option<f32>,
+    /// How one plane explains the face's texture motion since `flow::GAP` frames ago.
     pub flow: Option<FlowObservation>,
+    /// How much the face's texture changed since the frame before (`flow::texture_change`).
     pub change: Option<f32>,
 }
 
@@ -1729,8 +1734,8 @@ mod tests {
                 ..each(i)
             })
         };
-        // Four frames where the surroundings moved with the face, then eleven where they
-        // stayed: the count alone (4 against 3 x 11) would no longer call it a sheet.
+        // Four frames where the surroundings moved with the face, then twelve where they
+        // stayed: the count alone (4 against 3 x 12) would no longer call it a sheet.
         let held = run(&cfg, &|i| Observed {
             context: Some(if i < 4 { sheet } else { room }),
             ..Observed::default()
