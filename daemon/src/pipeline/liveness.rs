@@ -1613,19 +1613,54 @@ mod tests {
         with_face: 3,
     };
 
+    /// Eye openings of 10 frames with one blink (frame 6).
+    const ONE_BLINK: [f32; 10] = [0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.2, 0.31, 0.32, 0.31];
+
+    /// The defaults, where a blink alone suffices (else a still person who blinks is not live
+    /// either).
+    fn blink_suffices() -> LivenessConfig {
+        LivenessConfig {
+            blink_suffices: true,
+            ..LivenessConfig::default()
+        }
+    }
+
+    /// Frames 100 ms apart of a face whose eyes open `open[i]`, with `each(i)`'s other cues.
+    fn run_eyes(
+        cfg: &LivenessConfig,
+        open: &[f32],
+        each: impl Fn(usize) -> Observed,
+    ) -> LivenessTrack {
+        run_frames(cfg, open.len(), 100.0, |i| Observed {
+            eyes: Some(eyes(open[i])),
+            ..each(i)
+        })
+    }
+
+    /// A straight edge `strength` strong right of the face that moved `shift` px while the
+    /// band beyond it stayed (20 blocks against 2).
+    fn edge_beside(strength: f32, shift: f32) -> EdgeObservation {
+        EdgeObservation {
+            sides: [
+                None,
+                Some(EdgeLine {
+                    strength,
+                    shift: Some(shift),
+                    distance: 1.2,
+                    beyond: [20, 2],
+                }),
+                None,
+            ],
+        }
+    }
+
     #[test]
     fn a_face_whose_surroundings_move_with_it_is_an_attack_even_when_it_blinks() {
         let (sheet, room) = (SHEET, ROOM);
-        let open = [0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.2, 0.31, 0.32, 0.31];
-        // Where a blink alone suffices (else the still person below is not live either).
-        let cfg = LivenessConfig {
-            blink_suffices: true,
-            ..LivenessConfig::default()
-        };
+        let cfg = blink_suffices();
         let run = |ctx: &dyn Fn(usize) -> Option<ContextObservation>,
                    moire: &dyn Fn(usize) -> Option<f32>| {
-            run_frames(&cfg, open.len(), 100.0, |i| Observed {
-                eyes: Some(eyes(open[i])),
+            run_eyes(&cfg, &ONE_BLINK, |i| Observed {
                 context: ctx(i),
                 moire: moire(i),
                 ..Observed::default()
@@ -1655,26 +1690,10 @@ mod tests {
 
     #[test]
     fn a_strong_edge_that_moves_beside_the_face_is_a_sheets_border_and_one_that_stays_is_not() {
-        let line = |strength: f32, shift: f32| EdgeObservation {
-            sides: [
-                None,
-                Some(EdgeLine {
-                    strength,
-                    shift: Some(shift),
-                    distance: 1.2,
-                    beyond: [20, 2],
-                }),
-                None,
-            ],
-        };
-        let open = [0.32, 0.31, 0.33, 0.32, 0.30, 0.32, 0.2, 0.31, 0.32, 0.31];
-        let cfg = LivenessConfig {
-            blink_suffices: true,
-            ..LivenessConfig::default()
-        };
+        let line = edge_beside;
+        let cfg = blink_suffices();
         let run = |cfg: &LivenessConfig, edge: &dyn Fn(usize) -> EdgeObservation| {
-            run_frames(cfg, open.len(), 100.0, |i| Observed {
-                eyes: Some(eyes(open[i])),
+            run_eyes(cfg, &ONE_BLINK, |i| Observed {
                 edge: Some(edge(i)),
                 ..Observed::default()
             })
@@ -1708,32 +1727,13 @@ mod tests {
     #[test]
     fn a_face_once_shown_presented_stays_an_attack_when_the_sheet_or_bezel_is_held_still() {
         let (sheet, room) = (SHEET, ROOM);
-        let bezel = |shift: f32| EdgeObservation {
-            sides: [
-                Some(EdgeLine {
-                    strength: 60.0,
-                    shift: Some(shift),
-                    distance: 1.1,
-                    beyond: [20, 0],
-                }),
-                None,
-                None,
-            ],
-        };
         // 16 frames; the eyes behind an eye-cut print blink at frame 12, long after the hand
         // stopped moving the sheet (frame 4).
         let mut open = [0.32; 16];
         open[12] = 0.2;
-        let cfg = LivenessConfig {
-            blink_suffices: true,
-            ..LivenessConfig::default()
-        };
-        let run = |cfg: &LivenessConfig, each: &dyn Fn(usize) -> Observed| {
-            run_frames(cfg, open.len(), 100.0, |i| Observed {
-                eyes: Some(eyes(open[i])),
-                ..each(i)
-            })
-        };
+        let cfg = blink_suffices();
+        let run =
+            |cfg: &LivenessConfig, each: &dyn Fn(usize) -> Observed| run_eyes(cfg, &open, each);
         // Four frames where the surroundings moved with the face, then twelve where they
         // stayed: the count alone (4 against 3 x 12) would no longer call it a sheet.
         let held = run(&cfg, &|i| Observed {
@@ -1746,7 +1746,7 @@ mod tests {
         assert_eq!(held.verdict(), Verdict::Spoof);
         // A phone's bezel that moved in four frame pairs, then stopped: the same.
         let stopped = run(&cfg, &|i| Observed {
-            edge: Some(bezel(if i < 4 { 12.0 } else { 0.5 })),
+            edge: Some(edge_beside(60.0, if i < 4 { 12.0 } else { 0.5 })),
             ..Observed::default()
         });
         assert_eq!(stopped.presentation_frames()[3..], [4, 12]);
@@ -2298,10 +2298,7 @@ mod tests {
     /// the face needs a head's movement; a mouth movement then makes it live.
     #[test]
     fn by_default_a_blink_alone_is_not_live() {
-        let lenient = LivenessConfig {
-            blink_suffices: true,
-            ..LivenessConfig::default()
-        };
+        let lenient = blink_suffices();
         let openings = [0.32, 0.31, 0.33, 0.32, 0.30, 0.2, 0.31, 0.32];
         let blink_suffices = run_with(lenient, &openings);
         let mut strict = run(&openings);
