@@ -1656,7 +1656,6 @@ mod tests {
 
     #[test]
     fn a_face_whose_surroundings_move_with_it_is_an_attack_even_when_it_blinks() {
-        let (sheet, room) = (SHEET, ROOM);
         let cfg = blink_suffices();
         let run = |ctx: &dyn Fn(usize) -> Option<ContextObservation>,
                    moire: &dyn Fn(usize) -> Option<f32>| {
@@ -1667,13 +1666,13 @@ mod tests {
             })
         };
         // The eyes behind an eye-cut print blink, and the sheet moves with the face.
-        let held = run(&|i| (i % 2 == 0).then_some(sheet), &|_| None);
+        let held = run(&|i| (i % 2 == 0).then_some(SHEET), &|_| None);
         assert_eq!(held.blinks().len(), 1);
         assert!(held.presented());
         assert_eq!(held.verdict(), Verdict::Spoof);
         // A person before a wall: the room stays; a few sheet-like frames (hair moving with the
         // head) do not outweigh it.
-        let person = run(&|i| Some(if i % 3 == 0 { sheet } else { room }), &|_| None);
+        let person = run(&|i| Some(if i % 3 == 0 { SHEET } else { ROOM }), &|_| None);
         assert!(!person.presented());
         assert_eq!(person.verdict(), Verdict::Live);
         // A pixel grid over the face in enough frames: a screen.
@@ -1690,7 +1689,6 @@ mod tests {
 
     #[test]
     fn a_strong_edge_that_moves_beside_the_face_is_a_sheets_border_and_one_that_stays_is_not() {
-        let line = edge_beside;
         let cfg = blink_suffices();
         let run = |cfg: &LivenessConfig, edge: &dyn Fn(usize) -> EdgeObservation| {
             run_eyes(cfg, &ONE_BLINK, |i| Observed {
@@ -1700,7 +1698,7 @@ mod tests {
         };
         // A bezel beside the face moves 10 px in every other frame pair: an attack, blink and
         // all.
-        let border = |i: usize| line(60.0, if i.is_multiple_of(2) { 10.0 } else { 2.0 });
+        let border = |i: usize| edge_beside(60.0, if i.is_multiple_of(2) { 10.0 } else { 2.0 });
         let held = run(&cfg, &border);
         assert_eq!(held.blinks().len(), 1);
         assert!(held.presented());
@@ -1712,13 +1710,13 @@ mod tests {
         };
         assert_eq!(run(&off, &border).verdict(), Verdict::Live);
         let faint = run(&cfg, &|i| {
-            line(10.0, if i.is_multiple_of(2) { 10.0 } else { 2.0 })
+            edge_beside(10.0, if i.is_multiple_of(2) { 10.0 } else { 2.0 })
         });
         assert_eq!(faint.verdict(), Verdict::Live);
         // A door frame beside a person stays; one frame pair in three where it seemed to move
         // (two parallel edges confused) does not outweigh it.
         let door = run(&cfg, &|i| {
-            line(60.0, if i.is_multiple_of(3) { 10.0 } else { 0.0 })
+            edge_beside(60.0, if i.is_multiple_of(3) { 10.0 } else { 0.0 })
         });
         assert!(!door.presented());
         assert_eq!(door.verdict(), Verdict::Live);
@@ -1726,7 +1724,6 @@ mod tests {
 
     #[test]
     fn a_face_once_shown_presented_stays_an_attack_when_the_sheet_or_bezel_is_held_still() {
-        let (sheet, room) = (SHEET, ROOM);
         // 16 frames; the eyes behind an eye-cut print blink at frame 12, long after the hand
         // stopped moving the sheet (frame 4).
         let mut open = [0.32; 16];
@@ -1737,7 +1734,7 @@ mod tests {
         // Four frames where the surroundings moved with the face, then twelve where they
         // stayed: the count alone (4 against 3 x 12) would no longer call it a sheet.
         let held = run(&cfg, &|i| Observed {
-            context: Some(if i < 4 { sheet } else { room }),
+            context: Some(if i < 4 { SHEET } else { ROOM }),
             ..Observed::default()
         });
         assert_eq!(held.presentation_frames()[..2], [4, 12]);
@@ -1760,7 +1757,7 @@ mod tests {
         // A person whose hair moved with the head in two early frames never was presented:
         // live by the blink.
         let person = run(&cfg, &|i| Observed {
-            context: Some(if i < 2 { sheet } else { room }),
+            context: Some(if i < 2 { SHEET } else { ROOM }),
             ..Observed::default()
         });
         assert!(!person.presented());
