@@ -13,6 +13,7 @@
 use image::RgbImage;
 
 use super::align::Similarity;
+use super::mesh::Homography;
 use super::resize::round_u8;
 
 /// Luminance at half resolution (a 2x2 box), enough for motion of a few pixels; one byte per
@@ -124,26 +125,68 @@ pub struct ContextObservation {
     pub still: u32,
     /// Blocks whose content moved with the face.
     pub with_face: u32,
+    /// Of those, the blocks beyond a head's reach (`HEAD_REACH`) that stayed and that moved
+    /// with the face. Near the face a real head moves blocks with it (hair, ears, a hand on the
+    /// cheek); out there only a sheet or a screen does.
+    pub far_still: u32,
+    pub far_with_face: u32,
 }
+
+/// Beyond a head's reach: blocks whose centre is at least this many face widths beside the
+/// face's centre, or this many face heights above it. Measured on 2026-12-05/06: on
+/// headtrackr_cap4 (a head that turns and nods) and pexels_eyes_hand (a hand at the face), the
+/// blocks that moved with the face were within 0.9 face widths of its centre, beside the
+/// face, and within 0.9 face heights above it (hair, ears, the hand); on a print filling the
+/// view they were everywhere.
+pub const HEAD_REACH: f32 = 0.9;
 
 /// Block side, half-resolution pixels.
 const BLOCK: usize = 6;
 /// A hypothesis wins a block when its error is under this fraction of the other's.
 pub(super) const MARGIN: f32 = 0.7;
 
+/// How the face moved, now -> then (half-resolution pixels): where a point moving with it
+/// comes from.
+enum Back {
+    /// The similarity of the face's landmarks.
+    Landmarks(Similarity),
+    /// The plane of the face's own texture (`flow::observe`; full-resolution pixels), which
+    /// carries a print's whole sheet, however tilted, where a similarity misses its far parts.
+    Plane(Homography),
+}
+
+impl Back {
+    fn apply(&self, [x, y]: [f32; 2]) -> [f32; 2] {
+        match self {
+            Back::Landmarks(s) => s.apply([x, y]),
+            // Off the plane's horizon: no pixel (outside every frame).
+            Back::Plane(h) => h
+                .apply([2.0 * x, 2.0 * y])
+                .map_or([f32::NAN; 2], |[u, v]| [u / 2.0, v / 2.0]),
+        }
+    }
+}
+
 /// Compares the ring around the face (box `bbox_now`, full-resolution pixels) in `now` with
-/// `prev`, given the face's landmarks in both frames.
+/// `prev`, given the face's landmarks in both frames and, when known, the face plane's motion
+/// back from `now` to `prev` (`plane`, full-resolution pixels): a sheet around a printed face
+/// moves as that plane does, so that is the "with the face" hypothesis; without it, the
+/// landmarks' similarity is.
 pub fn observe(
     prev: &Gray,
     now: &Gray,
     landmarks_prev: &[[f32; 2]; 5],
     landmarks_now: &[[f32; 2]; 5],
     bbox_now: [f32; 4],
+    plane: Option<&Homography>,
 ) -> Option<ContextObservation> {
     let half = |l: &[[f32; 2]; 5]| l.map(|[x, y]| [x / 2.0, y / 2.0]);
     let (lp, ln) = (half(landmarks_prev), half(landmarks_now));
     // now -> prev: where the face's motion brings each point from.
-    let back = Similarity::estimate(&ln, &lp)?;
+    let back = match plane {
+        Some(h) => Back::Plane(*h),
+        None => Back::Landmarks(Similarity::estimate(&ln, &lp)?),
+    };
     let [x1, y1, x2, y2] = bbox_now.map(|v| v / 2.0);
     let (w, h) = (x2 - x1, y2 - y1);
     if w < 8.0 || h < 8.0 {
@@ -167,9 +210,16 @@ pub fn observe(
             let inside = (bx - cx).abs() < inner_x && by > inner_top;
             if !inside && let Some(v) = vote(prev, now, &back, x, y) {
                 blocks += 1;
+                let far = (bx - cx).abs() >= HEAD_REACH * w || by <= cy - HEAD_REACH * h;
                 match v {
-                    Some(true) => out.with_face += 1,
-                    Some(false) => out.still += 1,
+                    Some(true) => {
+                        out.with_face += 1;
+                        out.far_with_face += u32::from(far);
+                    }
+                    Some(false) => {
+                        out.still += 1;
+                        out.far_still += u32::from(far);
+                    }
                     None => {}
                 }
             }
@@ -186,7 +236,7 @@ pub fn observe(
 /// The cheap tests come first (every sample inside both frames, then the shift, then the
 /// block's texture) and the other samples are read only when they decide: most blocks of a
 /// still face stop at the shift, and the result is the same as sampling everything first.
-fn vote(prev: &Gray, now: &Gray, back: &Similarity, x: f32, y: f32) -> Option<Option<bool>> {
+fn vote(prev: &Gray, now: &Gray, back: &Back, x: f32, y: f32) -> Option<Option<bool>> {
     let inside = |g: &Gray, [px, py]: [f32; 2]| {
         let (w1, h1) = (g.w.saturating_sub(1) as f32, g.h.saturating_sub(1) as f32);
         px >= 0.0 && py >= 0.0 && px < w1 && py < h1
@@ -329,10 +379,16 @@ mod tests {
             &lp,
             &ln,
             bn,
+            None,
         )
         .unwrap();
         assert!(
             sheet.with_face > 10 && sheet.still < sheet.with_face / 5,
+            "{sheet:?}"
+        );
+        // ... out beyond a head's reach too.
+        assert!(
+            sheet.far_with_face > 10 && sheet.far_still < sheet.far_with_face / 5,
             "{sheet:?}"
         );
         // The face moved, the scene around it did not: a person before a wall.
@@ -343,12 +399,14 @@ mod tests {
             &lp,
             &ln,
             bn,
+            None,
         )
         .unwrap();
         assert!(
             person.still > 10 && person.with_face < person.still / 5,
             "{person:?}"
         );
+        assert!(person.far_still > 10, "{person:?}");
         // Nothing moved: no votes.
         let still = observe(
             &Gray::from_rgb(&wall, None),
@@ -356,9 +414,43 @@ mod tests {
             &lp,
             &lp,
             face([0.0, 0.0]).1,
+            None,
         )
         .unwrap();
         assert_eq!((still.still, still.with_face), (0, 0));
+    }
+
+    /// A head before a wall: its hair (an ellipse 0.8 face widths and 0.85 face heights from
+    /// the face's centre) moves with the face, the wall beyond stays. The near ring votes that
+    /// it moved with the face; beyond a head's reach, the blocks say it stayed.
+    #[test]
+    fn a_heads_hair_moves_with_it_and_the_wall_beyond_its_reach_stays() {
+        let (lp, _) = face([0.0, 0.0]);
+        let (ln, bn) = face([6.0, 4.0]);
+        let head = |offset: [f32; 2]| {
+            let moving = scene(offset, false);
+            let wall = scene([0.0, 0.0], true);
+            RgbImage::from_fn(320, 240, |x, y| {
+                let (dx, dy) = (x as f32 - 160.0 - offset[0], y as f32 - 130.0 - offset[1]);
+                let inside = (dx / 48.0).powi(2) + (dy / 68.0).powi(2) < 1.0;
+                *if inside { &moving } else { &wall }.get_pixel(x, y)
+            })
+        };
+        let obs = observe(
+            &Gray::from_rgb(&head([0.0, 0.0]), None),
+            &Gray::from_rgb(&head([6.0, 4.0]), None),
+            &lp,
+            &ln,
+            bn,
+            None,
+        )
+        .unwrap();
+        let near_with_face = obs.with_face - obs.far_with_face;
+        assert!(near_with_face > 10, "{obs:?}");
+        assert!(
+            obs.far_still > 10 && obs.far_with_face * 5 < obs.far_still,
+            "{obs:?}"
+        );
     }
 
     /// The vote as first written: every sample read (a sample outside either frame ends the
@@ -427,12 +519,17 @@ mod tests {
                     [160.0 + c * dx - s * dy, 130.0 + s * dx + c * dy]
                 });
                 let back = Similarity::estimate(&half(&ln), &half(&lp)).unwrap();
+                let landmarks = Back::Landmarks(back);
                 let mut y = -4.0;
                 while y < 124.0 {
                     let mut x = -4.0;
                     while x < 164.0 {
                         let want = vote_direct(&prev, now, &back, x, y);
-                        assert_eq!(vote(&prev, now, &back, x, y), want, "({x}, {y}), {turn}");
+                        assert_eq!(
+                            vote(&prev, now, &landmarks, x, y),
+                            want,
+                            "({x}, {y}), {turn}"
+                        );
                         outcomes[match want {
                             None => 0,
                             Some(None) => 1,
@@ -448,5 +545,71 @@ mod tests {
         }
         // Every kind of answer was compared.
         assert!(outcomes[..4].iter().all(|&n| n > 20), "{outcomes:?}");
+    }
+
+    /// A sheet filling the view, turned about a vertical axis beside the face (perspective):
+    /// the face's five landmarks move by nearly a similarity, which misses where the sheet's
+    /// far parts went, so the ring's votes say little; the plane through the face's own
+    /// points (as `flow::observe` fits it) carries the whole sheet, and the ring votes that it
+    /// moved with the face. Before a wall, that plane's motion predicts nothing the wall does.
+    #[test]
+    fn a_sheet_turned_in_perspective_moves_as_the_face_plane_and_not_as_its_landmarks() {
+        // prev -> now: a turn about the vertical axis through x = 40 (foreshortening grows
+        // across the sheet) and a shift; its inverse samples `now` from `prev`.
+        let g = 0.0012f64;
+        let fwd = |[x, y]: [f32; 2]| {
+            let (x, y) = (f64::from(x) - 40.0, f64::from(y) - 130.0);
+            let w = 1.0 + g * x;
+            [(40.0 + x / w + 5.0) as f32, (130.0 + y / w + 3.0) as f32]
+        };
+        let inv = |[u, v]: [f32; 2]| {
+            let (x, y) = (f64::from(u) - 45.0, f64::from(v) - 133.0);
+            let w = 1.0 - g * x;
+            [(40.0 + x / w) as f32, (130.0 + y / w) as f32]
+        };
+        let tex = |[x, y]: [f32; 2]| {
+            let v = ((x * 0.37 + 2.0).sin() * (y * 0.29 + 2.6).cos() + (x * 0.11 - y * 0.17).sin())
+                * 60.0
+                + 128.0;
+            image::Rgb([v.clamp(0.0, 255.0) as u8; 3])
+        };
+        let sheet_then = RgbImage::from_fn(320, 240, |x, y| tex([x as f32, y as f32]));
+        let sheet_now = RgbImage::from_fn(320, 240, |x, y| tex(inv([x as f32, y as f32])));
+        let (lp, bp) = face([0.0, 0.0]);
+        let ln = lp.map(fwd);
+        let [a, b] = [fwd([bp[0], bp[1]]), fwd([bp[2], bp[3]])];
+        let bn = [a[0], a[1], b[0], b[1]];
+        // The plane through points on the face only, now -> then.
+        let on_face: Vec<[f32; 2]> = (0..30)
+            .map(|i| [135.0 + (i % 6) as f32 * 10.0, 95.0 + (i / 6) as f32 * 15.0])
+            .collect();
+        let moved: Vec<[f32; 2]> = on_face.iter().map(|&p| fwd(p)).collect();
+        let plane = Homography::estimate(&moved, &on_face).unwrap();
+        let (then, now) = (
+            Gray::from_rgb(&sheet_then, None),
+            Gray::from_rgb(&sheet_now, None),
+        );
+        let by_landmarks = observe(&then, &now, &lp, &ln, bn, None).unwrap();
+        let by_plane = observe(&then, &now, &lp, &ln, bn, Some(&plane)).unwrap();
+        assert!(
+            by_plane.with_face > 20 && by_plane.still * 10 < by_plane.with_face,
+            "{by_plane:?}"
+        );
+        assert!(
+            by_plane.far_with_face > 10 && by_plane.far_still * 10 < by_plane.far_with_face,
+            "{by_plane:?}"
+        );
+        // By the landmarks' similarity it is no sheet frame at the default ratio (4).
+        assert!(
+            by_landmarks.with_face < 4 * by_landmarks.still,
+            "{by_landmarks:?}"
+        );
+        // A person before a wall, their face turning as the sheet did: the wall stays.
+        let wall = Gray::from_rgb(&sheet_then, None);
+        let person = observe(&wall, &wall, &lp, &ln, bn, Some(&plane)).unwrap();
+        assert!(
+            person.still > 20 && person.with_face * 10 < person.still,
+            "{person:?}"
+        );
     }
 }

@@ -28,7 +28,7 @@ use image::RgbImage;
 
 use super::align::{ARCFACE_112, Similarity};
 use super::context::luma_row;
-use super::mesh::{add_row, normalised, plane_fit, solve, spread};
+use super::mesh::{Homography, add_row, normalised, plane_fit, solve, spread};
 
 /// Frames between the two compared (as context motion: 0.3 s at 10 fps).
 pub const GAP: usize = 3;
@@ -442,8 +442,11 @@ impl<'a> Pairing<'a> {
     }
 }
 
-/// Matches the face's patches of `then` in `now`.
-pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
+/// Matches the face's patches of `then` in `now`: the observation, and the face plane's motion
+/// back from `now` to `then` (frame coordinates; the homography through the matches, `None`
+/// when degenerate), which is how a print's sheet around the face moved if the face is on one
+/// (`context::observe`).
+pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<(FlowObservation, Option<Homography>)> {
     let pairing = Pairing::new(then, now)?;
     let s_now = pairing.s_now;
     let iod = pairing.iod;
@@ -495,14 +498,15 @@ pub fn observe(then: &FacePatch, now: &FacePatch) -> Option<FlowObservation> {
             }
         }
     }
-    Some(FlowObservation {
+    let observation = FlowObservation {
         residual: fit.residual,
         points: src.len() as u32,
         e,
         unbent,
         mouth: (mouth.len() >= MIN_MOUTH_POINTS).then(|| median_of(&mut mouth)),
         face: median_of(&mut face),
-    })
+    };
+    Some((observation, Homography::estimate(&dst, &src)))
 }
 
 /// How much the face's smoothed texture changed between two frames, where it moved to: the
@@ -744,7 +748,7 @@ mod tests {
         let b = base;
         let plane = render(|x, y| b.apply(m.apply([x, y])));
         let now = FacePatch::from_rgb(&plane, &landmarks(&moved), None).unwrap();
-        let obs = observe(&then, &now).unwrap();
+        let obs = observe(&then, &now).unwrap().0;
         assert!(obs.points >= 30, "{obs:?}");
         assert!(obs.residual < 0.01, "plane: {obs:?}");
         assert!(obs.parallax() < 0.003, "plane: {obs:?}");
@@ -755,7 +759,7 @@ mod tests {
             [x - 5.0 * (1.0 - d2).max(0.0), y]
         });
         let now = FacePatch::from_rgb(&bulge, &landmarks(&base), None).unwrap();
-        let obs = observe(&then, &now).unwrap();
+        let obs = observe(&then, &now).unwrap().0;
         // The nose moved right against the cheeks: parallax along the eyes, 5x the plane's.
         assert!(obs.residual > 0.015, "bulge: {obs:?}");
         assert!(obs.parallax() > 0.012, "bulge: {obs:?}");
@@ -802,7 +806,7 @@ mod tests {
             let lm_now = lm_then.map(|[x, y]| [turned(x), y]);
             let then = FacePatch::from_rgb(&then, &lm_then, None).unwrap();
             let now = FacePatch::from_rgb(&now, &lm_now, None).unwrap();
-            observe(&then, &now).unwrap()
+            observe(&then, &now).unwrap().0
         };
         for roll in [0.0, 0.4] {
             let obs = observed(roll);
@@ -896,7 +900,7 @@ mod tests {
         let (m, b) = (moved.inverse(), base);
         let plane = render(|x, y| b.apply(m.apply([x, y])));
         let now = FacePatch::from_rgb(&plane, &landmarks(&moved), None).unwrap();
-        let obs = observe(&then, &now).unwrap();
+        let obs = observe(&then, &now).unwrap().0;
         let lips = obs.mouth.expect("the mouth's patches match");
         assert!(lips < 0.01, "plane: {obs:?}");
         assert!(obs.face < 0.01, "plane: {obs:?}");
@@ -908,7 +912,7 @@ mod tests {
             [x, y - 8.0 * (-d2 / 2.0).exp()]
         });
         let now = FacePatch::from_rgb(&talking, &landmarks(&base), None).unwrap();
-        let obs = observe(&then, &now).unwrap();
+        let obs = observe(&then, &now).unwrap().0;
         let lips = obs.mouth.expect("the mouth's patches match");
         assert!(lips > 0.03, "talking: {obs:?} (iod {iod})");
         assert!(lips > 3.0 * obs.face, "talking: {obs:?}");
@@ -933,7 +937,9 @@ mod tests {
         let alone = FacePatch::from_rgb(&closer, &landmarks(&near), None).unwrap();
         assert!(observe(&then, &alone).is_none(), "factors 2 and 3 differ");
         let now = FacePatch::from_rgb(&closer, &landmarks(&near), Some(&then)).unwrap();
-        let obs = observe(&then, &now).expect("the factor of the frame before is kept");
+        let obs = observe(&then, &now)
+            .expect("the factor of the frame before is kept")
+            .0;
         assert!(obs.parallax() < 0.003, "plane: {obs:?}");
         // A face that grew far beyond the range takes its own factor again.
         let grown = at(150.0);

@@ -644,7 +644,10 @@ impl LivenessTrack {
         if let Some(c) = context {
             let (min, ratio) = (self.cfg.context_min_votes, self.cfg.context_ratio);
             let (moved, stayed) = (c.with_face as f32, c.still as f32);
-            if c.with_face >= min && moved >= ratio * stayed.max(0.5) {
+            // A sheet moves the ring with the face out beyond a head's reach too (a head moves
+            // its hair, ears and a hand at the cheek with it, and nothing farther).
+            let beyond = c.far_with_face >= min && c.far_with_face >= c.far_still;
+            if c.with_face >= min && moved >= ratio * stayed.max(0.5) && beyond {
                 self.sheet_frames += 1;
             } else if c.still >= min && stayed >= ratio * moved.max(0.5) {
                 self.room_frames += 1;
@@ -1607,10 +1610,14 @@ mod tests {
     const SHEET: ContextObservation = ContextObservation {
         still: 2,
         with_face: 30,
+        far_still: 2,
+        far_with_face: 12,
     };
     const ROOM: ContextObservation = ContextObservation {
         still: 30,
         with_face: 3,
+        far_still: 20,
+        far_with_face: 0,
     };
 
     /// Eye openings of 10 frames with one blink (frame 6).
@@ -1675,6 +1682,26 @@ mod tests {
         let person = run(&|i| Some(if i % 3 == 0 { SHEET } else { ROOM }), &|_| None);
         assert!(!person.presented());
         assert_eq!(person.verdict(), Verdict::Live);
+        // A head whose hair and hand move with it in every frame, before a wall that stays
+        // (headtrackr_cap4, pexels_eyes_hand): the near ring moved with the face, and beyond a
+        // head's reach the room stayed, so no frame is a sheet's.
+        let head = ContextObservation {
+            far_with_face: 1,
+            far_still: 2,
+            ..SHEET
+        };
+        let turning = run(&|_| Some(head), &|_| None);
+        assert_eq!(turning.presentation_frames()[0], 0);
+        assert_eq!(turning.verdict(), Verdict::Live);
+        // The same near ring with too few far blocks to tell (an attack whose sheet ends near
+        // the face) is not a sheet frame either: the sheet's border and the screen's grid are
+        // the cues for those.
+        let few = ContextObservation {
+            far_with_face: 3,
+            far_still: 0,
+            ..SHEET
+        };
+        assert!(!run(&|_| Some(few), &|_| None).presented());
         // A pixel grid over the face in enough frames: a screen.
         let screen = run(&|_| None, &|_| Some(2.9));
         assert!(screen.presented());

@@ -151,25 +151,7 @@ pub fn plane_fit(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Option<PlaneFit> {
         return None;
     }
     let (ns, nd) = (normalised(&src[..n]), normalised(&dst[..n]));
-    // Normal equations of the linear DLT with h33 = 1.
-    let mut ata = [[0f64; 8]; 8];
-    let mut atb = [0f64; 8];
-    for (p, q) in ns.iter().zip(&nd) {
-        let (x, y, u, v) = (p[0], p[1], q[0], q[1]);
-        add_row(
-            &mut ata,
-            &mut atb,
-            [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y],
-            u,
-        );
-        add_row(
-            &mut ata,
-            &mut atb,
-            [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y],
-            v,
-        );
-    }
-    let h = solve(ata, atb)?;
+    let h = dlt(&ns, &nd)?;
     let mut sq = 0f64;
     for (p, q) in ns.iter().zip(&nd) {
         let w = h[6] * p[0] + h[7] * p[1] + 1.0;
@@ -196,6 +178,71 @@ pub fn plane_fit(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Option<PlaneFit> {
         anisotropy: (big / small - 1.0) as f32,
         perspective: (h[6].hypot(h[7])) as f32,
     })
+}
+
+/// The linear DLT with h33 = 1 (least squares, normal equations) mapping `ns` onto `nd`.
+fn dlt(ns: &[[f64; 2]], nd: &[[f64; 2]]) -> Option<[f64; 8]> {
+    let mut ata = [[0f64; 8]; 8];
+    let mut atb = [0f64; 8];
+    for (p, q) in ns.iter().zip(nd) {
+        let (x, y, u, v) = (p[0], p[1], q[0], q[1]);
+        add_row(
+            &mut ata,
+            &mut atb,
+            [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y],
+            u,
+        );
+        add_row(
+            &mut ata,
+            &mut atb,
+            [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y],
+            v,
+        );
+    }
+    solve(ata, atb)
+}
+
+/// A plane's motion between two frames: the least-squares homography through point matches,
+/// in coordinates centred and scaled by each point set's spread (as `plane_fit`'s).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Homography {
+    h: [f64; 8],
+    src: [f64; 3],
+    dst: [f64; 3],
+}
+
+impl Homography {
+    /// The homography mapping `src` onto `dst` best; `None` with fewer than 6 points or when
+    /// degenerate.
+    pub fn estimate(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Option<Homography> {
+        let n = src.len().min(dst.len());
+        if n < 6 {
+            return None;
+        }
+        let h = dlt(&normalised(&src[..n]), &normalised(&dst[..n]))?;
+        h.iter().all(|c| c.is_finite()).then(|| Homography {
+            h,
+            src: spread(&src[..n]),
+            dst: spread(&dst[..n]),
+        })
+    }
+
+    /// Where the plane carries `p`; `None` on (or beyond) its horizon.
+    pub fn apply(&self, [x, y]: [f32; 2]) -> Option<[f32; 2]> {
+        let h = &self.h;
+        let x = (f64::from(x) - self.src[0]) / self.src[2];
+        let y = (f64::from(y) - self.src[1]) / self.src[2];
+        let w = h[6] * x + h[7] * y + 1.0;
+        if w < 1e-6 {
+            return None;
+        }
+        let u = (h[0] * x + h[1] * y + h[2]) / w;
+        let v = (h[3] * x + h[4] * y + h[5]) / w;
+        Some([
+            (u * self.dst[2] + self.dst[0]) as f32,
+            (v * self.dst[2] + self.dst[1]) as f32,
+        ])
+    }
 }
 
 /// How well one plane explains the motion of the rigid points between two frames.
@@ -305,6 +352,20 @@ mod tests {
         let fit = plane_fit(&src, &dst).unwrap();
         assert!(fit.residual < 1e-4, "{fit:?}");
         assert!(fit.anisotropy > 0.1, "{fit:?}");
+        // The same plane's homography carries points far outside the fitted ones too.
+        let plane = Homography::estimate(&src, &dst).unwrap();
+        for p in [[0.0f32, 0.0], [400.0, 20.0], [150.0, 300.0]] {
+            let w = h[6] * p[0] + h[7] * p[1] + 1.0;
+            let want = [
+                (h[0] * p[0] + h[1] * p[1] + h[2]) / w,
+                (h[3] * p[0] + h[4] * p[1] + h[5]) / w,
+            ];
+            let got = plane.apply(p).unwrap();
+            assert!(
+                (got[0] - want[0]).hypot(got[1] - want[1]) < 0.05,
+                "{got:?} {want:?}"
+            );
+        }
         // Points off the plane (a nose) shift sideways when the head turns.
         let bulge: Vec<[f32; 2]> = src
             .iter()

@@ -411,23 +411,21 @@ impl Stream {
                     .iter()
                     .find(|(f, _)| Some(*f) == then)
                     .map(|(_, l)| l);
-                if let (Some(prev), Some(now), Some(l)) = (gray_then, gray_now, landmarks_then) {
-                    context_obs = context::observe(prev, now, l, &face.landmarks, face.bbox);
-                }
-                if let (Some(prev), Some(now)) = (gray_then, gray_now)
-                    && self.cfg.edge_strength > 0.0
-                {
-                    edge_obs = edge::observe(prev, now, face.bbox);
-                }
-                let moire = screen::moire(img, face);
+                // The face plane's motion back to `GAP` frames before (the same frame as the
+                // context's and the edges' `then`).
+                let mut plane = None;
                 let previous = state.patches.back().map(|(_, p)| p);
                 if let Some(patch) = FacePatch::from_rgb(img, &face.landmarks, previous) {
                     let back = frame.checked_sub(flow::GAP as u64);
-                    flow_obs = state
+                    if let Some((obs, h)) = state
                         .patches
                         .iter()
                         .find(|(f, _)| Some(*f) == back)
-                        .and_then(|(_, p)| flow::observe(p, &patch));
+                        .and_then(|(_, p)| flow::observe(p, &patch))
+                    {
+                        flow_obs = Some(obs);
+                        plane = h;
+                    }
                     change = state
                         .patches
                         .back()
@@ -438,6 +436,16 @@ impl Stream {
                         state.patches.pop_front();
                     }
                 }
+                if let (Some(prev), Some(now), Some(l)) = (gray_then, gray_now, landmarks_then) {
+                    context_obs =
+                        context::observe(prev, now, l, &face.landmarks, face.bbox, plane.as_ref());
+                }
+                if let (Some(prev), Some(now)) = (gray_then, gray_now)
+                    && self.cfg.edge_strength > 0.0
+                {
+                    edge_obs = edge::observe(prev, now, face.bbox);
+                }
+                let moire = screen::moire(img, face);
                 costs.cues_ms += ms(t);
                 observed = Observed {
                     eyes,

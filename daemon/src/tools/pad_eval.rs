@@ -166,7 +166,9 @@ struct DumpLine {
 
 /// One frame of a dumped sequence: `lm` the 5 landmarks flattened, `eyes` [left, right
 /// opening, sharpness], `mesh` the rigid points flattened, `mouth` the mouth opening, `lids`
-/// the mesh's eyelid openings, `ctx` [still, with_face] context votes. Every number is written
+/// the mesh's eyelid openings, `ctx` [still, with_face, far still, far with_face] context votes
+/// (the far pair absent before 2026-12-06: read as all the blocks, which judges those dumps as
+/// they were judged when written). Every number is written
 /// as the shortest decimal that reads back to the same f32, so a re-judgement is exact.
 #[derive(Debug, Serialize, Deserialize)]
 struct DumpFrame {
@@ -178,7 +180,7 @@ struct DumpFrame {
     mouth: Option<f32>,
     lids: Option<[f32; 2]>,
     moire: Option<f32>,
-    ctx: Option<[u32; 2]>,
+    ctx: Option<Vec<u32>>,
     /// The face flow's [residual, points, parallax x, parallax y] (absent from older dumps),
     /// then the mouth's and the face's offsets from the fit (absent before 2026-12-04's
     /// mouth flow; a negative mouth offset: not measured). Numbers after those are ignored (a
@@ -216,7 +218,9 @@ impl DumpFrame {
             mouth: o.mesh.as_ref().map(|m| m.mouth_open),
             lids: o.mesh.as_ref().map(|m| m.eyelids),
             moire: o.moire,
-            ctx: o.context.map(|c| [c.still, c.with_face]),
+            ctx: o
+                .context
+                .map(|c| vec![c.still, c.with_face, c.far_still, c.far_with_face]),
             flow: o.flow.map(|f| {
                 vec![
                     f.residual,
@@ -271,9 +275,21 @@ impl DumpFrame {
                     sharpness,
                 }),
                 mesh,
-                context: self
-                    .ctx
-                    .map(|[still, with_face]| ContextObservation { still, with_face }),
+                context: self.ctx.as_deref().and_then(|v| match *v {
+                    [still, with_face] => Some(ContextObservation {
+                        still,
+                        with_face,
+                        far_still: still,
+                        far_with_face: with_face,
+                    }),
+                    [still, with_face, far_still, far_with_face, ..] => Some(ContextObservation {
+                        still,
+                        with_face,
+                        far_still,
+                        far_with_face,
+                    }),
+                    _ => None,
+                }),
                 edge: self.edge.map(|v| EdgeObservation {
                     sides: std::array::from_fn(|i| {
                         (v[5 * i] >= 0.0).then(|| EdgeLine {
