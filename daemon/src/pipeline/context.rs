@@ -133,7 +133,7 @@ pub struct ContextObservation {
 }
 
 /// Beyond a head's reach: blocks whose centre is at least this many face widths beside the
-/// face's centre, or this many face heights above it. Measured on 2026-12-05/06: on
+/// face's centre, or this many face heights above it. Measured on 2026-12-05: on
 /// headtrackr_cap4 (a head that turns and nods) and pexels_eyes_hand (a hand at the face), the
 /// blocks that moved with the face were within 0.9 face widths of its centre, beside the
 /// face, and within 0.9 face heights above it (hair, ears, the hand); on a print filling the

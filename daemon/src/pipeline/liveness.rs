@@ -165,7 +165,9 @@ pub struct LivenessConfig {
     pub min_face_iod_px: f32,
     /// Context motion (`context.rs`): a frame votes "held sheet" when at least
     /// `context_min_votes` blocks around the face moved with it and `context_ratio` times more
-    /// than stayed ("room" the other way round).
+    /// than stayed, and beyond a head's reach (`context::HEAD_REACH`) at least
+    /// `context_min_votes` moved with it and no fewer stayed ("room": the whole ring the other
+    /// way round).
     pub context_min_votes: u32,
     pub context_ratio: f32,
     /// A track is a held sheet or screen once it has `sheet_frames` sheet frames and more than
