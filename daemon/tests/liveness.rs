@@ -187,8 +187,9 @@ fn judge_frames(dir: &std::path::Path, env: &[(&str, &str)]) -> serde_json::Valu
 /// 40-44 of this SYNTHETIC sequence) while the other stays open. In a squint a closure counts
 /// only when both eyes closed, so the print is not live even where a blink alone suffices;
 /// without that rule the dip was its "blink" and it was live at frame 45. (The sheet around
-/// the face moves with it, out beyond a head's reach, in 30 of the 50 frames, which makes it an
-/// attack anyway since 2026-12-05's sixth session; the control turns that cue off to see the squint rule.)
+/// the face moves with it, out beyond a head's reach, in 30 of the 50 frames, which makes it
+/// an attack anyway since 2026-12-05's sixth session; the control turns that cue off to see
+/// the squint rule.)
 #[test]
 fn a_printed_laughing_face_does_not_blink_by_one_eye() {
     let dir = tempdir("squint-print");
@@ -507,8 +508,8 @@ fn real_people_are_verified_at_door_sizes_and_photo_attacks_are_not() {
             .unwrap()
     };
     // Where a blink alone makes a face live, and a sheet moving with the face out beyond a
-    // head's reach is not counted (since 2026-12-05's sixth session the context catches both eye-cut prints
-    // here), the eye-cut prints are accepted by their real eyes' blinks.
+    // head's reach is not counted (since 2026-12-05's sixth session the context catches both
+    // eye-cut prints here), the eye-cut prints are accepted by their real eyes' blinks.
     let lenient = rejudge(&[
         ("FACEGATE_LIVENESS__BLINK_SUFFICES", "true"),
         ("FACEGATE_LIVENESS__SHEET_FRAMES", "1000"),

@@ -167,9 +167,9 @@ struct DumpLine {
 /// One frame of a dumped sequence: `lm` the 5 landmarks flattened, `eyes` [left, right
 /// opening, sharpness], `mesh` the rigid points flattened, `mouth` the mouth opening, `lids`
 /// the mesh's eyelid openings, `ctx` [still, with_face, far still, far with_face] context votes
-/// (the far pair absent before 2026-12-05's sixth session: read as all the blocks, which judges those dumps as
-/// they were judged when written). Every number is written
-/// as the shortest decimal that reads back to the same f32, so a re-judgement is exact.
+/// (the far pair absent before 2026-12-05's sixth session: read as all the blocks, which
+/// judges those dumps as they were judged when written). Every number is written as the
+/// shortest decimal that reads back to the same f32, so a re-judgement is exact.
 #[derive(Debug, Serialize, Deserialize)]
 struct DumpFrame {
     track: u64,
