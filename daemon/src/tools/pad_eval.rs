@@ -275,21 +275,24 @@ impl DumpFrame {
                     sharpness,
                 }),
                 mesh,
-                context: self.ctx.as_deref().and_then(|v| match *v {
-                    [still, with_face] => Some(ContextObservation {
+                context: match self.ctx.as_deref() {
+                    None => None,
+                    Some(&[still, with_face]) => Some(ContextObservation {
                         still,
                         with_face,
                         far_still: still,
                         far_with_face: with_face,
                     }),
-                    [still, with_face, far_still, far_with_face, ..] => Some(ContextObservation {
-                        still,
-                        with_face,
-                        far_still,
-                        far_with_face,
-                    }),
-                    _ => None,
-                }),
+                    Some(&[still, with_face, far_still, far_with_face]) => {
+                        Some(ContextObservation {
+                            still,
+                            with_face,
+                            far_still,
+                            far_with_face,
+                        })
+                    }
+                    Some(c) => anyhow::bail!("`ctx` needs 2 or 4 numbers, has {}", c.len()),
+                },
                 edge: self.edge.map(|v| EdgeObservation {
                     sides: std::array::from_fn(|i| {
                         (v[5 * i] >= 0.0).then(|| EdgeLine {
@@ -1119,4 +1122,35 @@ pub fn write_attack(
         out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One dumped frame with the given `ctx` JSON, read back.
+    fn read(ctx: &str) -> anyhow::Result<Obs> {
+        let line = format!(
+            r#"{{"track":1,"width":80,"lm":[0,0,1,0,0.5,0.5,0,1,1,1],"eyes":null,
+            "mesh":null,"mouth":null,"lids":null,"moire":null,"ctx":{ctx}}}"#
+        );
+        serde_json::from_str::<DumpFrame>(&line)?.obs()
+    }
+
+    #[test]
+    fn context_votes_read_back_from_old_and_new_dumps_and_a_wrong_count_is_refused() {
+        let ctx = |json: &str| read(json).unwrap().cues.context;
+        let new = ctx("[3,40,1,12]").unwrap();
+        assert_eq!(
+            (new.still, new.with_face, new.far_still, new.far_with_face),
+            (3, 40, 1, 12)
+        );
+        // Written before the far pair: every block counts as far, which judges the frame as
+        // the rule of its time did.
+        let old = ctx("[3,40]").unwrap();
+        assert_eq!((old.far_still, old.far_with_face), (3, 40));
+        assert!(ctx("null").is_none());
+        let err = read("[3,40,1]").unwrap_err().to_string();
+        assert!(err.contains("`ctx` needs 2 or 4 numbers, has 3"), "{err}");
+    }
 }
